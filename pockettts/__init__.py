@@ -1,0 +1,1 @@
+"""pockettts: CALM / Pocket TTS training and inference."""

@@ -1,0 +1,5 @@
+import sys
+
+from pockettts.data.cli import main
+
+sys.exit(main())

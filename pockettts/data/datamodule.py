@@ -1,0 +1,184 @@
+"""LightningDataModules over manifests: crops for the VAE, bucketed utterances for the TTS stages.
+
+Both build the offline demo corpus in ``prepare_data`` when configured with ``demo``, shard
+batches across ranks themselves (set the trainer's ``use_distributed_sampler: false``), and save
+their position in checkpoints so a resumed run continues with exactly the next batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from pockettts.audio import SAMPLE_RATE
+from pockettts.data.batching import DurationBucketSampler, EpochBatchSampler, FixedSizeBatchSampler
+from pockettts.data.datasets import AudioCropDataset, ManifestDataset, UtteranceDataset, collate_audio
+from pockettts.data.synthetic import DemoCorpusConfig, build_demo_corpus
+
+log = logging.getLogger(__name__)
+
+
+class ManifestDataModule(L.LightningDataModule):
+    """Shared plumbing: manifests, optional demo-corpus build, rank sharding, resumable position.
+
+    Args:
+        train_manifest, valid_manifest: validated manifests (relative paths resolve against
+            ``data_dir`` when ``demo`` is set).
+        data_dir: where the demo corpus is built.
+        demo: recipe of the demo corpus to build in ``prepare_data``; ``None`` for your own data.
+        num_workers: loader worker processes.
+        seed: base seed of batch order and crops.
+    """
+
+    def __init__(
+        self,
+        train_manifest: str,
+        valid_manifest: str,
+        data_dir: str | None = None,
+        demo: DemoCorpusConfig | dict | None = None,
+        sample_rate: int = SAMPLE_RATE,
+        num_workers: int = 0,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.data_dir = Path(data_dir) if data_dir else None
+        self.demo = DemoCorpusConfig(**demo) if isinstance(demo, Mapping) else demo
+        self.train_manifest = self._path(train_manifest)
+        self.valid_manifest = self._path(valid_manifest)
+        self.sample_rate = sample_rate
+        self.num_workers = num_workers
+        self.seed = seed
+        self.train_set: ManifestDataset | None = None
+        self.valid_set: ManifestDataset | None = None
+        self._train_sampler: EpochBatchSampler | None = None
+        self._pending_state: dict | None = None
+
+    def _path(self, manifest: str) -> Path:
+        path = Path(manifest)
+        return self.data_dir / path if self.data_dir is not None and not path.is_absolute() else path
+
+    def prepare_data(self) -> None:
+        if self.demo is not None:
+            if self.data_dir is None:
+                raise ValueError("data_dir is required to build the demo corpus")
+            build_demo_corpus(self.data_dir, self.demo)
+        for path in (self.train_manifest, self.valid_manifest):
+            if not path.is_file():
+                raise FileNotFoundError(f"manifest not found: {path}")
+
+    def _make_dataset(self, manifest: Path, train: bool) -> ManifestDataset:
+        raise NotImplementedError
+
+    def _make_sampler(self, dataset: ManifestDataset, train: bool) -> EpochBatchSampler:
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is None:
+            self.train_set = self._make_dataset(self.train_manifest, train=True)
+            self.valid_set = self._make_dataset(self.valid_manifest, train=False)
+
+    def _replicas(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+
+    def _loader(self, dataset: ManifestDataset, sampler: EpochBatchSampler) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            num_workers=self.num_workers,
+            collate_fn=collate_audio,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup()
+        self._train_sampler = self._make_sampler(self.train_set, train=True)
+        if self._pending_state is not None:
+            self._train_sampler.load_state_dict(self._pending_state)
+            self._pending_state = None
+        return self._loader(self.train_set, self._train_sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        self.setup()
+        return self._loader(self.valid_set, self._make_sampler(self.valid_set, train=False))
+
+    def state_dict(self) -> dict:
+        """Position of the training sampler: the batches the trainer has consumed this epoch."""
+        if self._train_sampler is None:
+            return {}
+        trainer = getattr(self, "trainer", None)
+        done = None
+        if trainer is not None:
+            done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        return {"train_sampler": self._train_sampler.state_dict(done)}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "train_sampler" in state:
+            self._pending_state = state["train_sampler"]
+
+
+class CropDataModule(ManifestDataModule):
+    """Fixed-length random crops in fixed-size batches (VAE training)."""
+
+    def __init__(self, crop_seconds: float = 1.0, batch_size: int = 16, valid_crop_seconds: float | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.crop_seconds = crop_seconds
+        self.valid_crop_seconds = valid_crop_seconds or crop_seconds
+        self.batch_size = batch_size
+
+    def _make_dataset(self, manifest: Path, train: bool) -> ManifestDataset:
+        crop = self.crop_seconds if train else self.valid_crop_seconds
+        return AudioCropDataset(manifest, crop, self.sample_rate, self.seed, random_crop=train)
+
+    def _make_sampler(self, dataset: ManifestDataset, train: bool) -> EpochBatchSampler:
+        replicas, rank = self._replicas()
+        return FixedSizeBatchSampler(
+            len(dataset),
+            self.batch_size,
+            shuffle=train,
+            seed=self.seed,
+            num_replicas=replicas,
+            rank=rank,
+            drop_last=train,
+            tag_epoch=True,
+        )
+
+
+class UtteranceDataModule(ManifestDataModule):
+    """Whole utterances in duration-bucketed batches under a frame budget (TTS stages)."""
+
+    def __init__(
+        self,
+        max_frames: int = 2000,
+        frame_rate: float = 12.5,
+        max_batch_size: int | None = None,
+        pool_size: int | None = 4096,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.max_frames = max_frames
+        self.frame_rate = frame_rate
+        self.max_batch_size = max_batch_size
+        self.pool_size = pool_size
+
+    def _make_dataset(self, manifest: Path, train: bool) -> ManifestDataset:
+        return UtteranceDataset(manifest, self.sample_rate)
+
+    def _make_sampler(self, dataset: ManifestDataset, train: bool) -> EpochBatchSampler:
+        replicas, rank = self._replicas()
+        return DurationBucketSampler(
+            dataset.durations,
+            self.max_frames,
+            frame_rate=self.frame_rate,
+            max_batch_size=self.max_batch_size,
+            pool_size=self.pool_size,
+            shuffle=train,
+            ids=[item.id for item in dataset.items],
+            seed=self.seed,
+            num_replicas=replicas,
+            rank=rank,
+        )

@@ -1,0 +1,77 @@
+"""Structured schemas for the top level of each entry point's config.
+
+Registered with Hydra's ConfigStore and listed first in each ``configs/<task>.yaml`` defaults, so
+a misspelt top-level key (in a config file or on the command line) is an error, not a silent
+no-op. Nodes with a ``_target_`` are checked by their constructor's signature at instantiation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class PathsConfig:
+    root_dir: str = "."
+    data_dir: str = "data"
+    log_dir: str = "logs"
+    output_dir: str = "."
+
+
+@dataclass
+class RunConfig:
+    """Keys shared by every entry point."""
+
+    task_name: str = "run"
+    seed: int = 1234
+    tags: list[str] = field(default_factory=list)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    data: Any = None
+    model: Any = None
+    trainer: Any = None
+    logger: Any = None
+    callbacks: Any = None
+
+
+@dataclass
+class TrainConfig(RunConfig):
+    task_name: str = "train"
+    ckpt_path: str | None = None  # resume: weights, optimisers, step, data position, RNG
+    init_from: str | None = None  # weights only, shape mismatches handled explicitly
+    run_test: bool = False
+
+
+@dataclass
+class DistillConfig(TrainConfig):
+    task_name: str = "distill"
+    teacher: str = "???"
+
+
+@dataclass
+class EvalConfig(RunConfig):
+    task_name: str = "eval"
+    checkpoint: str = "???"
+    testset: str = "demo"
+
+
+@dataclass
+class InferConfig(RunConfig):
+    task_name: str = "infer"
+    checkpoint: str = "???"
+    text: str = "???"
+    voice: str = "???"
+    out: str = "out.wav"
+
+
+def register_schemas() -> None:
+    store = ConfigStore.instance()
+    for name, node in (
+        ("train_schema", TrainConfig),
+        ("distill_schema", DistillConfig),
+        ("eval_schema", EvalConfig),
+        ("infer_schema", InferConfig),
+    ):
+        store.store(name=name, node=node)

@@ -1,0 +1,51 @@
+"""Shared fixtures: synthetic audio writers, a tiny demo corpus, and Hydra composition."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from pockettts.data.synthetic import DemoCorpusConfig, build_demo_corpus
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
+
+TINY_VOICES = ["flite:slt", "flite:awb", "festival:ked_diphone"]
+
+
+def write_tone(path: Path, seconds: float = 1.0, sample_rate: int = 16000, channels: int = 1,
+               freq: float = 440.0, amplitude: float = 0.3) -> Path:
+    """A sine tone file (a stand-in for speech where only signal properties matter)."""
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    tone = (amplitude * np.sin(2 * math.pi * freq * t)).astype(np.float32)
+    data = np.stack([tone] * channels, axis=1) if channels > 1 else tone
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, data, sample_rate)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_config() -> DemoCorpusConfig:
+    return DemoCorpusConfig(
+        voices=list(TINY_VOICES),
+        max_sentences=14,
+        valid_fraction=0.15,
+        test_fraction=0.15,
+        train_sentences_per_speaker=1.0,
+        seed=7,
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory, tiny_config) -> Path:
+    """A 3-speaker demo corpus built once per test session."""
+    out = tmp_path_factory.mktemp("demo")
+    build_demo_corpus(out, tiny_config, progress=False)
+    return out
