@@ -68,7 +68,9 @@ class EpochBatchSampler(Sampler[list[int]]):
             yield [(i, self.epoch) for i in batch] if self.tag_epoch else batch
 
     def __len__(self) -> int:
-        return len(self._rank_batches()) - self._skip
+        # The whole epoch, even when resuming mid-way: Lightning counts the consumed batches as
+        # already done and ends the epoch at this length.
+        return len(self._rank_batches())
 
     def state_dict(self, batches_done: int | None = None) -> dict:
         """Position to resume from; pass ``batches_done`` when a loader prefetches ahead."""

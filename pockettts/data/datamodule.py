@@ -113,7 +113,9 @@ class ManifestDataModule(L.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         done = None
         if trainer is not None:
-            done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+            # "processed", not "completed": checkpoints are written in on_train_batch_end, after
+            # the batch is processed but before Lightning marks it completed.
+            done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
         return {"train_sampler": self._train_sampler.state_dict(done)}
 
     def load_state_dict(self, state: dict) -> None:

@@ -149,13 +149,13 @@ def check_item(
                     f"does not fit in {duration:.3f}s",
                 )
                 break
+    if any(p.is_error for p in problems):
+        return None, problems
+    # Warnings only for kept items: they describe what loading will do to them.
     if rate != config.sample_rate:
         problem("resampled", f"{item.id}: {rate} Hz, resampled to {config.sample_rate} Hz on load")
     if info.channels > 1:
         problem("downmixed", f"{item.id}: {info.channels} channels, downmixed to mono on load")
-
-    if any(p.is_error for p in problems):
-        return None, problems
     return replace(item, text=text, duration=round(duration, 4)), problems
 
 
