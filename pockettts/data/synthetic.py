@@ -72,6 +72,8 @@ class DemoCorpusConfig:
     edge_silence_range: tuple[float, float] = (0.1, 0.25)
     seed: int = 1234
     workers: int = 2
+    # Keep per-sentence synthesis after a finished build (speeds up rebuilding with a new seed).
+    keep_sentence_cache: bool = False
 
 
 def read_sentences(path: str | Path | None) -> list[str]:
@@ -238,7 +240,7 @@ def _compose(plan: _UtterancePlan, cache_dir: Path, audio_path: Path, manifest_d
 
 
 def fingerprint(config: DemoCorpusConfig, sentences: list[str]) -> str:
-    recipe = {k: v for k, v in asdict(config).items() if k != "workers"}
+    recipe = {k: v for k, v in asdict(config).items() if k not in ("workers", "keep_sentence_cache")}
     payload = json.dumps({"recipe": recipe, "sentences": sentences}, sort_keys=True, default=list)
     return hashlib.sha1(payload.encode("utf-8")).hexdigest()[:16]
 
@@ -246,8 +248,8 @@ def fingerprint(config: DemoCorpusConfig, sentences: list[str]) -> str:
 def build_demo_corpus(out_dir: str | Path, config: DemoCorpusConfig | None = None, progress: bool = True) -> dict:
     """Build (or reuse) the demo corpus in ``out_dir``; return its summary (``corpus.json``).
 
-    Writes ``{train,valid,test}.jsonl`` manifests with exact sentence ``segments``, audio under
-    ``audio/<split>/<speaker>/``, and ``corpus.json`` (recipe, fingerprint, sizes) last, so a
+    Writes ``{train,valid,test}.jsonl`` manifests with exact sentence ``segments``, 24 kHz FLAC
+    under ``audio/<split>/<speaker>/``, and ``corpus.json`` (recipe, fingerprint, sizes) last, so a
     corpus with a ``corpus.json`` is complete.
     """
     config = config or DemoCorpusConfig()
@@ -281,7 +283,7 @@ def build_demo_corpus(out_dir: str | Path, config: DemoCorpusConfig | None = Non
     items: dict[str, list[ManifestItem]] = {s: [] for s in SPLITS}
     with ThreadPoolExecutor(max_workers=max(1, config.workers)) as pool:
         composed = pool.map(
-            lambda plan: _compose(plan, cache_dir, out_dir / "audio" / plan.split / speaker_name(plan.voice) / f"{plan.id}.wav", out_dir),
+            lambda plan: _compose(plan, cache_dir, out_dir / "audio" / plan.split / speaker_name(plan.voice) / f"{plan.id}.flac", out_dir),
             plans,
         )
         for plan, item in tqdm(zip(plans, composed), total=len(plans), desc="compose", disable=not progress):
@@ -303,6 +305,8 @@ def build_demo_corpus(out_dir: str | Path, config: DemoCorpusConfig | None = Non
         },
     }
     summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+    if not config.keep_sentence_cache:
+        shutil.rmtree(cache_dir, ignore_errors=True)
     return summary
 
 

@@ -1,0 +1,127 @@
+"""The Hydra config tree composes for every entry point and preset, and every node instantiates."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import ConfigCompositionException
+from hydra.utils import instantiate
+from omegaconf import OmegaConf, open_dict
+
+from pockettts.data.datamodule import CropDataModule, UtteranceDataModule
+from pockettts.schema import register_schemas
+from pockettts.training.run import build_trainer, instantiate_dict, save_resolved_config
+from tests.conftest import CONFIG_DIR
+
+ROOT = Path(CONFIG_DIR).parent
+register_schemas()
+
+
+def _compose(name, tmp_path, overrides=()):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name=name, overrides=list(overrides), return_hydra_config=True)
+    # Outside a Hydra run there is no runtime dir: point every path at the test's temp dir.
+    with open_dict(cfg):
+        cfg.paths.root_dir = str(tmp_path)
+        cfg.paths.output_dir = str(tmp_path / "run")
+        del cfg["hydra"]
+    return cfg
+
+
+@pytest.mark.parametrize("name", ["train", "distill", "eval", "infer"])
+def test_entry_point_configs_compose(name, tmp_path):
+    cfg = _compose(name, tmp_path)
+    assert cfg.task_name == name
+    assert OmegaConf.select(cfg, "paths.output_dir") == str(tmp_path / "run")
+
+
+@pytest.mark.parametrize("data, cls", [("demo_crops", CropDataModule), ("demo_utterances", UtteranceDataModule)])
+def test_data_nodes_instantiate(data, cls, tmp_path):
+    cfg = _compose("train", tmp_path, [f"data={data}"])
+    dm = instantiate(cfg.data)
+    assert isinstance(dm, cls)
+    assert dm.data_dir == tmp_path / "data" / "demo"
+    assert dm.demo.voices[0] == "flite:awb" and dm.demo.pause_range == [0.25, 0.6]
+
+
+@pytest.mark.parametrize("data", ["manifest_crops", "manifest_utterances"])
+def test_own_corpus_data_nodes_instantiate(data, tmp_path):
+    cfg = _compose("train", tmp_path, [f"data={data}", "data.train_manifest=/c/train.jsonl",
+                                       "data.valid_manifest=/c/valid.jsonl"])
+    dm = instantiate(cfg.data)
+    assert dm.demo is None and str(dm.train_manifest) == "/c/train.jsonl"
+
+
+@pytest.mark.parametrize("trainer", ["cpu", "ddp_cpu"])
+@pytest.mark.parametrize("logger", ["csv", "wandb", "many"])
+@pytest.mark.parametrize("debug", [None, "fdr", "overfit", "limit", "profiler"])
+def test_trainer_logger_callbacks_and_debug_presets_instantiate(trainer, logger, debug, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    overrides = [f"trainer={trainer}", f"logger={logger}"] + ([f"debug={debug}"] if debug else [])
+    cfg = _compose("train", tmp_path, overrides)
+    built = build_trainer(cfg)
+    assert isinstance(built, L.Trainer)
+    if debug:
+        assert built.logger is None and cfg.data.num_workers == 0
+    else:
+        assert len(built.loggers) == (2 if logger == "many" else 1)
+    if debug == "fdr":
+        assert built.fast_dev_run
+    if debug is None and trainer == "ddp_cpu":
+        assert built.num_devices == 2
+
+
+@pytest.mark.parametrize("trainer, precision, strategy", [
+    ("gpu", "bf16-mixed", None), ("ddp", "bf16-mixed", "ddp"), ("multinode", "bf16-mixed", "ddp")
+])
+def test_gpu_presets_compose(trainer, precision, strategy, tmp_path, monkeypatch):
+    # No GPU here: check what they ask for; instantiation needs the hardware.
+    monkeypatch.setenv("SLURM_NNODES", "4")
+    monkeypatch.setenv("SLURM_NTASKS_PER_NODE", "8")
+    cfg = _compose("train", tmp_path, [f"trainer={trainer}"])
+    assert cfg.trainer.accelerator == "gpu" and cfg.trainer.precision == precision
+    assert cfg.trainer.get("strategy") == strategy
+    if trainer == "multinode":
+        assert (cfg.trainer.num_nodes, cfg.trainer.devices) == (4, 8)
+        assert cfg.trainer.plugins[0]._target_.endswith("SLURMEnvironment")
+
+
+def test_callbacks_write_checkpoints_into_the_run_dir(tmp_path):
+    cfg = _compose("train", tmp_path)
+    callbacks = instantiate_dict(cfg.callbacks, "callbacks")
+    checkpoint = next(c for c in callbacks if isinstance(c, L.pytorch.callbacks.ModelCheckpoint))
+    assert Path(checkpoint.dirpath) == tmp_path / "run" / "checkpoints"
+
+
+def test_misspelt_keys_fail_loudly(tmp_path):
+    with pytest.raises(ConfigCompositionException, match="sede"):
+        _compose("train", tmp_path, ["sede=3"])
+    # A typo inside an experiment preset (the usual place for one) fails composition too.
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "typo.yaml").write_text("# @package _global_\nsede: 3\n")
+    with pytest.raises(ConfigCompositionException, match="sede"):
+        _compose("train", tmp_path, [f"hydra.searchpath=[file://{tmp_path}]", "experiment=typo"])
+    cfg = _compose("train", tmp_path, ["+data.crop_secnds=2"])
+    with pytest.raises(Exception, match="crop_secnds"):
+        instantiate(cfg.data)
+
+
+def test_resolved_config_has_no_interpolations(tmp_path):
+    cfg = _compose("train", tmp_path)
+    path = save_resolved_config(cfg, tmp_path / "out")
+    text = path.read_text()
+    assert "${" not in text and str(tmp_path / "data" / "demo") in text
+
+
+def test_train_without_a_model_exits_with_a_clear_message(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), f"paths.log_dir={tmp_path}", "logger=csv"],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert result.returncode != 0
+    assert "no model selected" in result.stderr
