@@ -27,7 +27,9 @@ def measure(loader, batches: int) -> tuple[int, float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", default="data/demo")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     parser.add_argument("--batches", type=int, default=30)
@@ -36,7 +38,10 @@ def main() -> None:
     print(f"{'loader':<28}{'workers':>8}{'items/s':>10}{'audio s/s':>11}")
     for workers in args.workers:
         for name, dm in (
-            ("crops 1.0s x16", CropDataModule(crop_seconds=1.0, batch_size=16, num_workers=workers, **common)),
+            (
+                "crops 1.0s x16",
+                CropDataModule(crop_seconds=1.0, batch_size=16, num_workers=workers, **common),
+            ),
             ("utterances <=1500 frames", UtteranceDataModule(max_frames=1500, num_workers=workers, **common)),
         ):
             dm.setup()

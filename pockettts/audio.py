@@ -79,9 +79,7 @@ def read_audio(
     start = int(round(offset * info.sample_rate))
     frames = -1 if duration is None else int(round(duration * info.sample_rate))
     if start < 0 or start >= max(info.num_frames, 1):
-        raise AudioError(
-            f"offset {offset:.3f}s is outside {_describe(source)} ({info.duration:.3f}s long)"
-        )
+        raise AudioError(f"offset {offset:.3f}s is outside {_describe(source)} ({info.duration:.3f}s long)")
     if frames >= 0 and start + frames > info.num_frames + 1:
         raise AudioError(
             f"window {offset:.3f}s+{duration:.3f}s runs past the end of {_describe(source)} "

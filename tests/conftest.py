@@ -20,8 +20,14 @@ CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
 TINY_VOICES = ["flite:slt", "flite:awb", "festival:ked_diphone"]
 
 
-def write_tone(path: Path, seconds: float = 1.0, sample_rate: int = 16000, channels: int = 1,
-               freq: float = 440.0, amplitude: float = 0.3) -> Path:
+def write_tone(
+    path: Path,
+    seconds: float = 1.0,
+    sample_rate: int = 16000,
+    channels: int = 1,
+    freq: float = 440.0,
+    amplitude: float = 0.3,
+) -> Path:
     """A sine tone file (a stand-in for speech where only signal properties matter)."""
     t = np.arange(int(seconds * sample_rate)) / sample_rate
     tone = (amplitude * np.sin(2 * math.pi * freq * t)).astype(np.float32)

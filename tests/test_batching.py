@@ -39,10 +39,13 @@ def test_max_batch_size_caps_items_per_batch():
     assert max(len(b) for b in sampler) == 8
 
 
-@pytest.mark.parametrize("make", [
-    lambda: _sampler(_durations()),
-    lambda: FixedSizeBatchSampler(103, batch_size=8, seed=5),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: _sampler(_durations()),
+        lambda: FixedSizeBatchSampler(103, batch_size=8, seed=5),
+    ],
+)
 def test_resume_continues_at_the_same_position(make):
     reference = make()
     reference.set_epoch(2)

@@ -40,7 +40,9 @@ def test_entry_point_configs_compose(name, tmp_path):
     assert OmegaConf.select(cfg, "paths.output_dir") == str(tmp_path / "run")
 
 
-@pytest.mark.parametrize("data, cls", [("demo_crops", CropDataModule), ("demo_utterances", UtteranceDataModule)])
+@pytest.mark.parametrize(
+    "data, cls", [("demo_crops", CropDataModule), ("demo_utterances", UtteranceDataModule)]
+)
 def test_data_nodes_instantiate(data, cls, tmp_path):
     cfg = _compose("train", tmp_path, [f"data={data}"])
     dm = instantiate(cfg.data)
@@ -51,8 +53,11 @@ def test_data_nodes_instantiate(data, cls, tmp_path):
 
 @pytest.mark.parametrize("data", ["manifest_crops", "manifest_utterances"])
 def test_own_corpus_data_nodes_instantiate(data, tmp_path):
-    cfg = _compose("train", tmp_path, [f"data={data}", "data.train_manifest=/c/train.jsonl",
-                                       "data.valid_manifest=/c/valid.jsonl"])
+    cfg = _compose(
+        "train",
+        tmp_path,
+        [f"data={data}", "data.train_manifest=/c/train.jsonl", "data.valid_manifest=/c/valid.jsonl"],
+    )
     dm = instantiate(cfg.data)
     assert dm.demo is None and str(dm.train_manifest) == "/c/train.jsonl"
 
@@ -60,7 +65,9 @@ def test_own_corpus_data_nodes_instantiate(data, tmp_path):
 @pytest.mark.parametrize("trainer", ["cpu", "ddp_cpu"])
 @pytest.mark.parametrize("logger", ["csv", "wandb", "many"])
 @pytest.mark.parametrize("debug", [None, "fdr", "overfit", "limit", "profiler"])
-def test_trainer_logger_callbacks_and_debug_presets_instantiate(trainer, logger, debug, tmp_path, monkeypatch):
+def test_trainer_logger_callbacks_and_debug_presets_instantiate(
+    trainer, logger, debug, tmp_path, monkeypatch
+):
     monkeypatch.setenv("WANDB_MODE", "offline")
     overrides = [f"trainer={trainer}", f"logger={logger}"] + ([f"debug={debug}"] if debug else [])
     cfg = _compose("train", tmp_path, overrides)
@@ -76,9 +83,10 @@ def test_trainer_logger_callbacks_and_debug_presets_instantiate(trainer, logger,
         assert built.num_devices == 2
 
 
-@pytest.mark.parametrize("trainer, precision, strategy", [
-    ("gpu", "bf16-mixed", None), ("ddp", "bf16-mixed", "ddp"), ("multinode", "bf16-mixed", "ddp")
-])
+@pytest.mark.parametrize(
+    "trainer, precision, strategy",
+    [("gpu", "bf16-mixed", None), ("ddp", "bf16-mixed", "ddp"), ("multinode", "bf16-mixed", "ddp")],
+)
 def test_gpu_presets_compose(trainer, precision, strategy, tmp_path, monkeypatch):
     # No GPU here: check what they ask for; instantiation needs the hardware.
     monkeypatch.setenv("SLURM_NNODES", "4")
@@ -121,7 +129,9 @@ def test_resolved_config_has_no_interpolations(tmp_path):
 def test_train_without_a_model_exits_with_a_clear_message(tmp_path):
     result = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), f"paths.log_dir={tmp_path}", "logger=csv"],
-        capture_output=True, text=True, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
     )
     assert result.returncode != 0
     assert "no model selected" in result.stderr

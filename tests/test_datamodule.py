@@ -25,14 +25,30 @@ class BatchRecorder(L.LightningModule):
 
 
 def _crops(corpus, **kwargs):
-    return CropDataModule(data_dir=str(corpus), train_manifest="train.jsonl", valid_manifest="valid.jsonl",
-                          crop_seconds=0.5, batch_size=2, seed=11, **kwargs)
+    return CropDataModule(
+        data_dir=str(corpus),
+        train_manifest="train.jsonl",
+        valid_manifest="valid.jsonl",
+        crop_seconds=0.5,
+        batch_size=2,
+        seed=11,
+        **kwargs,
+    )
 
 
 def _trainer(tmp_path, max_steps, callbacks=()):
-    return L.Trainer(max_steps=max_steps, accelerator="cpu", logger=False, enable_progress_bar=False,
-                     enable_model_summary=False, limit_val_batches=0, use_distributed_sampler=False,
-                     callbacks=list(callbacks), default_root_dir=tmp_path, enable_checkpointing=bool(callbacks))
+    return L.Trainer(
+        max_steps=max_steps,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        use_distributed_sampler=False,
+        callbacks=list(callbacks),
+        default_root_dir=tmp_path,
+        enable_checkpointing=bool(callbacks),
+    )
 
 
 def test_crop_batches(tiny_corpus):
@@ -48,8 +64,13 @@ def test_crop_batches(tiny_corpus):
 
 
 def test_utterance_batches_respect_the_frame_budget(tiny_corpus):
-    dm = UtteranceDataModule(data_dir=str(tiny_corpus), train_manifest="train.jsonl",
-                             valid_manifest="valid.jsonl", max_frames=400, frame_rate=12.5)
+    dm = UtteranceDataModule(
+        data_dir=str(tiny_corpus),
+        train_manifest="train.jsonl",
+        valid_manifest="valid.jsonl",
+        max_frames=400,
+        frame_rate=12.5,
+    )
     dm.setup()
     seen = 0
     for batch in dm.train_dataloader():

@@ -15,8 +15,15 @@ from pockettts.data.manifest import (
 
 def test_round_trip_keeps_every_field(tmp_path):
     item = ManifestItem(
-        id="a", audio="x.wav", text="Hi there.", speaker="s1", language="fr", offset=1.5, duration=2.0,
-        segments=(TimedSpan("Hi there.", 0.1, 1.9),), words=(TimedSpan("Hi", 0.1, 0.5),),
+        id="a",
+        audio="x.wav",
+        text="Hi there.",
+        speaker="s1",
+        language="fr",
+        offset=1.5,
+        duration=2.0,
+        segments=(TimedSpan("Hi there.", 0.1, 1.9),),
+        words=(TimedSpan("Hi", 0.1, 0.5),),
     )
     write_manifest(tmp_path / "m.jsonl", [item, ManifestItem(id="b", audio="y.wav", text="Yo.")])
     back = read_manifest(tmp_path / "m.jsonl")

@@ -50,7 +50,10 @@ def test_hf_dataset_from_disk_round_trip_and_resume(tmp_path, hf_dataset):
     assert "11_c" in out.with_suffix(".skipped.txt").read_text()
 
     items = read_manifest(out)
-    assert [(i.id, i.speaker, i.text) for i in items] == [("11_a", "11", "First line."), ("12_b", "12", "Second line.")]
+    assert [(i.id, i.speaker, i.text) for i in items] == [
+        ("11_a", "11", "First line."),
+        ("12_b", "12", "Second line."),
+    ]
     for item, seconds in zip(items, (1.0, 1.5)):
         info = audio_info(item.resolve_audio(out.parent))
         assert (info.sample_rate, info.channels) == (24000, 1)
@@ -65,8 +68,9 @@ def test_hf_dataset_from_disk_round_trip_and_resume(tmp_path, hf_dataset):
 def test_hf_parquet_through_load_dataset(tmp_path, hf_dataset):
     hf_dataset.select([0, 1]).to_parquet(str(tmp_path / "part.parquet"))
     preset = PRESETS["libritts_r"]
-    source = HFSourceConfig(name="parquet", data_files=[str(tmp_path / "part.parquet")], split="train",
-                            columns=preset.columns)
+    source = HFSourceConfig(
+        name="parquet", data_files=[str(tmp_path / "part.parquet")], split="train", columns=preset.columns
+    )
     counts = manifest_from_hf(source, tmp_path / "m.jsonl", progress=False)
     assert counts["written"] == 2
 
@@ -74,14 +78,41 @@ def test_hf_parquet_through_load_dataset(tmp_path, hf_dataset):
 def test_hf_path_column_with_offsets_and_filter(tmp_path):
     write_tone(tmp_path / "audio_root" / "chapter1.wav", seconds=6.0, sample_rate=22050)
     rows = [
-        {"audio_filepath": "chapter1.wav", "offset": 0.5, "duration": 2.0, "normalized_text": "One.", "speaker": "92", "set": "train"},
-        {"audio_filepath": "chapter1.wav", "offset": 3.0, "duration": 2.5, "normalized_text": "Two.", "speaker": "92", "set": "train"},
-        {"audio_filepath": "chapter1.wav", "offset": 5.0, "duration": 1.0, "normalized_text": "Held out.", "speaker": "92", "set": "test"},
+        {
+            "audio_filepath": "chapter1.wav",
+            "offset": 0.5,
+            "duration": 2.0,
+            "normalized_text": "One.",
+            "speaker": "92",
+            "set": "train",
+        },
+        {
+            "audio_filepath": "chapter1.wav",
+            "offset": 3.0,
+            "duration": 2.5,
+            "normalized_text": "Two.",
+            "speaker": "92",
+            "set": "train",
+        },
+        {
+            "audio_filepath": "chapter1.wav",
+            "offset": 5.0,
+            "duration": 1.0,
+            "normalized_text": "Held out.",
+            "speaker": "92",
+            "set": "test",
+        },
     ]
     (tmp_path / "manifest.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
     preset = PRESETS["hifitts2"]
-    source = HFSourceConfig(name="json", data_files=[str(tmp_path / "manifest.json")], split="train",
-                            columns=preset.columns, where=preset.where, audio_root=str(tmp_path / "audio_root"))
+    source = HFSourceConfig(
+        name="json",
+        data_files=[str(tmp_path / "manifest.json")],
+        split="train",
+        columns=preset.columns,
+        where=preset.where,
+        audio_root=str(tmp_path / "audio_root"),
+    )
     out = tmp_path / "out" / "train.jsonl"
     counts = manifest_from_hf(source, out, progress=False)
     assert counts["written"] == 2 and counts["filtered"] == 1

@@ -45,7 +45,7 @@ def test_segments_are_exact_sentence_boundaries(tiny_corpus):
         wav = load_audio(item.resolve_audio(tiny_corpus))
         assert wav.shape[-1] / 24000 == pytest.approx(item.duration, abs=1e-3)
 
-        def rms(start, end):
+        def rms(start, end, wav=wav):
             piece = wav[0, int(start * 24000) : int(end * 24000)]
             return float(piece.pow(2).mean().sqrt())
 

@@ -23,8 +23,13 @@ def _broken_corpus(root):
     (audio / "corrupt.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunkjunkjunk")
     rows = [
         {"id": "good1", "audio": "audio/good1.wav", "text": "  A  good\u2019 item. ", "speaker": "s1"},
-        {"id": "good2", "audio": "audio/good2.flac", "text": "Another one.", "speaker": "s2",
-         "segments": [{"text": "Another one.", "start": 0.0, "end": 1.9}]},
+        {
+            "id": "good2",
+            "audio": "audio/good2.flac",
+            "text": "Another one.",
+            "speaker": "s2",
+            "segments": [{"text": "Another one.", "start": 0.0, "end": 1.9}],
+        },
         {"id": "stereo", "audio": "audio/stereo.wav", "text": "Stereo at 44.1 kHz.", "speaker": "s1"},
         {"id": "corrupt", "audio": "audio/corrupt.wav", "text": "Broken file."},
         {"id": "missing", "audio": "audio/nowhere.wav", "text": "No file."},
@@ -34,8 +39,12 @@ def _broken_corpus(root):
         {"id": "long", "audio": "audio/long.wav", "text": "Too long."},
         {"id": "good1", "audio": "audio/good2.flac", "text": "Duplicate id."},
         {"id": "window", "audio": "audio/long.wav", "text": "Window.", "offset": 3.5, "duration": 2.0},
-        {"id": "align", "audio": "audio/good1.wav", "text": "Bad words.",
-         "words": [{"word": "Bad", "start": 0.2, "end": 9.0}]},
+        {
+            "id": "align",
+            "audio": "audio/good1.wav",
+            "text": "Bad words.",
+            "words": [{"word": "Bad", "start": 0.2, "end": 9.0}],
+        },
     ]
     lines = [json.dumps(r) for r in rows]
     lines.insert(3, '{"id": "torn", "audio": ')
@@ -82,8 +91,17 @@ def test_broken_corpus_report_and_clean_manifest(tmp_path):
 
 def test_validate_command_prints_report_and_exit_codes(tmp_path):
     raw = _broken_corpus(tmp_path / "corpus")
-    cmd = [sys.executable, "-m", "pockettts.data", "validate", str(raw), "--out", str(tmp_path / "c.jsonl"),
-           "--max-duration", "3"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pockettts.data",
+        "validate",
+        str(raw),
+        "--out",
+        str(tmp_path / "c.jsonl"),
+        "--max-duration",
+        "3",
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "3/13 items kept" in result.stdout

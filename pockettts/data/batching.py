@@ -17,8 +17,9 @@ class EpochBatchSampler(Sampler[list[int]]):
     """Base: deterministic per-epoch batches, sharded by rank, resumable mid-epoch.
 
     Subclasses implement :meth:`epoch_batches`. With ``tag_epoch`` each index is yielded as
-    ``(index, epoch)`` so a dataset can seed per-epoch randomness from it. State is ``{"epoch", "batches_done"}``, where
-    ``batches_done`` counts this rank's batches already consumed in ``epoch``.
+    ``(index, epoch)`` so a dataset can seed per-epoch randomness from it. State is
+    ``{"epoch", "batches_done"}``, where ``batches_done`` counts this rank's batches already
+    consumed in ``epoch``.
     """
 
     def __init__(

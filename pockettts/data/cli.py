@@ -1,10 +1,10 @@
 """Corpus preparation commands: ``python -m pockettts.data <command> ...``.
 
-    demo         build the offline multi-speaker demo corpus (Debian TTS voices)
-    from-hf      convert a Hugging Face dataset split into a manifest
-    from-folder  convert a local folder (LJSpeech metadata.csv, or audio + transcript pairs)
-    validate     check every item of a manifest, write the clean manifest and a report
-    stats        hours, items and speakers of a manifest
+demo         build the offline multi-speaker demo corpus (Debian TTS voices)
+from-hf      convert a Hugging Face dataset split into a manifest
+from-folder  convert a local folder (LJSpeech metadata.csv, or audio + transcript pairs)
+validate     check every item of a manifest, write the clean manifest and a report
+stats        hours, items and speakers of a manifest
 """
 
 from __future__ import annotations
@@ -58,10 +58,12 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _from_hf(args: argparse.Namespace) -> int:
     base = PRESETS[args.preset] if args.preset else HFSourceConfig(name=args.name)
-    columns = HFColumns(**{
-        f.name: getattr(args, f"{f.name}_column") or getattr(base.columns, f.name)
-        for f in fields(HFColumns)
-    })
+    columns = HFColumns(
+        **{
+            f.name: getattr(args, f"{f.name}_column") or getattr(base.columns, f.name)
+            for f in fields(HFColumns)
+        }
+    )
     where = dict(base.where)
     for clause in args.where:
         key, _, value = clause.partition("=")
@@ -91,16 +93,21 @@ def _stats(args: argparse.Namespace) -> int:
     items = read_manifest(args.manifest)
     known = [i.duration for i in items if i.duration is not None]
     speakers = Counter(i.speaker for i in items)
-    print(f"{args.manifest}: {len(items)} items, {len(speakers)} speakers, "
-          f"{sum(known) / 3600:.3f} h ({len(items) - len(known)} without duration)")
+    print(
+        f"{args.manifest}: {len(items)} items, {len(speakers)} speakers, "
+        f"{sum(known) / 3600:.3f} h ({len(items) - len(known)} without duration)"
+    )
     for speaker, count in speakers.most_common():
         print(f"  {speaker:<28} {count:>7}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pockettts.data", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m pockettts.data",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="build the offline demo corpus")
@@ -108,8 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--voices", nargs="+", default=list(DEFAULT_VOICES))
     demo.add_argument("--sentences", default=None, help="one sentence per line (default: bundled list)")
     demo.add_argument("--max-sentences", type=int, default=None)
-    demo.add_argument("--train-fraction", type=float, default=0.5,
-                      help="fraction of train sentences each speaker reads")
+    demo.add_argument(
+        "--train-fraction", type=float, default=0.5, help="fraction of train sentences each speaker reads"
+    )
     demo.add_argument("--seed", type=int, default=1234)
     demo.add_argument("--workers", type=int, default=2)
     demo.set_defaults(run=_demo)
@@ -125,8 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
     val.set_defaults(run=_validate)
 
     hf = sub.add_parser("from-hf", help="convert a Hugging Face dataset split")
-    hf.add_argument("name", nargs="?", default=None,
-                    help="hub id, save_to_disk folder, or builder (parquet, json, audiofolder)")
+    hf.add_argument(
+        "name",
+        nargs="?",
+        default=None,
+        help="hub id, save_to_disk folder, or builder (parquet, json, audiofolder)",
+    )
     hf.add_argument("--preset", choices=sorted(PRESETS), default=None)
     hf.add_argument("--out", type=Path, required=True)
     hf.add_argument("--config", default=None)

@@ -126,7 +126,13 @@ class ManifestDataModule(L.LightningDataModule):
 class CropDataModule(ManifestDataModule):
     """Fixed-length random crops in fixed-size batches (VAE training)."""
 
-    def __init__(self, crop_seconds: float = 1.0, batch_size: int = 16, valid_crop_seconds: float | None = None, **kwargs):
+    def __init__(
+        self,
+        crop_seconds: float = 1.0,
+        batch_size: int = 16,
+        valid_crop_seconds: float | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.crop_seconds = crop_seconds
         self.valid_crop_seconds = valid_crop_seconds or crop_seconds

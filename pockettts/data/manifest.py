@@ -98,9 +98,7 @@ def _number(value, key: str) -> float:
 def _span(record, text_key: str) -> TimedSpan:
     if not isinstance(record, dict) or not {text_key, "start", "end"} <= set(record):
         raise ManifestError(f"expected {{{text_key!r}, 'start', 'end'}}, got {record!r}")
-    return TimedSpan(
-        str(record[text_key]), _number(record["start"], "start"), _number(record["end"], "end")
-    )
+    return TimedSpan(str(record[text_key]), _number(record["start"], "start"), _number(record["end"], "end"))
 
 
 def _span_json(span: TimedSpan, text_key: str) -> dict:
@@ -171,11 +169,7 @@ class ManifestAppender:
         self._handle = open(self.path, "a", encoding="utf-8")
 
     def existing_ids(self) -> set[str]:
-        return {
-            entry.id
-            for _, entry in iter_manifest_lines(self.path)
-            if isinstance(entry, ManifestItem)
-        }
+        return {entry.id for _, entry in iter_manifest_lines(self.path) if isinstance(entry, ManifestItem)}
 
     def append(self, item: ManifestItem) -> None:
         self._handle.write(json.dumps(item.to_json(), ensure_ascii=False) + "\n")

@@ -166,7 +166,9 @@ def manifest_from_hf(
                 continue
             speaker = str(row[cols.speaker]) if cols.speaker else "unknown"
             try:
-                item = _hf_row_item(row, item_id, speaker, source, embedded_audio, audio_root, audio_dir, output.parent)
+                item = _hf_row_item(
+                    row, item_id, speaker, source, embedded_audio, audio_root, audio_dir, output.parent
+                )
             except (AudioError, ValueError, TypeError) as err:
                 counts["skipped"] += 1
                 skipped.write(f"{item_id}\t{err}\n")
@@ -256,10 +258,7 @@ def manifest_from_folder(
     else:
         raise ValueError(f"unknown folder layout {layout!r}; use auto, ljspeech or pairs")
     manifest_dir = output.parent.resolve()
-    items = [
-        replace(i, audio=os.path.relpath(Path(i.audio).resolve(), manifest_dir))
-        for i in items
-    ]
+    items = [replace(i, audio=os.path.relpath(Path(i.audio).resolve(), manifest_dir)) for i in items]
     write_manifest(output, items)
     output.with_suffix(".skipped.txt").write_text("".join(f"{s}\n" for s in skipped))
     return {"written": len(items), "skipped": len(skipped)}
@@ -273,10 +272,18 @@ def _ljspeech_items(root: Path, speaker: str, language: str) -> tuple[list[Manif
                 skipped.append(f"metadata.csv:{number}\texpected id|text, got {row!r}")
                 continue
             text = row[2] if len(row) > 2 and row[2].strip() else row[1]
-            audio = next((root / "wavs" / f"{row[0]}{s}" for s in AUDIO_SUFFIXES
-                          if (root / "wavs" / f"{row[0]}{s}").exists()), root / "wavs" / f"{row[0]}.wav")
+            audio = next(
+                (
+                    root / "wavs" / f"{row[0]}{s}"
+                    for s in AUDIO_SUFFIXES
+                    if (root / "wavs" / f"{row[0]}{s}").exists()
+                ),
+                root / "wavs" / f"{row[0]}.wav",
+            )
             # A missing file stays in the manifest: validation reports it by id.
-            items.append(ManifestItem(id=row[0], audio=str(audio), text=text, speaker=speaker, language=language))
+            items.append(
+                ManifestItem(id=row[0], audio=str(audio), text=text, speaker=speaker, language=language)
+            )
     return items, skipped
 
 
@@ -285,7 +292,9 @@ def _pair_items(root: Path, speaker: str | None, language: str) -> tuple[list[Ma
     audio_files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
     for audio in audio_files:
         stem = audio.with_suffix("")
-        transcript = next((Path(f"{stem}{s}") for s in TRANSCRIPT_SUFFIXES if Path(f"{stem}{s}").is_file()), None)
+        transcript = next(
+            (Path(f"{stem}{s}") for s in TRANSCRIPT_SUFFIXES if Path(f"{stem}{s}").is_file()), None
+        )
         if transcript is None:
             skipped.append(f"{audio}\tno transcript ({', '.join(TRANSCRIPT_SUFFIXES)})")
             continue

@@ -159,7 +159,9 @@ def _synthesise_batch(voice: str, sentences: list[str], cache_dir: Path) -> None
             path.replace(_cache_path(cache_dir, voice, sentence))
 
 
-def trim_silence(wav: torch.Tensor, sample_rate: int, threshold_db: float = -40.0, margin: float = 0.03) -> torch.Tensor:
+def trim_silence(
+    wav: torch.Tensor, sample_rate: int, threshold_db: float = -40.0, margin: float = 0.03
+) -> torch.Tensor:
     """Cut leading/trailing audio quieter than ``threshold_db`` below the peak (``[1, T]``)."""
     hop = int(0.01 * sample_rate)
     frames = wav[0, : wav.shape[-1] // hop * hop].view(-1, hop)
@@ -197,7 +199,9 @@ def plan_utterances(splits: dict[str, list[str]], config: DemoCorpusConfig) -> l
             pool = list(splits[split])
             rng.shuffle(pool)
             if split == "train":
-                keep = max(config.min_sentences_per_utterance, round(len(pool) * config.train_sentences_per_speaker))
+                keep = max(
+                    config.min_sentences_per_utterance, round(len(pool) * config.train_sentences_per_speaker)
+                )
                 pool = pool[:keep]
             index = 0
             while len(pool) >= config.min_sentences_per_utterance:
@@ -209,7 +213,9 @@ def plan_utterances(splits: dict[str, list[str]], config: DemoCorpusConfig) -> l
                 edges = [round(rng.uniform(*config.edge_silence_range), 3) for _ in range(2)]
                 gaps = [round(rng.uniform(*config.pause_range), 3) for _ in range(len(group) - 1)]
                 plans.append(
-                    _UtterancePlan(f"{speaker}_{split}_{index:04d}", voice, split, group, [edges[0], *gaps, edges[1]])
+                    _UtterancePlan(
+                        f"{speaker}_{split}_{index:04d}", voice, split, group, [edges[0], *gaps, edges[1]]
+                    )
                 )
                 index += 1
     return plans
@@ -245,7 +251,9 @@ def fingerprint(config: DemoCorpusConfig, sentences: list[str]) -> str:
     return hashlib.sha1(payload.encode("utf-8")).hexdigest()[:16]
 
 
-def build_demo_corpus(out_dir: str | Path, config: DemoCorpusConfig | None = None, progress: bool = True) -> dict:
+def build_demo_corpus(
+    out_dir: str | Path, config: DemoCorpusConfig | None = None, progress: bool = True
+) -> dict:
     """Build (or reuse) the demo corpus in ``out_dir``; return its summary (``corpus.json``).
 
     Writes ``{train,valid,test}.jsonl`` manifests with exact sentence ``segments``, 24 kHz FLAC
@@ -270,11 +278,7 @@ def build_demo_corpus(out_dir: str | Path, config: DemoCorpusConfig | None = Non
     needed: dict[str, set[str]] = {v: set() for v in config.voices}
     for plan in plans:
         needed[plan.voice].update(plan.sentences)
-    batches = [
-        (voice, chunk)
-        for voice, wanted in needed.items()
-        for chunk in _chunks(sorted(wanted), 64)
-    ]
+    batches = [(voice, chunk) for voice, wanted in needed.items() for chunk in _chunks(sorted(wanted), 64)]
     with ThreadPoolExecutor(max_workers=max(1, config.workers)) as pool:
         jobs = pool.map(lambda job: _synthesise_batch(job[0], job[1], cache_dir), batches)
         for _ in tqdm(jobs, total=len(batches), desc="synthesise", disable=not progress):
@@ -283,7 +287,12 @@ def build_demo_corpus(out_dir: str | Path, config: DemoCorpusConfig | None = Non
     items: dict[str, list[ManifestItem]] = {s: [] for s in SPLITS}
     with ThreadPoolExecutor(max_workers=max(1, config.workers)) as pool:
         composed = pool.map(
-            lambda plan: _compose(plan, cache_dir, out_dir / "audio" / plan.split / speaker_name(plan.voice) / f"{plan.id}.flac", out_dir),
+            lambda plan: _compose(
+                plan,
+                cache_dir,
+                out_dir / "audio" / plan.split / speaker_name(plan.voice) / f"{plan.id}.flac",
+                out_dir,
+            ),
             plans,
         )
         for plan, item in tqdm(zip(plans, composed), total=len(plans), desc="compose", disable=not progress):
