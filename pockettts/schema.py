@@ -40,7 +40,6 @@ class RunConfig:
 class TrainConfig(RunConfig):
     task_name: str = "train"
     ckpt_path: str | None = None  # resume: weights, optimisers, step, data position, RNG
-    init_from: str | None = None  # weights only, shape mismatches handled explicitly
     run_test: bool = False
 
 
