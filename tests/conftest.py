@@ -55,3 +55,21 @@ def tiny_corpus(tmp_path_factory, tiny_config) -> Path:
     out = tmp_path_factory.mktemp("demo")
     build_demo_corpus(out, tiny_config, progress=False)
     return out
+
+
+TINY_VAE = dict(
+    latent_dim=8,
+    seanet=dict(dimension=16, n_filters=4, ratios=[6, 5, 4]),
+    transformer=dict(d_model=16, num_heads=2, num_layers=1, dim_feedforward=32, context=12),
+)
+
+
+@pytest.fixture
+def tiny_vae():
+    """A VAE with the released structure at toy width (24 kHz, 12.5 Hz), random weights."""
+    import torch
+
+    from pockettts.models.vae import AudioVAE
+
+    torch.manual_seed(0)
+    return AudioVAE(**TINY_VAE).eval()

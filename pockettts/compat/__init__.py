@@ -1,0 +1,1 @@
+"""Import and export of Kyutai Pocket TTS checkpoints (no dependency on the ``pocket-tts`` package)."""

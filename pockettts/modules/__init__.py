@@ -1,0 +1,1 @@
+"""Building blocks with no training logic: streaming convs, SEANet, transformer, discriminators."""

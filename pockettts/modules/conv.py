@@ -1,0 +1,165 @@
+"""Causal 1-d convolutions that stream with explicit state.
+
+Both convolutions only look at the past: ``StreamingConv1d`` pads on the left (zeros, or the first
+sample repeated) and keeps the unconsumed tail of its input between chunks, so chunks may have any
+length, including ones shorter than its stride; ``StreamingConvTranspose1d`` keeps the overlap-add
+tail its next chunk still has to add to. Training uses weight-normalised convolutions (as Mimi and
+SEANet do); ``folded_state_dict`` bakes the normalisation into plain weights for export.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrizations
+
+from pockettts.modules.streaming import State, StreamingModule
+
+PAD_MODES = ("constant", "replicate")
+
+
+def _maybe_weight_norm(conv: nn.Module, weight_norm: bool) -> nn.Module:
+    if conv.bias is not None:
+        # Default bias init (±1/sqrt(fan_in)) drowns quiet speech at the input of an encoder and
+        # can leave the latent input-independent (reference/vae_calibration.md §6).
+        nn.init.zeros_(conv.bias)
+    return parametrizations.weight_norm(conv, dim=0) if weight_norm else conv
+
+
+def folded_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
+    """``module.state_dict()`` with each weight-norm pair (``g``, ``v``) replaced by its ``weight``.
+
+    Leaves ``module`` untouched (removing parametrizations from a deep copy would not: the copy
+    shares the parametrized class with the original).
+    """
+    state = module.state_dict()
+    folded: dict[str, torch.Tensor] = {}
+    for name, tensor in state.items():
+        if name.endswith(".parametrizations.weight.original0"):
+            stem = name.removesuffix(".parametrizations.weight.original0")
+            direction = state[f"{stem}.parametrizations.weight.original1"]
+            folded[f"{stem}.weight"] = torch._weight_norm(direction, tensor, dim=0)
+        elif not name.endswith(".parametrizations.weight.original1"):
+            folded[name] = tensor
+    return folded
+
+
+class StreamingConv1d(StreamingModule):
+    """Causal ``Conv1d``: output frame ``n`` sees input up to sample ``(n + 1) * stride - 1``.
+
+    A full pass over ``T`` samples gives ``T // stride`` frames; so does any split into chunks.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        dilation: int = 1,
+        groups: int = 1,
+        bias: bool = True,
+        pad_mode: str = "constant",
+        weight_norm: bool = False,
+    ):
+        super().__init__()
+        if pad_mode not in PAD_MODES:
+            raise ValueError(f"pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
+        self.pad_mode = pad_mode
+        self.stride = stride
+        self.effective_kernel = (kernel_size - 1) * dilation + 1
+        if self.effective_kernel < stride:
+            raise ValueError(f"kernel {self.effective_kernel} shorter than stride {stride} skips samples")
+        self.left_context = self.effective_kernel - stride
+        conv = nn.Conv1d(
+            in_channels, out_channels, kernel_size, stride, dilation=dilation, groups=groups, bias=bias
+        )
+        self.conv = _maybe_weight_norm(conv, weight_norm)
+
+    def init_own_state(self, batch_size: int, device: torch.device) -> State:
+        # "pending" = input not yet consumed, left context included; replicate padding is only known
+        # once the first sample arrives, so it starts empty in that mode.
+        length = self.left_context if self.pad_mode == "constant" else 0
+        return {
+            "pending": torch.zeros(batch_size, self.conv.in_channels, length, device=device),
+            "started": torch.zeros((), dtype=torch.bool, device=device),
+        }
+
+    def _left_pad(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pad_mode == "replicate":
+            return x[..., :1].expand(-1, -1, self.left_context)
+        return x.new_zeros(x.shape[0], x.shape[1], self.left_context)
+
+    def _empty_output(self, x: torch.Tensor) -> torch.Tensor:
+        return x.new_zeros(x.shape[0], self.conv.out_channels, 0)
+
+    def forward(self, x: torch.Tensor, state: State | None = None) -> torch.Tensor:
+        """``x``: ``[B, C_in, T]`` -> ``[B, C_out, T_out]``."""
+        if state is None:
+            x = torch.cat([self._left_pad(x), x], dim=-1)
+            if x.shape[-1] < self.effective_kernel:
+                return self._empty_output(x)
+            return self.conv(x)
+        if x.shape[-1] == 0:
+            return self._empty_output(x)
+        pending = state["pending"].to(x.dtype)
+        if not bool(state["started"]):
+            if self.pad_mode == "replicate":
+                pending = self._left_pad(x)
+            state["started"] = torch.ones_like(state["started"])
+        x = torch.cat([pending, x], dim=-1)
+        n_out = (
+            (x.shape[-1] - self.effective_kernel) // self.stride + 1
+            if x.shape[-1] >= self.effective_kernel
+            else 0
+        )
+        state["pending"] = x[..., n_out * self.stride :].detach()
+        if n_out == 0:
+            return self._empty_output(x)
+        return self.conv(x[..., : (n_out - 1) * self.stride + self.effective_kernel])
+
+
+class StreamingConvTranspose1d(StreamingModule):
+    """Causal ``ConvTranspose1d``: ``T`` input frames give exactly ``T * stride`` samples.
+
+    The last ``kernel - stride`` samples of each chunk are incomplete (the next frames still add to
+    them): a full pass drops them, a stream carries them over.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        groups: int = 1,
+        bias: bool = True,
+        weight_norm: bool = False,
+    ):
+        super().__init__()
+        if kernel_size < stride:
+            raise ValueError(f"kernel {kernel_size} shorter than stride {stride} leaves gaps")
+        self.stride = stride
+        self.overlap = kernel_size - stride
+        convtr = nn.ConvTranspose1d(in_channels, out_channels, kernel_size, stride, groups=groups, bias=bias)
+        self.convtr = _maybe_weight_norm(convtr, weight_norm)
+
+    def init_own_state(self, batch_size: int, device: torch.device) -> State:
+        return {"overlap": torch.zeros(batch_size, self.convtr.out_channels, self.overlap, device=device)}
+
+    def forward(self, x: torch.Tensor, state: State | None = None) -> torch.Tensor:
+        """``x``: ``[B, C_in, T]`` -> ``[B, C_out, T * stride]``."""
+        if x.shape[-1] == 0:
+            return x.new_zeros(x.shape[0], self.convtr.out_channels, 0)
+        y = self.convtr(x)
+        if self.overlap == 0:
+            return y
+        if state is not None:
+            head = y[..., : self.overlap] + state["overlap"].to(y.dtype)
+            y = torch.cat([head, y[..., self.overlap :]], dim=-1)
+            tail = y[..., -self.overlap :]
+            if self.convtr.bias is not None:
+                # The bias is added once per sample, when the sample is emitted.
+                tail = tail - self.convtr.bias[:, None]
+            state["overlap"] = tail.detach()
+        return y[..., : -self.overlap]

@@ -1,0 +1,172 @@
+"""The two properties of every causal module: new input never changes past output, and feeding
+the input chunk by chunk (random chunk sizes) gives exactly the full-sequence output."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from pockettts.modules.conv import StreamingConv1d, StreamingConvTranspose1d, folded_state_dict
+from pockettts.modules.rope import apply_rope
+from pockettts.modules.seanet import SEANetDecoder, SEANetEncoder
+from pockettts.modules.streaming import flatten_state, unflatten_state
+from pockettts.modules.transformer import ProjectedTransformer, StreamingTransformer
+
+
+def _random_chunks(total: int, max_chunk: int, seed: int) -> list[int]:
+    rng = random.Random(seed)
+    sizes = []
+    while sum(sizes) < total:
+        sizes.append(min(rng.randint(1, max_chunk), total - sum(sizes)))
+    return sizes
+
+
+def _streamed(module, x, max_chunk: int, seed: int = 0, time_dim: int = -1, state_of=None, out_time_dim=None):
+    """Run ``module`` over ``x`` in random chunks with one state (from ``state_of``, default ``module``)."""
+    state = (state_of or module).init_state(x.shape[0])
+    outputs, start = [], 0
+    for size in _random_chunks(x.shape[time_dim], max_chunk, seed):
+        outputs.append(module(x.narrow(time_dim, start, size), state))
+        start += size
+    return torch.cat(outputs, dim=time_dim if out_time_dim is None else out_time_dim)
+
+
+def _assert_causal(
+    module, x, cut: int, out_per_in: float, time_dim: int = -1, out_time_dim: int | None = None
+):
+    """Changing the input from ``cut`` on leaves every output computed before ``cut`` unchanged."""
+    out_time_dim = time_dim if out_time_dim is None else out_time_dim
+    changed = x.clone()
+    changed.narrow(time_dim, cut, x.shape[time_dim] - cut).normal_()
+    y, y_changed = module(x), module(changed)
+    keep = int(cut * out_per_in)
+    torch.testing.assert_close(y.narrow(out_time_dim, 0, keep), y_changed.narrow(out_time_dim, 0, keep))
+    assert not torch.allclose(y, y_changed), "the perturbation should change later outputs"
+
+
+CONV_CASES = [
+    dict(kernel_size=7),
+    dict(kernel_size=3, dilation=4),
+    dict(kernel_size=8, stride=4),
+    dict(kernel_size=32, stride=16, bias=False, pad_mode="replicate"),
+    dict(kernel_size=1, weight_norm=True),
+    dict(kernel_size=12, stride=6, weight_norm=True),
+]
+
+
+@pytest.mark.parametrize("kwargs", CONV_CASES)
+def test_conv1d_streams_exactly_and_is_causal(kwargs):
+    torch.manual_seed(0)
+    conv = StreamingConv1d(3, 5, **kwargs)
+    x = torch.randn(2, 3, 16 * 20)
+    full = conv(x)
+    assert full.shape[-1] == x.shape[-1] // conv.stride
+    for seed in range(3):
+        torch.testing.assert_close(_streamed(conv, x, max_chunk=37, seed=seed), full)
+    _assert_causal(conv, x, cut=160, out_per_in=1 / conv.stride)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(kernel_size=8, stride=4),
+        dict(kernel_size=4, stride=4),
+        dict(kernel_size=32, stride=16, groups=5, bias=False),
+    ],
+)
+def test_conv_transpose_streams_exactly_and_is_causal(kwargs):
+    torch.manual_seed(0)
+    convtr = StreamingConvTranspose1d(5, 5, **kwargs)
+    x = torch.randn(2, 5, 30)
+    full = convtr(x)
+    assert full.shape[-1] == 30 * convtr.stride
+    torch.testing.assert_close(_streamed(convtr, x, max_chunk=4), full)
+    _assert_causal(convtr, x, cut=11, out_per_in=convtr.stride)
+
+
+def test_conv_rejects_unknown_pad_mode():
+    with pytest.raises(ValueError, match="pad_mode"):
+        StreamingConv1d(1, 1, 3, pad_mode="reflect")
+
+
+def test_folded_weight_norm_gives_the_same_conv():
+    torch.manual_seed(0)
+    conv = StreamingConv1d(3, 4, 5, weight_norm=True)
+    with torch.no_grad():
+        conv.conv.parametrizations.weight.original0.mul_(2.0)
+    plain = StreamingConv1d(3, 4, 5)
+    plain.load_state_dict(folded_state_dict(conv))
+    x = torch.randn(1, 3, 50)
+    torch.testing.assert_close(plain(x), conv(x))
+
+
+def test_rope_scores_depend_only_on_relative_position():
+    torch.manual_seed(0)
+    q, k = torch.randn(1, 1, 2, 16), torch.randn(1, 1, 2, 16)
+
+    def score(q_pos: int, k_pos: int) -> torch.Tensor:
+        return (apply_rope(q, q_pos) * apply_rope(k, k_pos)).sum(-1)
+
+    torch.testing.assert_close(score(7, 3), score(104, 100))
+    assert not torch.allclose(score(7, 3), score(7, 4))
+
+
+@pytest.mark.parametrize("context", [None, 5])
+def test_transformer_streams_exactly_and_is_causal(context):
+    torch.manual_seed(0)
+    transformer = StreamingTransformer(16, 2, 2, 32, context=context, layer_scale=0.5).eval()
+    x = torch.randn(2, 40, 16)
+    full = transformer(x)
+    torch.testing.assert_close(_streamed(transformer, x, max_chunk=6, time_dim=1), full)
+    _assert_causal(transformer, x, cut=17, out_per_in=1.0, time_dim=1)
+
+
+def test_local_attention_window_limits_the_past_and_the_cache():
+    torch.manual_seed(0)
+    transformer = StreamingTransformer(16, 2, 1, 32, context=4).eval()
+    x = torch.randn(1, 20, 16)
+    changed = x.clone()
+    changed[:, 5] += 1.0  # one layer, window 4: only outputs 5..8 can see position 5
+    delta = (transformer(x) - transformer(changed)).abs().sum(-1)[0]
+    assert torch.all(delta[9:] == 0) and torch.all(delta[5:9] > 0)
+    state = transformer.init_state(1)
+    transformer(x, state)
+    assert state["layers.0"]["self_attn"]["keys"].shape[2] == 3
+
+
+def test_projected_transformer_conv_layout_streams():
+    torch.manual_seed(0)
+    transformer = ProjectedTransformer(6, 10, 16, 2, 1, 32, context=8).eval()
+    x = torch.randn(2, 6, 25)
+    full = transformer(x)
+    assert full.shape == (2, 10, 25)
+    torch.testing.assert_close(_streamed(transformer, x, max_chunk=5), full)
+
+
+def test_seanet_encoder_and_decoder_stream_exactly():
+    torch.manual_seed(0)
+    encoder = SEANetEncoder(dimension=8, n_filters=4, ratios=[4, 2], n_residual_layers=2)
+    decoder = SEANetDecoder(dimension=8, n_filters=4, ratios=[4, 2], n_residual_layers=2)
+    audio = torch.randn(2, 1, 8 * 30)
+    features = encoder(audio)
+    assert features.shape == (2, 8, 30)
+    torch.testing.assert_close(_streamed(encoder, audio, max_chunk=23), features)
+    torch.testing.assert_close(_streamed(decoder, features, max_chunk=4), decoder(features))
+    _assert_causal(encoder, audio, cut=8 * 13, out_per_in=1 / 8)
+    _assert_causal(decoder, features, cut=13, out_per_in=8)
+
+
+def test_state_survives_flatten_and_restore():
+    """A stream can be saved mid-way (e.g. as safetensors) and resumed with the same result."""
+    torch.manual_seed(0)
+    transformer = StreamingTransformer(16, 2, 2, 32).eval()
+    x = torch.randn(1, 12, 16)
+    state = transformer.init_state(1)
+    first = transformer(x[:, :7], state)
+    restored = unflatten_state(flatten_state(state), transformer.init_state(1))
+    rest = transformer(x[:, 7:], restored)
+    torch.testing.assert_close(torch.cat([first, rest], 1), transformer(x))
+    with pytest.raises(KeyError, match="unknown"):
+        unflatten_state({**flatten_state(state), "bogus": torch.zeros(1)}, transformer.init_state(1))
