@@ -49,6 +49,11 @@ class SSLFeatureTeacher(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
+    @property
+    def feature_dim(self) -> int:
+        """Width ``C`` of the returned features (the transformer's embedding size)."""
+        return self.model.encoder.feature_projection.projection.out_features
+
     def train(self, mode: bool = True) -> SSLFeatureTeacher:
         # A frozen teacher: ignore requests to enter training mode.
         return super().train(False)

@@ -163,11 +163,17 @@ class AudioVAE(StreamingModule):
             raise ValueError(f"expected latents [B, F, {self.latent_dim}], got shape {tuple(latent.shape)}")
         return self.decode_features(latent.transpose(1, 2), state)
 
-    def forward(self, audio: torch.Tensor, sample: bool = True) -> dict[str, torch.Tensor]:
+    def forward(
+        self, audio: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
         """Training pass: ``audio`` ``[B, 1, T]`` -> reconstruction ``[B, 1, T']`` (``T'`` = ``T`` rounded up
         to whole frames), posterior ``mean``/``logvar`` ``[B, latent_dim, F]`` and the decoded ``latent``."""
         mean, logvar = self.encode_distribution(audio)
-        latent = mean + torch.randn_like(mean) * (0.5 * logvar).exp() if sample else mean
+        if sample:
+            noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+            latent = mean + noise * (0.5 * logvar).exp()
+        else:
+            latent = mean
         return {
             "reconstruction": self.decode_features(latent),
             "mean": mean,

@@ -11,8 +11,11 @@ from pathlib import Path
 
 import hydra
 import lightning as L
+from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
+
+from pockettts.training.checkpoint_io import AtomicCheckpointIO
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +46,10 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     """The Lightning Trainer of ``cfg.trainer`` with the run's callbacks and loggers attached."""
     callbacks = instantiate_dict(cfg.get("callbacks"), "callbacks")
     loggers = instantiate_dict(cfg.get("logger"), "logger")
-    return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    plugins = [hydra.utils.instantiate(p) for p in cfg.trainer.get("plugins") or []]
+    if not any(isinstance(p, CheckpointIO) for p in plugins):
+        plugins.append(AtomicCheckpointIO())
+    return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins)
 
 
 def fit(cfg: DictConfig) -> dict[str, float]:

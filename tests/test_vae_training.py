@@ -1,0 +1,244 @@
+"""Stage-1 training: a GAN step on CPU, overfitting lowers the loss, exact resume, the NaN guard,
+distillation from a (tiny, local) WavLM, and ``train.py experiment=vae_tiny`` end to end."""
+
+from __future__ import annotations
+
+import functools
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+import torchaudio
+from torch.utils.data import DataLoader
+
+from pockettts.data.datamodule import CropDataModule
+from pockettts.losses.spectral import MultiScaleMelLoss
+from pockettts.models.vae import AudioVAE, load_vae
+from pockettts.modules.discriminators import (
+    CombinedDiscriminator,
+    MultiPeriodDiscriminator,
+    MultiScaleSTFTDiscriminator,
+)
+from pockettts.training.vae_module import VAETrainingModule
+from tests.conftest import CONFIG_DIR, TINY_VAE
+from tests.test_losses import TINY_WAVLM
+
+ROOT = Path(CONFIG_DIR).parent
+
+
+def _module(seed: int = 0, **overrides) -> VAETrainingModule:
+    torch.manual_seed(seed)
+    discriminator = CombinedDiscriminator(
+        [
+            MultiScaleSTFTDiscriminator(n_ffts=(256, 128), channels=4),
+            MultiPeriodDiscriminator(periods=(2, 3), channels=(4, 8, 8, 8, 8)),
+        ]
+    )
+    kwargs = dict(
+        vae=AudioVAE(**TINY_VAE),
+        discriminator=discriminator,
+        generator_optimizer=functools.partial(torch.optim.AdamW, lr=3e-3, betas=(0.8, 0.99)),
+        discriminator_optimizer=functools.partial(torch.optim.AdamW, lr=1e-3, betas=(0.8, 0.99)),
+        loss_weights=dict(adversarial=1.0, feature_matching=2.0, kl=0.01, mel=1.0),
+        mel_loss=MultiScaleMelLoss(n_ffts=(64, 256, 1024), n_mels=(10, 40, 80)),
+        adversarial_warmup_steps=0,
+        ema_decay=0.9,
+    )
+    kwargs.update(overrides)
+    return VAETrainingModule(**kwargs)
+
+
+def _trainer(tmp_path: Path, max_steps: int, **kwargs) -> L.Trainer:
+    defaults = dict(
+        accelerator="cpu",
+        devices=1,
+        max_steps=max_steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        default_root_dir=tmp_path,
+        use_distributed_sampler=False,
+    )
+    return L.Trainer(**{**defaults, **kwargs})
+
+
+def _crops(corpus: Path, **kwargs) -> CropDataModule:
+    return CropDataModule(
+        data_dir=str(corpus),
+        train_manifest="train.jsonl",
+        valid_manifest="valid.jsonl",
+        crop_seconds=0.32,
+        valid_crop_seconds=0.64,
+        batch_size=2,
+        num_workers=0,
+        seed=3,
+        **kwargs,
+    )
+
+
+def _params(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def test_one_gan_step_updates_generator_discriminator_and_ema(tiny_corpus, tmp_path):
+    module = _module(export_path=str(tmp_path / "export" / "vae.safetensors"))
+    before_g, before_d = _params(module.vae), _params(module.discriminator)
+    trainer = _trainer(tmp_path, max_steps=1)
+    trainer.fit(module, datamodule=_crops(tiny_corpus))
+    assert trainer.global_step == 1  # one generator update, the discriminator's not counted
+    changed = lambda before, now: any(not torch.equal(before[k], now[k]) for k in before)  # noqa: E731
+    assert changed(before_g, _params(module.vae)) and changed(before_d, _params(module.discriminator))
+    for term in ("adversarial", "feature_matching", "kl", "mel", "discriminator", "loss"):
+        assert torch.isfinite(trainer.callback_metrics[f"train/{term}"])
+    assert "latent/input_dependence" in trainer.callback_metrics
+    # The export holds the EMA weights, folded, and reloads as a plain model.
+    exported = load_vae(tmp_path / "export" / "vae.safetensors")
+    audio = torch.randn(1, 1, 1920 * 3) * 0.1
+    torch.testing.assert_close(
+        exported.decode_features(exported.encode_mean(audio)), module.reconstruct(audio)
+    )
+    with module.ema.averaged(module.vae):
+        shadow_out = module.vae.encode(audio)
+    assert not torch.allclose(shadow_out, module.vae.encode(audio))  # EMA differs from the raw weights
+
+
+def test_adversarial_warmup_keeps_the_discriminator_still(tiny_corpus, tmp_path):
+    module = _module(adversarial_warmup_steps=5)
+    before = _params(module.discriminator)
+    _trainer(tmp_path, max_steps=2).fit(module, datamodule=_crops(tiny_corpus))
+    assert all(torch.equal(before[k], v) for k, v in _params(module.discriminator).items())
+
+
+def test_overfitting_a_few_clips_lowers_the_reconstruction_loss(tiny_corpus, tmp_path):
+    datamodule = _crops(tiny_corpus)
+    datamodule.setup("fit")
+    batch = next(iter(datamodule.train_dataloader()))
+    module = _module(discriminator=None, discriminator_optimizer=None, loss_weights=dict(mel=1.0, kl=1e-4))
+    mel = module.mel_loss
+    with torch.no_grad():
+        initial = mel(module.vae(batch["audio"], sample=False)["reconstruction"], batch["audio"]).item()
+    loader = DataLoader([batch] * 60, batch_size=None)
+    _trainer(tmp_path, max_steps=60).fit(module, train_dataloaders=loader)
+    with torch.no_grad():
+        final = mel(module.vae(batch["audio"], sample=False)["reconstruction"], batch["audio"]).item()
+    assert final < 0.7 * initial, (initial, final)
+
+
+class _Crash(Exception):
+    pass
+
+
+class _CrashAfter(L.Callback):
+    """Kill the run after ``step`` generator steps (after the checkpoint callback has saved)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            raise _Crash
+
+
+def test_resume_after_a_crash_continues_exactly(tiny_corpus, tmp_path):
+    def run(folder: Path, crash_after: int | None = None, ckpt_path: str | None = None) -> VAETrainingModule:
+        module = _module(seed=0, adversarial_warmup_steps=2)
+        callbacks = [
+            L.pytorch.callbacks.ModelCheckpoint(
+                dirpath=folder, every_n_train_steps=3, save_top_k=-1, filename="{step}"
+            )
+        ]
+        if crash_after:
+            callbacks.append(_CrashAfter(crash_after))
+        trainer = _trainer(folder, max_steps=7, callbacks=callbacks, enable_checkpointing=True)
+        trainer.fit(module, datamodule=_crops(tiny_corpus), ckpt_path=ckpt_path)
+        return module
+
+    straight = run(tmp_path / "straight")
+    with pytest.raises(_Crash):
+        run(tmp_path / "crashed", crash_after=4)
+    resumed = run(tmp_path / "resumed", ckpt_path=str(tmp_path / "crashed" / "step=3.ckpt"))
+    for name, tensor in _params(straight).items():
+        assert torch.equal(tensor, _params(resumed)[name]), name
+    for name, tensor in straight.ema.shadow.items():
+        assert torch.equal(tensor, resumed.ema.shadow[name]), name
+
+
+class _NaNAudio(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 100
+
+    def __getitem__(self, index: int) -> dict:
+        audio = torch.full((1, 1920 * 2), float("nan")) if index >= 1 else torch.randn(1, 1920 * 2) * 0.1
+        return {"audio": audio}
+
+
+def test_non_finite_steps_are_skipped_then_fail_with_a_clear_message(tmp_path):
+    module = _module(
+        discriminator=None, discriminator_optimizer=None, loss_weights=dict(mel=1.0), max_bad_steps=3
+    )
+    loader = DataLoader(_NaNAudio(), batch_size=1)
+    trainer = _trainer(tmp_path, max_steps=50)
+    with pytest.raises(RuntimeError, match="4 non-finite steps in a row at step 1"):
+        trainer.fit(module, train_dataloaders=loader)
+    assert module.skipped_steps == 4
+    assert all(torch.isfinite(p).all() for p in module.vae.parameters())
+
+
+def test_distillation_from_a_local_wavlm_checkpoint(tiny_corpus, tmp_path):
+    path = tmp_path / "wavlm_tiny.pt"
+    torch.save(torchaudio.models.wavlm_model(**TINY_WAVLM).state_dict(), path)
+    teacher = dict(checkpoint=str(path), architecture="custom", **TINY_WAVLM)
+    module = _module(loss_weights=dict(kl=0.01, distillation=25.0, adversarial=1.0), ssl_teacher=teacher)
+    _trainer(tmp_path, max_steps=1).fit(module, datamodule=_crops(tiny_corpus))
+    assert not any(k.startswith("ssl_teacher") for k in module.state_dict())  # frozen WavLM not saved
+    assert any(k.startswith("distillation.proj") for k in module.state_dict())
+
+
+def test_misconfigured_losses_are_named():
+    with pytest.raises(ValueError, match="unknown loss terms"):
+        _module(loss_weights=dict(melspec=1.0))
+    with pytest.raises(ValueError, match="need a discriminator"):
+        _module(discriminator=None)
+    with pytest.raises(ValueError, match="ssl_teacher"):
+        _module(loss_weights=dict(distillation=1.0))
+
+
+def test_train_py_vae_tiny_runs_end_to_end(tiny_corpus, tmp_path):
+    """The real entry point and preset: trains, validates, writes samples, checkpoints and the export."""
+    run_dir = tmp_path / "run"
+    overrides = [
+        "experiment=vae_tiny",
+        "data=manifest_crops",
+        f"data.data_dir={tiny_corpus}",
+        "data.train_manifest=train.jsonl",
+        "data.valid_manifest=valid.jsonl",
+        "data.num_workers=0",
+        "data.batch_size=2",
+        "data.crop_seconds=0.32",
+        "data.valid_crop_seconds=0.64",
+        "trainer.max_steps=2",
+        "trainer.val_check_interval=2",
+        "trainer.limit_val_batches=1",
+        "trainer.precision=32-true",
+        "callbacks.audio_samples.every_n_steps=2",
+        "callbacks.audio_samples.num_clips=1",
+        "callbacks.model_checkpoint.every_n_train_steps=2",
+        f"hydra.run.dir={run_dir}",
+        f"paths.log_dir={tmp_path}",
+    ]
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *overrides], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert load_vae(run_dir / "export" / "vae.safetensors").latent_dim == 32
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert not list((run_dir / "checkpoints").glob("*.tmp"))
+    assert (run_dir / "samples" / "step_0000002" / "clip0_reconstruction.wav").is_file()
+    assert (run_dir / "samples" / "step_0000002" / "clip0.png").is_file()
+    assert (run_dir / "config.yaml").is_file()
