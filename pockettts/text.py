@@ -1,9 +1,14 @@
-"""Text normalisation shared by corpus preparation, training and inference."""
+"""Text normalisation shared by corpus preparation, training and inference, and the SentencePiece
+tokenizer (train on manifests, load, encode/decode) that applies it."""
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 import unicodedata
+from collections.abc import Sequence
+from pathlib import Path
 
 _WHITESPACE = re.compile(r"\s+")
 
@@ -32,3 +37,161 @@ _PLAIN_PUNCTUATION = str.maketrans(
         "\u2026": "...",
     }
 )
+
+
+# -- SentencePiece tokenizer -------------------------------------------------------------------
+
+MODEL_TYPES = ("bpe", "unigram", "char", "word")
+# SentencePiece's own rejection of a vocabulary the corpus cannot fill.
+_VOCAB_TOO_HIGH = re.compile(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)")
+# SentencePiece's word-boundary marker; a piece that is only this marker carries no text.
+_WORD_BOUNDARY = "\u2581"
+
+
+class TextError(ValueError):
+    """Text that cannot be spoken or tokenized; the message quotes the text."""
+
+
+class VocabularyTooLargeError(ValueError):
+    """The corpus has too few distinct pieces for the requested vocabulary size."""
+
+    def __init__(self, requested: int, maximum: int, sentences: int):
+        self.requested, self.maximum = requested, maximum
+        super().__init__(
+            f"vocab_size {requested} is too large for this corpus ({sentences} sentences): SentencePiece "
+            f"can build at most {maximum} pieces from it. Use vocab_size <= {maximum}, a larger corpus, "
+            "or hard_vocab_limit=False (--soft-vocab-limit) to stop where the corpus runs out."
+        )
+
+
+def _manifest_texts(manifests: Sequence[str | os.PathLike]) -> list[str]:
+    from pockettts.data.manifest import read_manifest  # data imports text, not the other way round
+
+    texts = []
+    for manifest in manifests:
+        texts.extend(t for t in (normalize_text(i.text) for i in read_manifest(manifest)) if t)
+    return texts
+
+
+def train_tokenizer(
+    manifests: Sequence[str | os.PathLike],
+    out_prefix: str | os.PathLike,
+    vocab_size: int = 4000,
+    model_type: str = "bpe",
+    character_coverage: float = 1.0,
+    seed: int = 0,
+    hard_vocab_limit: bool = True,
+    max_sentences: int | None = None,
+    num_threads: int | None = None,
+) -> Path:
+    """Train a SentencePiece model on the normalised transcripts of ``manifests``.
+
+    Writes ``<out_prefix>.model`` and ``<out_prefix>.vocab``; both appear only once complete (trained
+    under a temporary prefix, then renamed, ``.model`` last). Pocket TTS uses BPE, 4000 pieces and
+    character coverage 1.0 (0.9995 for CJK scripts).
+
+    Args:
+        hard_vocab_limit: when True (the default) a corpus too small for ``vocab_size`` raises
+            :class:`VocabularyTooLargeError` naming the largest size that works; when False the
+            vocabulary silently stops at what the corpus supports (check ``Tokenizer.vocab_size``).
+        max_sentences: train on a seeded random sample of this many transcripts (large corpora).
+        num_threads: trainer threads (default: the machine's cores, at most 16).
+
+    Returns:
+        The path of the ``.model`` file.
+    """
+    import sentencepiece as spm
+
+    if model_type not in MODEL_TYPES:
+        raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {model_type!r}")
+    texts = _manifest_texts(manifests)
+    if not texts:
+        raise TextError(f"no usable transcripts in {[str(m) for m in manifests]}")
+    out_prefix = Path(out_prefix)
+    out_prefix.parent.mkdir(parents=True, exist_ok=True)
+    spm.set_random_generator_seed(seed)
+    with tempfile.TemporaryDirectory(dir=out_prefix.parent, prefix=f".{out_prefix.name}.") as tmp:
+        tmp_prefix = Path(tmp) / out_prefix.name
+        try:
+            spm.SentencePieceTrainer.train(
+                sentence_iterator=iter(texts),
+                model_prefix=str(tmp_prefix),
+                vocab_size=vocab_size,
+                model_type=model_type,
+                character_coverage=character_coverage,
+                hard_vocab_limit=hard_vocab_limit,
+                input_sentence_size=max_sentences or 0,
+                shuffle_input_sentence=True,
+                num_threads=num_threads or min(os.cpu_count() or 1, 16),
+                minloglevel=2,
+            )
+        except RuntimeError as err:
+            match = _VOCAB_TOO_HIGH.search(str(err))
+            if match:
+                raise VocabularyTooLargeError(vocab_size, int(match.group(2)), len(texts)) from err
+            raise
+        for suffix in (".vocab", ".model"):
+            os.replace(f"{tmp_prefix}{suffix}", f"{out_prefix}{suffix}")
+    return Path(f"{out_prefix}.model")
+
+
+class Tokenizer:
+    """A trained SentencePiece model applied after :func:`normalize_text`.
+
+    Ids run over ``[0, vocab_size)``; ``pad_id == vocab_size`` is the extra, never-predicted row
+    of the text embedding (``nn.Embedding(vocab_size + 1, d)``, as in Pocket TTS). Pickles by
+    value, so DataLoader workers need not see the file.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"tokenizer model not found: {self.path}")
+        self._load(self.path.read_bytes())
+
+    def _load(self, proto: bytes) -> None:
+        import sentencepiece as spm
+
+        self._proto = proto
+        self._sp = spm.SentencePieceProcessor(model_proto=proto)
+
+    def __getstate__(self) -> dict:
+        return {"path": self.path, "proto": self._proto}
+
+    def __setstate__(self, state: dict) -> None:
+        self.path = state["path"]
+        self._load(state["proto"])
+
+    @property
+    def vocab_size(self) -> int:
+        return self._sp.vocab_size()
+
+    @property
+    def pad_id(self) -> int:
+        return self.vocab_size
+
+    @property
+    def unk_id(self) -> int:
+        return self._sp.unk_id()
+
+    def encode(self, text: str) -> list[int]:
+        """Normalise and tokenize; raises :class:`TextError` when nothing speakable is left."""
+        normalized = normalize_text(text)
+        if not is_speakable(normalized):
+            raise TextError(f"nothing to say in text {text!r}")
+        ids = self._sp.encode(normalized)
+        # Only bare word-boundary pieces and unknowns: the tokenizer knows none of the text.
+        if all(i == self.unk_id or self._sp.id_to_piece(i) == _WORD_BOUNDARY for i in ids):
+            raise TextError(f"text {text!r} has no characters this tokenizer knows ({self.path})")
+        return ids
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Ids back to text; padding ids are dropped so padded rows decode as-is."""
+        ids = [int(i) for i in ids if int(i) != self.pad_id]
+        bad = [i for i in ids if not 0 <= i < self.vocab_size]
+        if bad:
+            raise ValueError(f"token ids {bad[:5]} are outside [0, {self.vocab_size}) of {self.path}")
+        return self._sp.decode(ids)
+
+    def __repr__(self) -> str:
+        return f"Tokenizer({str(self.path)!r}, vocab_size={self.vocab_size})"

@@ -9,11 +9,12 @@ from safetensors.torch import save_file
 
 from pockettts.compat.mimi import (
     load_mimi_codec,
+    main,
     mimi_to_vae_state_dict,
     vae_config_from_mimi,
     vae_to_mimi_state_dict,
 )
-from pockettts.models.vae import AudioVAE
+from pockettts.models.vae import AudioVAE, load_vae
 
 pocket_tts = pytest.importorskip("pocket_tts", reason="parity needs the pocket-tts test dependency")
 from pocket_tts.models.mimi import build_mimi  # noqa: E402
@@ -112,3 +113,19 @@ def test_mismatched_config_is_named(tmp_path):
     save_file({f"mimi.{k}": v.contiguous() for k, v in reference.state_dict().items()}, str(path))
     with pytest.raises((KeyError, RuntimeError), match="model.safetensors|size mismatch"):
         load_mimi_codec(path, small_config)
+
+
+def test_converter_cli_writes_an_exported_vae(tmp_path):
+    reference, _ = _reference_codec("english")
+    weights = tmp_path / "model.safetensors"
+    save_file({f"mimi.{k}": v.contiguous() for k, v in reference.state_dict().items()}, str(weights))
+    out = tmp_path / "vae.safetensors"
+    assert (
+        main(["--weights", str(weights), "--config", str(CONFIGS_DIR / "english.yaml"), "--out", str(out)])
+        == 0
+    )
+    audio = _audio(frames=4)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            load_vae(out).encode(audio), reference.encode_to_latent(audio), atol=1e-4, rtol=1e-4
+        )

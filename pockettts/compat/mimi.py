@@ -123,3 +123,27 @@ def load_mimi_codec(weights: str | Path, mimi_config: dict[str, Any]) -> AudioVA
     kept = {name: tensor for name, tensor in converted.items() if name in expected}
     vae.load_inference_state_dict(kept, strict=False)
     return vae.eval()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pockettts.compat.mimi --weights W --config C --out vae.safetensors``: convert a
+    released codec into an exported VAE (for ``init_from`` or as a later stage's frozen codec)."""
+    import argparse
+
+    import yaml
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--weights", required=True, help="Pocket TTS model or codec .safetensors")
+    parser.add_argument("--config", required=True, help="its Pocket TTS yaml config (with a `mimi` section)")
+    parser.add_argument("--out", required=True, help="where to write the exported VAE")
+    args = parser.parse_args(argv)
+    config = yaml.safe_load(Path(args.config).read_text())
+    if "mimi" not in config:
+        raise SystemExit(f"{args.config} has no `mimi` section")
+    path = load_mimi_codec(args.weights, config["mimi"]).save(args.out)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -5,6 +5,8 @@ from-hf      convert a Hugging Face dataset split into a manifest
 from-folder  convert a local folder (LJSpeech metadata.csv, or audio + transcript pairs)
 validate     check every item of a manifest, write the clean manifest and a report
 stats        hours, items and speakers of a manifest
+tokenizer    train a SentencePiece tokenizer on manifest transcripts
+encode       encode a manifest into a latent cache with a frozen exported VAE
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from collections import Counter
 from dataclasses import fields
 from pathlib import Path
 
+from pockettts.data.latents import build_latent_cache
 from pockettts.data.manifest import read_manifest
 from pockettts.data.sources import PRESETS, HFColumns, HFSourceConfig, manifest_from_folder, manifest_from_hf
 from pockettts.data.synthetic import DEFAULT_VOICES, DemoCorpusConfig, build_demo_corpus
 from pockettts.data.validate import ValidationConfig, validate_manifest
+from pockettts.text import MODEL_TYPES, TextError, Tokenizer, VocabularyTooLargeError, train_tokenizer
 
 MAX_PROBLEMS_SHOWN = 20
 
@@ -102,6 +106,47 @@ def _stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tokenizer(args: argparse.Namespace) -> int:
+    try:
+        model_path = train_tokenizer(
+            args.manifest,
+            args.out,
+            vocab_size=args.vocab_size,
+            model_type=args.model_type,
+            character_coverage=args.character_coverage,
+            seed=args.seed,
+            hard_vocab_limit=not args.soft_vocab_limit,
+            max_sentences=args.max_sentences,
+        )
+    except (VocabularyTooLargeError, TextError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    tokenizer = Tokenizer(model_path)
+    print(
+        json.dumps({"model": str(model_path), "vocab_size": tokenizer.vocab_size, "pad_id": tokenizer.pad_id})
+    )
+    return 0
+
+
+def _encode(args: argparse.Namespace) -> int:
+    for manifest in args.manifest:
+        cache = build_latent_cache(
+            manifest,
+            args.vae,
+            args.out,
+            shard_size=args.shard_size,
+            device=args.device,
+            progress=not args.no_progress,
+            silence_db=args.silence_db,
+            workers=args.workers,
+        )
+        print(json.dumps({"cache": str(cache.cache_dir), "items": len(cache), **cache.meta["last_run"]}))
+    if len(cache) == 0:
+        print("error: the latent cache is empty", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m pockettts.data",
@@ -164,6 +209,30 @@ def build_parser() -> argparse.ArgumentParser:
     stats = sub.add_parser("stats", help="summarise a manifest")
     stats.add_argument("manifest", type=Path)
     stats.set_defaults(run=_stats)
+
+    tok = sub.add_parser("tokenizer", help="train a SentencePiece tokenizer on transcripts")
+    tok.add_argument("--manifest", type=Path, action="append", required=True, help="repeat for several")
+    tok.add_argument("--out", type=Path, required=True, help="prefix: writes <out>.model and <out>.vocab")
+    tok.add_argument("--vocab-size", type=int, default=4000)
+    tok.add_argument("--model-type", choices=MODEL_TYPES, default="bpe")
+    tok.add_argument("--character-coverage", type=float, default=1.0, help="0.9995 for CJK scripts")
+    tok.add_argument("--seed", type=int, default=0)
+    tok.add_argument(
+        "--soft-vocab-limit", action="store_true", help="stop below --vocab-size if the corpus is too small"
+    )
+    tok.add_argument("--max-sentences", type=int, default=None, help="train on a random sample")
+    tok.set_defaults(run=_tokenizer)
+
+    enc = sub.add_parser("encode", help="encode a manifest into a latent cache with a frozen VAE")
+    enc.add_argument("--manifest", type=Path, action="append", required=True, help="repeat for several")
+    enc.add_argument("--vae", type=Path, required=True, help="exported VAE (.safetensors)")
+    enc.add_argument("--out", type=Path, required=True, help="cache root; one subfolder per VAE hash")
+    enc.add_argument("--shard-size", type=int, default=256)
+    enc.add_argument("--device", default="cpu")
+    enc.add_argument("--workers", type=int, default=2, help="threads decoding audio ahead of the encoder")
+    enc.add_argument("--silence-db", type=float, default=ValidationConfig.silence_db)
+    enc.add_argument("--no-progress", action="store_true")
+    enc.set_defaults(run=_encode)
     return parser
 
 

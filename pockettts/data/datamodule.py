@@ -1,4 +1,5 @@
-"""LightningDataModules over manifests: crops for the VAE, bucketed utterances for the TTS stages.
+"""LightningDataModules over manifests: crops for the VAE, bucketed utterances and prompt/target
+examples from cached latents for the TTS stages.
 
 Both build the offline demo corpus in ``prepare_data`` when configured with ``demo``, shard
 batches across ranks themselves (set the trainer's ``use_distributed_sampler: false``), and save
@@ -7,6 +8,7 @@ their position in checkpoints so a resumed run continues with exactly the next b
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,7 +19,10 @@ from torch.utils.data import DataLoader
 from pockettts.audio import SAMPLE_RATE
 from pockettts.data.batching import DurationBucketSampler, EpochBatchSampler, FixedSizeBatchSampler
 from pockettts.data.datasets import AudioCropDataset, ManifestDataset, UtteranceDataset, collate_audio
+from pockettts.data.examples import CutConfig, TeacherExampleDataset, collate_examples
+from pockettts.data.latents import LatentCache, build_latent_cache
 from pockettts.data.synthetic import DemoCorpusConfig, build_demo_corpus
+from pockettts.text import Tokenizer, train_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -189,4 +194,101 @@ class UtteranceDataModule(ManifestDataModule):
             seed=self.seed,
             num_replicas=replicas,
             rank=rank,
+        )
+
+
+class TeacherDataModule(ManifestDataModule):
+    """Voice-prompt / text / target examples from cached latents, in duration-bucketed batches.
+
+    ``prepare_data`` makes what is missing (once, on rank 0): the SentencePiece tokenizer (trained
+    on the training manifest) and the latent cache of both manifests under the frozen VAE; both are
+    reused as they are afterwards, and a cache built with other VAE weights is refused.
+
+    Args:
+        vae: the exported VAE (``.safetensors``) whose latents are modelled.
+        cache_dir: root of the latent cache (one sub-directory per VAE weights hash).
+        tokenizer: a SentencePiece ``.model``; trained with ``vocab_size`` if absent.
+        max_frames: frame budget per batch (prompt + target frames at ``frame_rate``).
+        cut: ``CutConfig`` fields (prompt length, cut margins, trailing audio, longest target).
+    """
+
+    def __init__(
+        self,
+        vae: str,
+        cache_dir: str,
+        tokenizer: str,
+        vocab_size: int = 4000,
+        max_frames: int = 2000,
+        frame_rate: float = 12.5,
+        max_batch_size: int | None = None,
+        pool_size: int | None = 4096,
+        cut: Mapping | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.vae = Path(vae)
+        self.cache_dir = Path(cache_dir)
+        self.tokenizer_path = Path(tokenizer)
+        self.vocab_size = vocab_size
+        self.max_frames = max_frames
+        self.frame_rate = frame_rate
+        self.max_batch_size = max_batch_size
+        self.pool_size = pool_size
+        self.cut = CutConfig(**(cut or {}))
+        self._tokenizer: Tokenizer | None = None
+        self._cache: LatentCache | None = None
+
+    def prepare_data(self) -> None:
+        super().prepare_data()
+        if not self.vae.is_file():
+            raise FileNotFoundError(
+                f"VAE checkpoint {self.vae} not found: train stage 1 first (experiment=vae_*)"
+            )
+        if not self.tokenizer_path.is_file():
+            prefix = self.tokenizer_path.with_suffix("")
+            log.info("training a %d-piece tokenizer on %s", self.vocab_size, self.train_manifest)
+            train_tokenizer([self.train_manifest], prefix, vocab_size=self.vocab_size)
+        for manifest in (self.train_manifest, self.valid_manifest):
+            build_latent_cache(manifest, self.vae, self.cache_dir, progress=False)
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        if self._tokenizer is None:
+            self._tokenizer = Tokenizer(self.tokenizer_path)
+        return self._tokenizer
+
+    @property
+    def cache(self) -> LatentCache:
+        if self._cache is None:
+            self._cache = LatentCache.open(self.cache_dir, self.vae)
+        return self._cache
+
+    def _make_dataset(self, manifest: Path, train: bool) -> TeacherExampleDataset:
+        return TeacherExampleDataset(
+            manifest, self.cache, self.tokenizer, self.cut, self.seed, random_cuts=train
+        )
+
+    def _make_sampler(self, dataset: TeacherExampleDataset, train: bool) -> EpochBatchSampler:
+        replicas, rank = self._replicas()
+        return DurationBucketSampler(
+            dataset.durations,
+            self.max_frames,
+            frame_rate=self.frame_rate,
+            max_batch_size=self.max_batch_size,
+            pool_size=self.pool_size,
+            shuffle=train,
+            ids=[item.id for item in dataset.items],
+            seed=self.seed,
+            num_replicas=replicas,
+            rank=rank,
+            tag_epoch=True,
+        )
+
+    def _loader(self, dataset: TeacherExampleDataset, sampler: EpochBatchSampler) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            num_workers=self.num_workers,
+            collate_fn=functools.partial(collate_examples, pad_id=self.tokenizer.pad_id),
+            persistent_workers=self.num_workers > 0,
         )

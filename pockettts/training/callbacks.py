@@ -44,74 +44,139 @@ def save_spectrogram_png(path: Path, panels: dict[str, np.ndarray]) -> None:
     plt.close(fig)
 
 
-class AudioSamplesCallback(L.Callback):
-    """Every ``every_n_steps`` generator steps (and at the end), reconstruct a few fixed validation
-    clips with the module's ``reconstruct`` and write wav + spectrogram PNGs under
-    ``<dirpath>/step_XXXXXXX/``; also sent to wandb when a ``WandbLogger`` is attached."""
+def write_samples(
+    trainer: L.Trainer, folder: Path, clips: dict[str, dict[str, torch.Tensor]], sample_rate: int
+) -> None:
+    """Write ``{clip: {version: [T] audio}}`` as ``<clip>_<version>.wav`` plus one ``<clip>.png`` with a
+    spectrogram per version, and send them to wandb when a ``WandbLogger`` is attached."""
+    folder.mkdir(parents=True, exist_ok=True)
+    media: dict[str, object] = {}
+    for clip, versions in clips.items():
+        for version, audio in versions.items():
+            save_audio(folder / f"{clip}_{version}.wav", audio[None].float().cpu(), sample_rate)
+        panels = {
+            version: log_mel_image(audio.float().cpu(), sample_rate) for version, audio in versions.items()
+        }
+        save_spectrogram_png(folder / f"{clip}.png", panels)
+        media[clip] = (versions, folder / f"{clip}.png")
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            import wandb
 
-    def __init__(
-        self, dirpath: str, every_n_steps: int = 1000, num_clips: int = 4, sample_rate: int = 24_000
-    ):
+            entries: dict[str, object] = {}
+            for clip, (versions, png) in media.items():
+                entries[f"spectrograms/{clip}"] = wandb.Image(str(png))
+                for version, audio in versions.items():
+                    entries[f"samples/{clip}_{version}"] = wandb.Audio(
+                        audio.float().cpu().numpy(), sample_rate=sample_rate
+                    )
+            logger.experiment.log(entries, step=trainer.global_step)
+    log.info("wrote %d sample clip(s) to %s", len(clips), folder)
+
+
+class _EveryNSteps(L.Callback):
+    """Calls ``write(trainer, pl_module, folder)`` every ``every_n_steps`` steps and at the end, on rank 0."""
+
+    def __init__(self, dirpath: str, every_n_steps: int):
         self.dirpath = Path(dirpath)
         self.every_n_steps = every_n_steps
-        self.num_clips = num_clips
-        self.sample_rate = sample_rate
-        self._clips: torch.Tensor | None = None
         self._last_step = -1
-
-    def _fixed_clips(self, trainer: L.Trainer) -> torch.Tensor | None:
-        if self._clips is None:
-            datamodule = trainer.datamodule
-            if datamodule is None:
-                return None
-            batch = next(iter(datamodule.val_dataloader()))
-            self._clips = batch["audio"][: self.num_clips]
-        return self._clips
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
         if step > 0 and step % self.every_n_steps == 0 and step != self._last_step:
-            self.write_samples(trainer, pl_module)
+            self._run(trainer, pl_module)
 
     def on_train_end(self, trainer, pl_module) -> None:
         if trainer.global_step != self._last_step:
-            self.write_samples(trainer, pl_module)
+            self._run(trainer, pl_module)
 
-    def write_samples(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def _run(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._last_step = trainer.global_step
-        if not trainer.is_global_zero:
-            return
-        clips = self._fixed_clips(trainer)
-        if clips is None:
+        if not trainer.is_global_zero or trainer.datamodule is None:
             return
         was_training = pl_module.training
         pl_module.eval()
-        reconstructions = pl_module.reconstruct(clips.to(pl_module.device)).float().cpu()
-        pl_module.train(was_training)
-        folder = self.dirpath / f"step_{trainer.global_step:07d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        media: dict[str, object] = {}
-        for index, (original, rebuilt) in enumerate(zip(clips, reconstructions)):
-            save_audio(folder / f"clip{index}_original.wav", original, self.sample_rate)
-            save_audio(folder / f"clip{index}_reconstruction.wav", rebuilt, self.sample_rate)
-            panels = {
-                "original": log_mel_image(original[0], self.sample_rate),
-                "reconstruction": log_mel_image(rebuilt[0], self.sample_rate),
-            }
-            save_spectrogram_png(folder / f"clip{index}.png", panels)
-            media[f"clip{index}"] = (rebuilt[0].numpy(), folder / f"clip{index}.png")
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                import wandb
+        try:
+            self.write(trainer, pl_module, self.dirpath / f"step_{trainer.global_step:07d}")
+        finally:
+            pl_module.train(was_training)
 
-                logger.experiment.log(
-                    {
-                        **{
-                            f"samples/{k}": wandb.Audio(a, sample_rate=self.sample_rate)
-                            for k, (a, _) in media.items()
-                        },
-                        **{f"spectrograms/{k}": wandb.Image(str(p)) for k, (_, p) in media.items()},
-                    },
-                    step=trainer.global_step,
-                )
-        log.info("wrote %d reconstructions to %s", len(media), folder)
+    def write(self, trainer: L.Trainer, pl_module: L.LightningModule, folder: Path) -> None:
+        raise NotImplementedError
+
+
+class AudioSamplesCallback(_EveryNSteps):
+    """Reconstructions of a few fixed validation clips by the VAE being trained (``reconstruct``)."""
+
+    def __init__(
+        self, dirpath: str, every_n_steps: int = 1000, num_clips: int = 4, sample_rate: int = 24_000
+    ):
+        super().__init__(dirpath, every_n_steps)
+        self.num_clips = num_clips
+        self.sample_rate = sample_rate
+        self._clips: torch.Tensor | None = None
+
+    def write(self, trainer: L.Trainer, pl_module: L.LightningModule, folder: Path) -> None:
+        if self._clips is None:
+            self._clips = next(iter(trainer.datamodule.val_dataloader()))["audio"][: self.num_clips]
+        rebuilt = pl_module.reconstruct(self._clips.to(pl_module.device))
+        clips = {
+            f"clip{i}": {"original": original[0], "reconstruction": again[0]}
+            for i, (original, again) in enumerate(zip(self._clips, rebuilt))
+        }
+        write_samples(trainer, folder, clips, self.sample_rate)
+
+
+class SpeechSamplesCallback(_EveryNSteps):
+    """Speech generated by the backbone being trained (EMA weights) for fixed validation examples
+    (their voice prompt and text), decoded by the frozen VAE, next to the VAE's decoding of the
+    real target latents."""
+
+    def __init__(
+        self,
+        dirpath: str,
+        every_n_steps: int = 1000,
+        num_examples: int = 2,
+        cfg_scale: float = 1.0,
+        temperature: float = 0.7,
+        max_seconds: float = 15.0,
+        seed: int = 0,
+    ):
+        super().__init__(dirpath, every_n_steps)
+        self.num_examples = num_examples
+        self.cfg_scale = cfg_scale
+        self.temperature = temperature
+        self.max_seconds = max_seconds
+        self.seed = seed
+        self._vae = None
+
+    @torch.no_grad()
+    def write(self, trainer: L.Trainer, pl_module: L.LightningModule, folder: Path) -> None:
+        from pockettts.models.vae import load_vae
+
+        datamodule = trainer.datamodule
+        if self._vae is None:
+            self._vae = load_vae(datamodule.vae)
+        datamodule.setup()
+        dataset = datamodule.valid_set
+        clips = {}
+        with pl_module.exported_weights() as model:
+            frame_rate = self._vae.frame_rate
+            for index in range(min(self.num_examples, len(dataset))):
+                example = dataset[index]
+                generated = model.generate(
+                    example["voice"].to(pl_module.device),
+                    example["tokens"].to(pl_module.device),
+                    max_frames=int(self.max_seconds * frame_rate),
+                    cfg_scale=self.cfg_scale,
+                    temperature=self.temperature,
+                    generator=torch.Generator(device=pl_module.device).manual_seed(self.seed + index),
+                ).cpu()
+                clips[f"example{index}"] = {
+                    "generated": self._vae.decode(generated[None])[0, 0],
+                    "reference": self._vae.decode(example["target"][None])[0, 0],
+                }
+                (folder / f"example{index}.txt").parent.mkdir(parents=True, exist_ok=True)
+                (folder / f"example{index}.txt").write_text(example["text"] + "\n")
+        write_samples(trainer, folder, clips, self._vae.sample_rate)

@@ -26,6 +26,7 @@ from pockettts.losses.spectral import mel_distance
 from pockettts.losses.ssl_distillation import LatentFeatureDistillation, SSLFeatureTeacher, load_ssl_teacher
 from pockettts.models.vae import AudioVAE, load_vae
 from pockettts.training.ema import EMA
+from pockettts.training.guard import NonFiniteGuard
 from pockettts.training.schedules import WarmupCosine
 
 log = logging.getLogger(__name__)
@@ -130,9 +131,7 @@ class VAETrainingModule(L.LightningModule):
         self.discriminator_grad_clip = discriminator_grad_clip
         self.sample_posterior = sample_posterior
         self.ema = EMA(self.vae, ema_decay) if ema_decay else None
-        self.max_bad_steps = max_bad_steps
-        self.bad_steps_in_a_row = 0
-        self.skipped_steps = 0
+        self.guard = NonFiniteGuard(max_bad_steps)
         self.export_path = export_path
         self.noise_seed = noise_seed
         self._noise: torch.Generator | None = None
@@ -173,28 +172,16 @@ class VAETrainingModule(L.LightningModule):
         return self.discriminator is not None and self.global_step >= self.adversarial_warmup_steps
 
     def _step_if_finite(self, loss: torch.Tensor, optimizer, params, clip: float, name: str) -> float | None:
-        """Backward and step unless the loss or the gradient norm is not finite; returns the grad norm."""
+        """Backward and clip unless the loss or the gradient norm is not finite; returns the grad norm."""
         optimizer.zero_grad(set_to_none=True)
-        if not torch.isfinite(loss):
-            self._report_bad_step(f"{name} loss is {loss.item()}")
+        if not self.guard.ok(loss, f"{name} loss", self.global_step):
             return None
         self.manual_backward(loss)
         norm = torch.nn.utils.clip_grad_norm_(params, clip)
-        if not torch.isfinite(norm):
+        if not self.guard.ok(norm, f"{name} gradient norm", self.global_step):
             optimizer.zero_grad(set_to_none=True)
-            self._report_bad_step(f"{name} gradient norm is {norm.item()}")
             return None
         return float(norm)
-
-    def _report_bad_step(self, what: str) -> None:
-        self.skipped_steps += 1
-        self.bad_steps_in_a_row += 1
-        log.warning("step %d skipped: %s (%d skipped so far)", self.global_step, what, self.skipped_steps)
-        if self.bad_steps_in_a_row > self.max_bad_steps:
-            raise RuntimeError(
-                f"{self.bad_steps_in_a_row} non-finite steps in a row at step {self.global_step} ({what}); "
-                "lower the learning rates or check the data; the last good checkpoint is intact"
-            )
 
     # -- steps ------------------------------------------------------------------------------------
     def generator_losses(self, audio: torch.Tensor, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -253,12 +240,12 @@ class VAETrainingModule(L.LightningModule):
         if norm is not None:
             opt_g.step()
             schedulers[0].step()
-            self.bad_steps_in_a_row = 0
+            self.guard.good_step()
             if self.ema is not None:
                 self.ema.update(self.vae)
             logs["grad_norm/generator"] = norm
         logs.update({f"train/{name}": value.item() for name, value in losses.items()})
-        logs.update({"train/loss": total.item(), "train/skipped_steps": float(self.skipped_steps)})
+        logs.update({"train/loss": total.item(), "train/skipped_steps": float(self.guard.skipped)})
         logs.update(latent_statistics(out["mean"].detach(), out["logvar"].detach()))
         self.log_dict(logs, prog_bar=False, on_step=True, batch_size=audio.shape[0])
         self.log("loss", total.item(), prog_bar=True, logger=False, batch_size=audio.shape[0])
@@ -295,8 +282,7 @@ class VAETrainingModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["vae_training"] = {
             "ema": self.ema.state_dict() if self.ema is not None else None,
-            "skipped_steps": self.skipped_steps,
-            "bad_steps_in_a_row": self.bad_steps_in_a_row,
+            "guard": self.guard.state_dict(),
             "noise_rng": self.noise_generator().get_state(),
         }
 
@@ -306,8 +292,7 @@ class VAETrainingModule(L.LightningModule):
             return
         if self.ema is not None and state["ema"] is not None:
             self.ema.load_state_dict(state["ema"])
-        self.skipped_steps = state["skipped_steps"]
-        self.bad_steps_in_a_row = state["bad_steps_in_a_row"]
+        self.guard.load_state_dict(state["guard"])
         self._noise_state, self._noise = state["noise_rng"], None
 
     def export(self, path: str | Path) -> Path:

@@ -1,0 +1,424 @@
+"""The TTS backbone ("FlowLM"): a causal transformer over ``[voice, text, BOS, audio latents]`` that
+emits one conditioning vector ``z`` per audio frame, plus an end-of-speech logit.
+
+Sequence of one row (every part optional except BOS; a dropped part is *removed*, not zeroed):
+
+    [bos_before_voice] [voice frames · speaker_proj] [text token embeddings] [BOS] [x_0 ... x_{F-1}]
+
+The output at BOS predicts ``x_0``; the output at ``x_j`` predicts ``x_{j+1}``; the output at the last
+frame predicts end of speech. The latents the backbone *reads* can be noise-augmented during
+training (CALM, ``ContextNoise``); the targets are always clean. An optional short-context
+transformer over the last K clean latents adds its output to ``z`` (CALM). Parameter names follow
+the released Pocket TTS FlowLM (see ``pockettts.compat.flow_lm``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from pockettts.models.heads import build_head, sample_noise
+from pockettts.modules.streaming import State, StreamingModule, child_state
+from pockettts.modules.transformer import StreamingTransformer
+
+
+class LookupTableText(nn.Module):
+    """Token embedding with one extra row for padding (``vocab_size``), as in Pocket TTS."""
+
+    def __init__(self, vocab_size: int, dim: int):
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.embed = nn.Embedding(vocab_size + 1, dim)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``[..., L]`` ids -> ``[..., L, dim]``."""
+        return self.embed(tokens)
+
+
+class ContextNoise(nn.Module):
+    """CALM noise augmentation of the backbone's context: ``sqrt(k)·ε + sqrt(1−k)·x`` per position.
+
+    ``k`` is drawn per position from ``distribution`` scaled to ``[0, max_level]`` (``max_level`` is the
+    ablation knob; 0 turns the augmentation off): ``uniform`` (the paper's U(0, 1) at max 1) or
+    ``beta`` (``Beta(beta_a, beta_b)``). Only active in training mode. With ``condition_on_level``
+    the level is also given to the backbone through a bias-free linear embedding (zero at k = 0,
+    hence a no-op at inference).
+    """
+
+    def __init__(
+        self,
+        max_level: float = 1.0,
+        distribution: str = "uniform",
+        beta_a: float = 1.0,
+        beta_b: float = 1.0,
+        condition_on_level: bool = False,
+        d_model: int | None = None,
+    ):
+        super().__init__()
+        if not 0.0 <= max_level <= 1.0:
+            raise ValueError(f"context noise max_level must be in [0, 1], got {max_level}")
+        if distribution not in ("uniform", "beta"):
+            raise ValueError(f"context noise distribution must be 'uniform' or 'beta', got {distribution!r}")
+        if condition_on_level and d_model is None:
+            raise ValueError("condition_on_level needs d_model")
+        self.max_level = max_level
+        self.distribution = distribution
+        self.beta = torch.distributions.Beta(torch.tensor(float(beta_a)), torch.tensor(float(beta_b)))
+        self.level_embedding = nn.Linear(1, d_model, bias=False) if condition_on_level else None
+        if self.level_embedding is not None:
+            nn.init.zeros_(self.level_embedding.weight)
+
+    def sample_levels(self, shape: torch.Size, device: torch.device) -> torch.Tensor:
+        if self.distribution == "uniform":
+            unit = torch.rand(shape, device=device)
+        else:
+            unit = self.beta.sample(shape).to(device)
+        return self.max_level * unit
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x`` ``[B, T, D]`` -> (noisy ``[B, T, D]``, levels ``[B, T]``; all zero outside training)."""
+        if not self.training or self.max_level == 0.0:
+            return x, x.new_zeros(x.shape[:2])
+        levels = self.sample_levels(x.shape[:2], x.device).to(x.dtype)
+        noisy = levels.sqrt()[..., None] * torch.randn_like(x) + (1 - levels).sqrt()[..., None] * x
+        return noisy, levels
+
+    def level_features(self, levels: torch.Tensor) -> torch.Tensor | float:
+        """What to add to the audio input embeddings ``[B, T, d_model]`` (0 without conditioning)."""
+        return 0.0 if self.level_embedding is None else self.level_embedding(levels[..., None])
+
+
+class ShortContextTransformer(StreamingModule):
+    """A small causal transformer over the last ``context`` clean latents (CALM); its output, projected
+    to ``d_model`` by a zero-initialised layer (a no-op at init), is added to the backbone's ``z``."""
+
+    def __init__(
+        self,
+        latent_dim: int,
+        d_model: int,
+        width: int = 256,
+        num_heads: int = 4,
+        num_layers: int = 2,
+        context: int = 10,
+    ):
+        super().__init__()
+        self.input_linear = nn.Linear(latent_dim, width, bias=False)
+        self.transformer = StreamingTransformer(width, num_heads, num_layers, 4 * width, context=context)
+        self.output_linear = nn.Linear(width, d_model, bias=False)
+        nn.init.zeros_(self.output_linear.weight)
+
+    def forward(self, latents: torch.Tensor, state: State | None = None) -> torch.Tensor:
+        """Normalised latents ``[B, T, latent_dim]`` (BOS first) -> ``[B, T, d_model]``."""
+        return self.output_linear(
+            self.transformer(self.input_linear(latents), child_state(state, "transformer"))
+        )
+
+
+class FlowLM(StreamingModule):
+    """Backbone + generation head + EOS head.
+
+    All arguments are plain data (recorded in ``self.config`` and written into exports, so a
+    checkpoint rebuilds its own model without any config system).
+
+    Args:
+        head: ``{"kind": "lsd" | "consistency" | "flow_matching", **options}`` for
+            ``pockettts.models.heads.build_head`` (``latent_dim``/``cond_dim`` are filled in here).
+        latent_dim: codec latent width (32).
+        voice_dim: width of voice-prompt features (32 for v2 codecs; 512 for the v1 codec).
+        d_model, num_heads, num_layers, dim_feedforward, max_period: the transformer (released
+            teacher: 1024, 16, 24, 4096, 1e4; student: 6 layers).
+        vocab_size: tokenizer size (the embedding has one more row, for padding).
+        insert_bos_before_voice: a learned vector opens every sequence (all v2 models).
+        stats_ema_decay, stats_ema_steps: latent normalisation statistics are an EMA of batch
+            statistics during the first ``stats_ema_steps`` training steps, then frozen.
+        context_noise, short_context: options of ``ContextNoise`` / ``ShortContextTransformer``
+            (the CALM additions; ``None`` = off, as in Pocket TTS).
+    """
+
+    def __init__(
+        self,
+        head: dict[str, Any] | None = None,
+        latent_dim: int = 32,
+        voice_dim: int | None = None,
+        d_model: int = 1024,
+        num_heads: int = 16,
+        num_layers: int = 24,
+        dim_feedforward: int = 4096,
+        max_period: float = 10_000.0,
+        vocab_size: int = 4000,
+        insert_bos_before_voice: bool = True,
+        stats_ema_decay: float = 0.999,
+        stats_ema_steps: int = 1000,
+        context_noise: dict[str, Any] | None = None,
+        short_context: dict[str, Any] | None = None,
+    ):
+        super().__init__()
+        head = dict(head or {"kind": "lsd"})
+        self.config: dict[str, Any] = copy.deepcopy(dict(
+            head=head, latent_dim=latent_dim, voice_dim=voice_dim, d_model=d_model,
+            num_heads=num_heads, num_layers=num_layers, dim_feedforward=dim_feedforward,
+            max_period=max_period, vocab_size=vocab_size, insert_bos_before_voice=insert_bos_before_voice,
+            stats_ema_decay=stats_ema_decay,
+            stats_ema_steps=stats_ema_steps, context_noise=context_noise, short_context=short_context,
+        ))  # fmt: skip
+        self.latent_dim = latent_dim
+        self.d_model = d_model
+        self.stats_ema_decay = stats_ema_decay
+        self.stats_ema_steps = stats_ema_steps
+        self.head = build_head(head.pop("kind"), latent_dim=latent_dim, cond_dim=d_model, **head)
+        self.conditioner = LookupTableText(vocab_size, d_model)
+        self.speaker_proj_weight = nn.Parameter(torch.empty(d_model, voice_dim or latent_dim))
+        self.bos_before_voice = nn.Parameter(torch.randn(1, 1, d_model)) if insert_bos_before_voice else None
+        self.bos_emb = nn.Parameter(torch.randn(latent_dim))
+        self.input_linear = nn.Linear(latent_dim, d_model, bias=False)
+        self.transformer = StreamingTransformer(
+            d_model, num_heads, num_layers, dim_feedforward, max_period=max_period
+        )
+        self.out_norm = nn.LayerNorm(d_model, eps=1e-5)
+        self.out_eos = nn.Linear(d_model, 1)
+        self.context_noise = (
+            ContextNoise(d_model=d_model, **context_noise) if context_noise is not None else None
+        )
+        self.short_context = (
+            ShortContextTransformer(latent_dim, d_model, **short_context)
+            if short_context is not None
+            else None
+        )
+        self.register_buffer("emb_mean", torch.zeros(latent_dim))
+        self.register_buffer("emb_std", torch.ones(latent_dim))
+        self.register_buffer("stats_updates", torch.zeros((), dtype=torch.long))
+        self.reset_parameters()
+
+    @property
+    def vocab_size(self) -> int:
+        return self.conditioner.vocab_size
+
+    def reset_parameters(self) -> None:
+        """Truncated-normal init with std ``1/sqrt(fan_in)`` (Kyutai's recipe); LayerNorms at 1/0."""
+
+        def trunc_normal(weight: torch.Tensor, fan_in: int) -> None:
+            std = fan_in**-0.5
+            nn.init.trunc_normal_(weight, std=std, a=-3 * std, b=3 * std)
+
+        for module in [self.transformer, self.input_linear]:
+            for sub in module.modules():
+                if isinstance(sub, nn.Linear):
+                    trunc_normal(sub.weight, sub.in_features)
+        trunc_normal(self.conditioner.embed.weight, self.d_model)
+        trunc_normal(self.speaker_proj_weight, self.speaker_proj_weight.shape[1])
+
+    # -- normalisation ------------------------------------------------------------------------------
+    def normalize(self, latents: torch.Tensor) -> torch.Tensor:
+        return (latents - self.emb_mean) / self.emb_std
+
+    def denormalize(self, latents: torch.Tensor) -> torch.Tensor:
+        return latents * self.emb_std + self.emb_mean
+
+    @torch.no_grad()
+    def update_latent_statistics(self, latents: torch.Tensor, mask: torch.Tensor) -> None:
+        """EMA of per-dimension mean/std over the valid frames of a batch (first steps of training)."""
+        if int(self.stats_updates) >= self.stats_ema_steps or not bool(mask.any()):
+            return
+        frames = latents[mask].float()
+        decay = self.stats_ema_decay if int(self.stats_updates) > 0 else 0.0
+        self.emb_mean.lerp_(frames.mean(0), 1 - decay)
+        self.emb_std.lerp_(frames.std(0).clamp_min(1e-5), 1 - decay)
+        self.stats_updates += 1
+
+    def set_latent_statistics(self, mean: torch.Tensor, std: torch.Tensor, freeze: bool = True) -> None:
+        """Start from precomputed statistics (e.g. a latent cache's); ``freeze`` skips the EMA phase."""
+        self.emb_mean.copy_(mean)
+        self.emb_std.copy_(std.clamp_min(1e-5))
+        if freeze:
+            self.stats_updates.fill_(self.stats_ema_steps)
+
+    # -- pieces of the sequence ---------------------------------------------------------------------
+    def prefix(self, voice: torch.Tensor | None, tokens: torch.Tensor | None) -> torch.Tensor:
+        """One row's conditioning prefix: voice ``[Fv, voice_dim]`` and tokens ``[L]`` -> ``[P, d_model]``."""
+        parts = []
+        if self.bos_before_voice is not None:
+            parts.append(self.bos_before_voice[0])
+        if voice is not None and voice.shape[0]:
+            parts.append(F.linear(voice.to(self.speaker_proj_weight.dtype), self.speaker_proj_weight))
+        if tokens is not None and tokens.shape[0]:
+            parts.append(self.conditioner(tokens))
+        if not parts:
+            return self.bos_emb.new_zeros(0, self.d_model)
+        return torch.cat(parts, dim=0)
+
+    def audio_inputs(self, normalized: torch.Tensor) -> torch.Tensor:
+        """Normalised latents ``[B, T, D]`` -> ``[B, T + 1, D]`` with the learned BOS latent first."""
+        bos = self.bos_emb.to(normalized.dtype).expand(normalized.shape[0], 1, -1)
+        return torch.cat([bos, normalized], dim=1)
+
+    def output(self, hidden: torch.Tensor, short: torch.Tensor | None) -> torch.Tensor:
+        z = self.out_norm(hidden)
+        return z if short is None else z + short
+
+    # -- training: teacher forcing ------------------------------------------------------------------
+    def forward(
+        self,
+        voice: torch.Tensor,
+        voice_lengths: torch.Tensor,
+        text: torch.Tensor,
+        text_lengths: torch.Tensor,
+        target: torch.Tensor,
+        target_lengths: torch.Tensor,
+        drop_voice: torch.Tensor | None = None,
+        drop_text: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Teacher-forced pass over a padded batch.
+
+        Args:
+            voice: ``[B, Fv, voice_dim]`` raw (not normalised) codec latents of the prompts;
+                ``voice_lengths [B]``.
+            text: ``[B, L]`` token ids, ``text_lengths [B]``.
+            target: ``[B, F, latent_dim]`` raw codec latents to predict, ``target_lengths [B]``.
+            drop_voice, drop_text: ``[B]`` bool, rows whose voice / text is removed (CFG dropout).
+        Returns:
+            ``z`` ``[B, F + 1, d_model]`` (position j predicts frame j; position F_i predicts EOS),
+            ``eos_logits`` ``[B, F + 1]``, ``valid`` ``[B, F + 1]`` (j <= F_i), ``target_mask`` ``[B, F]``
+            and ``normalized_target`` ``[B, F, latent_dim]``.
+        """
+        batch, frames = target.shape[:2]
+        positions = torch.arange(frames + 1, device=target.device)
+        target_mask = positions[None, :frames] < target_lengths[:, None]
+        if self.training:
+            self.update_latent_statistics(target, target_mask)
+        normalized = self.normalize(target)
+        clean_inputs = self.audio_inputs(normalized)
+        noisy, levels = (
+            self.context_noise(normalized) if self.context_noise is not None else (normalized, None)
+        )
+        audio_embeddings = self.input_linear(self.audio_inputs(noisy))
+        if levels is not None:
+            audio_embeddings = audio_embeddings + self.context_noise.level_features(F.pad(levels, (1, 0)))
+        rows, starts = [], []
+        for i in range(batch):
+            voice_i = None if drop_voice is not None and drop_voice[i] else voice[i, : voice_lengths[i]]
+            text_i = None if drop_text is not None and drop_text[i] else text[i, : text_lengths[i]]
+            prefix = self.prefix(voice_i, text_i).to(audio_embeddings.dtype)
+            starts.append(prefix.shape[0])
+            rows.append(torch.cat([prefix, audio_embeddings[i, : target_lengths[i] + 1]], dim=0))
+        # Right padding: causal attention keeps it out of every valid position.
+        sequence = nn.utils.rnn.pad_sequence(rows, batch_first=True)
+        hidden = self.transformer(sequence)
+        index = (torch.tensor(starts, device=target.device)[:, None] + positions[None, :]).clamp_max(
+            sequence.shape[1] - 1
+        )
+        hidden = hidden.gather(1, index[..., None].expand(-1, -1, hidden.shape[-1]))
+        short = self.short_context(clean_inputs) if self.short_context is not None else None
+        z = self.output(hidden, short)
+        return {
+            "z": z,
+            "eos_logits": self.out_eos(z).squeeze(-1),
+            "valid": positions[None, :] <= target_lengths[:, None],
+            "target_mask": target_mask,
+            "normalized_target": normalized,
+        }
+
+    # -- generation ---------------------------------------------------------------------------------
+    def prefill(self, voice: torch.Tensor | None, tokens: torch.Tensor | None) -> State:
+        """A batch-1 stream state with the conditioning prefix already read (the "voice state")."""
+        state = self.init_state(1)
+        prefix = self.prefix(voice, tokens)
+        if prefix.shape[0]:
+            self.transformer(prefix[None], child_state(state, "transformer"))
+        return state
+
+    def step(self, previous: torch.Tensor, state: State) -> torch.Tensor:
+        """One frame: the previous normalised latent ``[B, D]`` (``None`` rows not allowed; pass
+        ``bos_emb`` for the first) -> ``z`` ``[B, d_model]`` for the next frame."""
+        x = previous[:, None]
+        hidden = self.transformer(self.input_linear(x), child_state(state, "transformer"))
+        short = (
+            self.short_context(x, child_state(state, "short_context"))
+            if self.short_context is not None
+            else None
+        )
+        return self.output(hidden, short)[:, 0]
+
+    @torch.no_grad()
+    def generate(
+        self,
+        voice: torch.Tensor | None,
+        tokens: torch.Tensor,
+        max_frames: int,
+        cfg_scale: float = 1.0,
+        temperature: float = 0.7,
+        noise_clamp: float | None = None,
+        eos_threshold: float = -4.0,
+        frames_after_eos: int = 3,
+        min_frames_before_eos: int = 6,
+        head_steps: int = 1,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Speak ``tokens`` ``[L]`` in the voice ``[Fv, voice_dim]``: raw latents ``[F, latent_dim]``.
+
+        With ``cfg_scale != 1`` a second, unconditioned stream (no voice, no text) runs alongside
+        and the head reads ``z_null + cfg_scale · (z_cond − z_null)``. Once the EOS logit exceeds
+        ``eos_threshold`` (not before frame ``min_frames_before_eos``), ``frames_after_eos`` more
+        frames are emitted counting that one (Pocket TTS's rule); at most ``max_frames``.
+        """
+        conditioned = self.prefill(voice, tokens)
+        null = self.prefill(None, None) if cfg_scale != 1.0 else None
+        previous = self.bos_emb[None]
+        frames: list[torch.Tensor] = []
+        eos_step: int | None = None
+        for step in range(max_frames):
+            z = self.step(previous, conditioned)
+            if null is not None:
+                z_null = self.step(previous, null)
+                z = z_null + cfg_scale * (z - z_null)
+            if (
+                eos_step is None
+                and step >= min_frames_before_eos
+                and float(self.out_eos(z)[0, 0]) > eos_threshold
+            ):
+                eos_step = step
+            if eos_step is not None and step >= eos_step + frames_after_eos:
+                break
+            noise = sample_noise((1, self.latent_dim), temperature, noise_clamp, generator, device=z.device)
+            previous = self.head.sample(z, noise.to(z.dtype), head_steps)
+            frames.append(previous)
+        return self.denormalize(torch.cat(frames, dim=0))
+
+    # -- export -------------------------------------------------------------------------------------
+    def save(self, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+        """Write weights + config (in the safetensors metadata, and ``<path>.json``), atomically."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        header = {"format": "pockettts.flow_lm", "config": json.dumps(self.config), **(metadata or {})}
+        tmp = path.with_name(path.name + ".tmp")
+        save_file(tensors, str(tmp), metadata=header)
+        tmp.replace(path)
+        path.with_suffix(".json").write_text(json.dumps({**header, "config": self.config}, indent=2) + "\n")
+        return path
+
+
+def read_flow_lm_metadata(path: str | Path) -> dict[str, str]:
+    """The safetensors metadata of an exported FlowLM (config, tokenizer, codec hash, ...)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"FlowLM checkpoint {path} does not exist")
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+    if metadata.get("format") != "pockettts.flow_lm" or "config" not in metadata:
+        raise ValueError(f"{path} is not an exported pockettts FlowLM (no config in its metadata)")
+    return metadata
+
+
+def load_flow_lm(path: str | Path, device: str | torch.device = "cpu") -> FlowLM:
+    """Rebuild an exported FlowLM (``FlowLM.save``) in eval mode."""
+    model = FlowLM(**json.loads(read_flow_lm_metadata(path)["config"]))
+    model.load_state_dict(load_file(str(path), device="cpu"))
+    return model.to(device).eval()

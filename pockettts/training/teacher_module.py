@@ -1,0 +1,254 @@
+"""Lightning training of the TTS backbone + generation head (stage 2, the teacher).
+
+Per batch: CFG dropout removes each row's voice and/or text with the configured probabilities;
+the backbone reads the (optionally noise-augmented) latents; the head's objective is applied to
+every target frame (``head.batch_multiplier`` noise draws per frame) and a BCE end-of-speech loss
+to every frame plus the first one after the end. AdamW with warm-up + cosine, gradient clipping,
+EMA weights (validated, sampled and exported), and the same non-finite guard as stage 1.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from pockettts.models.flow_lm import FlowLM, load_flow_lm
+from pockettts.training.ema import EMA
+from pockettts.training.guard import NonFiniteGuard
+from pockettts.training.schedules import WarmupCosine
+
+log = logging.getLogger(__name__)
+
+
+class TeacherTrainingModule(L.LightningModule):
+    """Trains ``model`` (a ``FlowLM``) on ``TeacherDataModule`` batches.
+
+    Args:
+        model: the backbone with its head.
+        optimizer: ``params -> Optimizer`` factory (AdamW in the presets).
+        lr_schedule: ``WarmupCosine`` options (``total_steps`` defaults to ``max_steps``).
+        eos_loss_weight: weight of the end-of-speech BCE (0.1 in Kyutai's recipe).
+        text_dropout, voice_dropout: CFG dropout probabilities per row (removed, not zeroed).
+        grad_clip: max gradient norm.
+        ema_decay: EMA of the weights (``None``: export raw weights).
+        init_from: an exported FlowLM to start from (weights only). A tokenizer of another size
+            re-initialises the text embedding (new language); other shape mismatches are errors.
+        latent_stats: ``"cache"`` starts the latent normalisation from the training cache's
+            statistics (frozen); ``"ema"`` learns them from batches (Kyutai's recipe).
+        export_path: where ``on_train_end`` writes the exported FlowLM (+ tokenizer beside it).
+        seed: seed of the module's own CFG-dropout generator (checkpointed: exact resume).
+    """
+
+    def __init__(
+        self,
+        model: FlowLM,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        lr_schedule: dict[str, Any] | None = None,
+        eos_loss_weight: float = 0.1,
+        text_dropout: float = 0.2,
+        voice_dropout: float = 0.2,
+        grad_clip: float = 1.0,
+        ema_decay: float | None = 0.999,
+        max_bad_steps: int = 20,
+        init_from: str | None = None,
+        latent_stats: str = "cache",
+        export_path: str | None = None,
+        seed: int = 0,
+    ):
+        super().__init__()
+        if latent_stats not in ("cache", "ema"):
+            raise ValueError(f"latent_stats must be 'cache' or 'ema', got {latent_stats!r}")
+        self.automatic_optimization = False
+        self.model = model
+        if init_from:
+            load_weights(self.model, init_from)
+        self.optimizer_factory = optimizer
+        self.lr_schedule = dict(lr_schedule or {})
+        self.eos_loss_weight = eos_loss_weight
+        self.text_dropout = text_dropout
+        self.voice_dropout = voice_dropout
+        self.grad_clip = grad_clip
+        self.ema = EMA(self.model, ema_decay) if ema_decay else None
+        self.guard = NonFiniteGuard(max_bad_steps)
+        self.latent_stats = latent_stats
+        self.export_path = export_path
+        self.seed = seed
+        self._dropout_rng: torch.Generator | None = None
+        self._dropout_state: torch.Tensor | None = None
+
+    # -- setup ---------------------------------------------------------------------------------------
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory([p for p in self.model.parameters() if p.requires_grad])
+        max_steps = self.trainer.max_steps if self.trainer.max_steps > 0 else 100_000
+        schedule = WarmupCosine(**{"total_steps": max_steps, **self.lr_schedule})
+        return [optimizer], [torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)]
+
+    def setup(self, stage: str) -> None:
+        if self.ema is not None:
+            self.ema.to(self.device)
+        datamodule = getattr(self.trainer, "datamodule", None)
+        tokenizer = getattr(datamodule, "tokenizer", None)
+        if tokenizer is not None and tokenizer.vocab_size != self.model.vocab_size:
+            raise ValueError(
+                f"the tokenizer {datamodule.tokenizer_path} has {tokenizer.vocab_size} pieces but the "
+                f"model's text embedding expects {self.model.vocab_size}: set "
+                f"model.model.vocab_size={tokenizer.vocab_size}"
+            )
+        fresh = int(self.model.stats_updates) == 0
+        if stage == "fit" and self.latent_stats == "cache" and fresh and datamodule is not None:
+            stats = datamodule.cache.stats()
+            self.model.set_latent_statistics(stats["mean"].to(self.device), stats["std"].to(self.device))
+            log.info("latent normalisation from the cache statistics of %s", datamodule.cache.cache_dir)
+
+    def dropout_generator(self) -> torch.Generator:
+        """CFG-dropout RNG on the CPU, one stream per rank, restored from checkpoints."""
+        if self._dropout_rng is None:
+            self._dropout_rng = torch.Generator().manual_seed(self.seed + self.global_rank)
+            if self._dropout_state is not None:
+                self._dropout_rng.set_state(self._dropout_state)
+        return self._dropout_rng
+
+    # -- losses --------------------------------------------------------------------------------------
+    def losses(self, batch: dict[str, Any], dropout: bool) -> dict[str, torch.Tensor]:
+        batch_size = batch["target"].shape[0]
+        drop_voice = drop_text = None
+        if dropout:
+            generator = self.dropout_generator()
+            drop_voice = (torch.rand(batch_size, generator=generator) < self.voice_dropout).to(self.device)
+            drop_text = (torch.rand(batch_size, generator=generator) < self.text_dropout).to(self.device)
+        out = self.model(
+            batch["voice"], batch["voice_lengths"], batch["text"], batch["text_lengths"],
+            batch["target"], batch["target_lengths"], drop_voice=drop_voice, drop_text=drop_text,
+        )  # fmt: skip
+        mask = out["target_mask"]
+        head_loss, terms = self.model.head.loss(
+            out["z"][:, :-1][mask].float(), out["normalized_target"][mask].float()
+        )
+        valid = out["valid"]
+        positions = torch.arange(valid.shape[1], device=valid.device)[None, :]
+        is_end = (positions == batch["target_lengths"][:, None]).float()
+        eos = F.binary_cross_entropy_with_logits(out["eos_logits"][valid].float(), is_end[valid])
+        with torch.no_grad():
+            eos_accuracy = ((out["eos_logits"][valid] > 0).float() == is_end[valid]).float().mean()
+        return {
+            "loss": head_loss + self.eos_loss_weight * eos,
+            "head": head_loss,
+            "eos": eos,
+            "eos_accuracy": eos_accuracy,
+            **{f"head/{name}": value for name, value in terms.items()},
+        }
+
+    # -- steps ---------------------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        optimizer = self.optimizers()
+        scheduler = self.lr_schedulers()
+        losses = self.losses(batch, dropout=True)
+        optimizer.zero_grad(set_to_none=True)
+        if self.guard.ok(losses["loss"], "loss", self.global_step):
+            self.manual_backward(losses["loss"])
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+            if self.guard.ok(norm, "gradient norm", self.global_step):
+                optimizer.step()
+                scheduler.step()
+                self.guard.good_step()
+                if self.ema is not None:
+                    self.ema.update(self.model)
+                self.log("grad_norm", float(norm), on_step=True)
+            else:
+                optimizer.zero_grad(set_to_none=True)
+        size = batch["target"].shape[0]
+        self.log_dict(
+            {f"train/{k}": v.detach().float() for k, v in losses.items()}, on_step=True, batch_size=size
+        )
+        self.log("train/skipped_steps", float(self.guard.skipped), on_step=True)
+        self.log("loss", losses["loss"].detach(), prog_bar=True, logger=False, batch_size=size)
+
+    @contextmanager
+    def exported_weights(self):
+        """The weights that get exported (EMA when enabled) loaded into ``self.model`` for the block."""
+        if self.ema is None:
+            yield self.model
+        else:
+            with self.ema.averaged(self.model) as model:
+                yield model
+
+    def on_validation_epoch_start(self) -> None:
+        self._validation_weights = self.exported_weights()
+        self._validation_weights.__enter__()
+
+    def on_validation_epoch_end(self) -> None:
+        self._validation_weights.__exit__(None, None, None)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        losses = self.losses(batch, dropout=False)
+        self.log_dict(
+            {f"val/{k}": v.float() for k, v in losses.items() if not k.startswith("head/")},
+            batch_size=batch["target"].shape[0],
+            sync_dist=True,
+        )
+
+    # -- checkpoints and export ----------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["teacher_training"] = {
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "guard": self.guard.state_dict(),
+            "dropout_rng": self.dropout_generator().get_state(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("teacher_training")
+        if state is None:
+            return
+        if self.ema is not None and state["ema"] is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.guard.load_state_dict(state["guard"])
+        self._dropout_state, self._dropout_rng = state["dropout_rng"], None
+
+    def export(self, path: str | Path) -> Path:
+        """Write the exported FlowLM (EMA weights) and, beside it, the tokenizer and codec it needs."""
+        path = Path(path)
+        metadata: dict[str, str] = {}
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tokenizer = path.parent / "tokenizer.model"
+            tokenizer.write_bytes(Path(datamodule.tokenizer_path).read_bytes())
+            metadata = {
+                "tokenizer": tokenizer.name,
+                "vae": str(datamodule.vae),
+                "vae_hash": datamodule.cache.vae_hash,
+            }
+        with self.exported_weights() as model:
+            return model.save(path, metadata)
+
+    def on_train_end(self) -> None:
+        if self.export_path and self.trainer.is_global_zero:
+            log.info("exported FlowLM to %s", self.export(self.export_path))
+
+
+def load_weights(model: FlowLM, path: str | Path) -> None:
+    """``init_from``: copy an exported FlowLM's weights into ``model``; a text embedding of another
+    vocabulary size is re-initialised (fine-tuning with a new tokenizer), any other mismatch is an error."""
+    source = load_flow_lm(path).state_dict()
+    own = model.state_dict()
+    embedding = "conditioner.embed.weight"
+    if source[embedding].shape != own[embedding].shape:
+        log.warning(
+            "%s: text embedding %s -> %s (new tokenizer): re-initialised",
+            path, tuple(source[embedding].shape), tuple(own[embedding].shape),
+        )  # fmt: skip
+        source[embedding] = own[embedding]
+    mismatched = [k for k in own if k in source and source[k].shape != own[k].shape]
+    missing = [k for k in own if k not in source]
+    if mismatched or missing:
+        raise ValueError(
+            f"{path} does not fit the model: shapes differ for {mismatched[:5]}, missing {missing[:5]}"
+        )
+    model.load_state_dict(source, strict=False)
