@@ -73,3 +73,40 @@ def tiny_vae():
 
     torch.manual_seed(0)
     return AudioVAE(**TINY_VAE).eval()
+
+
+def cpu_trainer(root, max_steps: int, **kwargs):
+    """A quiet single-process CPU Lightning Trainer for tests (no logger, checkpoints or validation
+    unless asked for)."""
+    import lightning as L
+
+    defaults = dict(
+        accelerator="cpu",
+        devices=1,
+        max_steps=max_steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        default_root_dir=root,
+        use_distributed_sampler=False,
+    )
+    return L.Trainer(**{**defaults, **kwargs})
+
+
+class Crash(Exception):
+    """Raised by ``CrashAfter`` to simulate a run dying mid-way."""
+
+
+def crash_after(step: int):
+    """A callback that kills the run once ``step`` optimizer steps are done (after checkpoints)."""
+    import lightning as L
+
+    class CrashAfter(L.Callback):
+        def on_train_batch_end(self, trainer, *args) -> None:
+            if trainer.global_step == step:
+                raise Crash
+
+    return CrashAfter()

@@ -330,8 +330,10 @@ def test_bad_inputs_raise_clear_errors():
         head.loss(z, torch.randn(5, 2))
     with pytest.raises(ValueError, match="bool"):
         head.loss(z, x1, torch.ones(4))
-    with pytest.raises(ValueError, match="mask has 3 rows"):
+    with pytest.raises(ValueError, match=r"mask must have z's leading shape \(4,\), got \(3,\)"):
         head.loss(z, x1, torch.ones(3, dtype=torch.bool))
+    with pytest.raises(ValueError, match="leading shape"):
+        head.loss(z.view(2, 2, 16), x1.view(2, 2, 2), torch.ones(4, dtype=torch.bool))
     with pytest.raises(ValueError, match="noise must be"):
         head.sample(z, torch.randn(4, 5))
     with pytest.raises(ValueError, match="steps"):

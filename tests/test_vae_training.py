@@ -23,7 +23,8 @@ from pockettts.modules.discriminators import (
     MultiScaleSTFTDiscriminator,
 )
 from pockettts.training.vae_module import VAETrainingModule
-from tests.conftest import CONFIG_DIR, TINY_VAE
+from tests.conftest import CONFIG_DIR, TINY_VAE, Crash, cpu_trainer
+from tests.conftest import crash_after as crash_after_step
 from tests.test_losses import TINY_WAVLM
 
 ROOT = Path(CONFIG_DIR).parent
@@ -51,23 +52,6 @@ def _module(seed: int = 0, **overrides) -> VAETrainingModule:
     return VAETrainingModule(**kwargs)
 
 
-def _trainer(tmp_path: Path, max_steps: int, **kwargs) -> L.Trainer:
-    defaults = dict(
-        accelerator="cpu",
-        devices=1,
-        max_steps=max_steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        default_root_dir=tmp_path,
-        use_distributed_sampler=False,
-    )
-    return L.Trainer(**{**defaults, **kwargs})
-
-
 def _crops(corpus: Path, **kwargs) -> CropDataModule:
     return CropDataModule(
         data_dir=str(corpus),
@@ -89,7 +73,7 @@ def _params(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 def test_one_gan_step_updates_generator_discriminator_and_ema(tiny_corpus, tmp_path):
     module = _module(export_path=str(tmp_path / "export" / "vae.safetensors"))
     before_g, before_d = _params(module.vae), _params(module.discriminator)
-    trainer = _trainer(tmp_path, max_steps=1)
+    trainer = cpu_trainer(tmp_path, max_steps=1)
     trainer.fit(module, datamodule=_crops(tiny_corpus))
     assert trainer.global_step == 1  # one generator update, the discriminator's not counted
     changed = lambda before, now: any(not torch.equal(before[k], now[k]) for k in before)  # noqa: E731
@@ -111,7 +95,7 @@ def test_one_gan_step_updates_generator_discriminator_and_ema(tiny_corpus, tmp_p
 def test_adversarial_warmup_keeps_the_discriminator_still(tiny_corpus, tmp_path):
     module = _module(adversarial_warmup_steps=5)
     before = _params(module.discriminator)
-    _trainer(tmp_path, max_steps=2).fit(module, datamodule=_crops(tiny_corpus))
+    cpu_trainer(tmp_path, max_steps=2).fit(module, datamodule=_crops(tiny_corpus))
     assert all(torch.equal(before[k], v) for k, v in _params(module.discriminator).items())
 
 
@@ -124,25 +108,10 @@ def test_overfitting_a_few_clips_lowers_the_reconstruction_loss(tiny_corpus, tmp
     with torch.no_grad():
         initial = mel(module.vae(batch["audio"], sample=False)["reconstruction"], batch["audio"]).item()
     loader = DataLoader([batch] * 60, batch_size=None)
-    _trainer(tmp_path, max_steps=60).fit(module, train_dataloaders=loader)
+    cpu_trainer(tmp_path, max_steps=60).fit(module, train_dataloaders=loader)
     with torch.no_grad():
         final = mel(module.vae(batch["audio"], sample=False)["reconstruction"], batch["audio"]).item()
     assert final < 0.7 * initial, (initial, final)
-
-
-class _Crash(Exception):
-    pass
-
-
-class _CrashAfter(L.Callback):
-    """Kill the run after ``step`` generator steps (after the checkpoint callback has saved)."""
-
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_train_batch_end(self, trainer, *args) -> None:
-        if trainer.global_step == self.step:
-            raise _Crash
 
 
 def test_resume_after_a_crash_continues_exactly(tiny_corpus, tmp_path):
@@ -154,13 +123,13 @@ def test_resume_after_a_crash_continues_exactly(tiny_corpus, tmp_path):
             )
         ]
         if crash_after:
-            callbacks.append(_CrashAfter(crash_after))
-        trainer = _trainer(folder, max_steps=7, callbacks=callbacks, enable_checkpointing=True)
+            callbacks.append(crash_after_step(crash_after))
+        trainer = cpu_trainer(folder, max_steps=7, callbacks=callbacks, enable_checkpointing=True)
         trainer.fit(module, datamodule=_crops(tiny_corpus), ckpt_path=ckpt_path)
         return module
 
     straight = run(tmp_path / "straight")
-    with pytest.raises(_Crash):
+    with pytest.raises(Crash):
         run(tmp_path / "crashed", crash_after=4)
     resumed = run(tmp_path / "resumed", ckpt_path=str(tmp_path / "crashed" / "step=3.ckpt"))
     for name, tensor in _params(straight).items():
@@ -183,7 +152,7 @@ def test_non_finite_steps_are_skipped_then_fail_with_a_clear_message(tmp_path):
         discriminator=None, discriminator_optimizer=None, loss_weights=dict(mel=1.0), max_bad_steps=3
     )
     loader = DataLoader(_NaNAudio(), batch_size=1)
-    trainer = _trainer(tmp_path, max_steps=50)
+    trainer = cpu_trainer(tmp_path, max_steps=50)
     with pytest.raises(RuntimeError, match=r"4 non-finite steps in a row at step 1 \(generator loss is nan"):
         trainer.fit(module, train_dataloaders=loader)
     assert module.guard.skipped == 4
@@ -195,7 +164,7 @@ def test_distillation_from_a_local_wavlm_checkpoint(tiny_corpus, tmp_path):
     torch.save(torchaudio.models.wavlm_model(**TINY_WAVLM).state_dict(), path)
     teacher = dict(checkpoint=str(path), architecture="custom", **TINY_WAVLM)
     module = _module(loss_weights=dict(kl=0.01, distillation=25.0, adversarial=1.0), ssl_teacher=teacher)
-    _trainer(tmp_path, max_steps=1).fit(module, datamodule=_crops(tiny_corpus))
+    cpu_trainer(tmp_path, max_steps=1).fit(module, datamodule=_crops(tiny_corpus))
     assert not any(k.startswith("ssl_teacher") for k in module.state_dict())  # frozen WavLM not saved
     assert any(k.startswith("distillation.proj") for k in module.state_dict())
 

@@ -156,13 +156,14 @@ class GenerationHead(nn.Module):
         Leading dims beyond one (``[B, T, ...]`` with ``mask [B, T]``) are flattened. The loss is the mean
         of the per-row objective over ``n_valid · batch_multiplier`` rows (0 when no row is valid).
         """
+        lead = z.shape[:-1]
         z, x1 = self._check_rows(z, x1, "x1")
         if mask is not None:
             if mask.dtype != torch.bool:
                 raise ValueError(f"mask must be a bool tensor, got dtype {mask.dtype}")
+            if mask.shape != lead:
+                raise ValueError(f"mask must have z's leading shape {tuple(lead)}, got {tuple(mask.shape)}")
             mask = mask.reshape(-1)
-            if mask.shape[0] != z.shape[0]:
-                raise ValueError(f"mask has {mask.shape[0]} rows but z has {z.shape[0]}")
             z, x1 = z[mask], x1[mask]
         k = self.batch_multiplier
         z, x1 = z.repeat(k, 1), x1.repeat(k, 1)
@@ -265,14 +266,20 @@ class LSDHead(GenerationHead):
         self.lognorm_std = lognorm_std
         self.stopgrad = stopgrad
         self.distill_prob = distill_prob
-        self.distill_rng = torch.Generator().manual_seed(distill_seed)
+        self.distill_seed = distill_seed
+        # The draw is a function of (seed, call count); the count is a buffer, so it is saved in
+        # checkpoints and a resumed run takes the same branches as an uninterrupted one.
+        self.register_buffer("distill_calls", torch.zeros((), dtype=torch.long))
         self.w_s_t = LogWeightMLP(2, weight_dims, weight_depth, weight_zero_init) if normalize else None
 
     def draw_distill_step(self) -> bool:
-        """Whether this training call computes the distill term (consumes one draw of the head's RNG)."""
+        """Whether this training call computes the distill term (advances the head's call count)."""
+        calls = int(self.distill_calls)
+        self.distill_calls += 1
         if self.distill_prob >= 1.0:
             return True
-        return float(torch.rand((), generator=self.distill_rng)) < self.distill_prob
+        generator = torch.Generator().manual_seed(self.distill_seed * 1_000_003 + calls)
+        return float(torch.rand((), generator=generator)) < self.distill_prob
 
     def objective(self, z: torch.Tensor, x1: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, Terms]:
         dim = x1.shape[-1]

@@ -43,7 +43,8 @@ class TeacherTrainingModule(L.LightningModule):
         latent_stats: ``"cache"`` starts the latent normalisation from the training cache's
             statistics (frozen); ``"ema"`` learns them from batches (Kyutai's recipe).
         export_path: where ``on_train_end`` writes the exported FlowLM (+ tokenizer beside it).
-        seed: seed of the module's own CFG-dropout generator (checkpointed: exact resume).
+        seed: the global RNG is re-seeded from ``(seed, step, rank)`` before every step, so CFG
+            dropout, context noise and the head's draws of a resumed run match an uninterrupted one.
     """
 
     def __init__(
@@ -80,8 +81,6 @@ class TeacherTrainingModule(L.LightningModule):
         self.latent_stats = latent_stats
         self.export_path = export_path
         self.seed = seed
-        self._dropout_rng: torch.Generator | None = None
-        self._dropout_state: torch.Tensor | None = None
 
     # -- setup ---------------------------------------------------------------------------------------
     def configure_optimizers(self):
@@ -107,22 +106,13 @@ class TeacherTrainingModule(L.LightningModule):
             self.model.set_latent_statistics(stats["mean"].to(self.device), stats["std"].to(self.device))
             log.info("latent normalisation from the cache statistics of %s", datamodule.cache.cache_dir)
 
-    def dropout_generator(self) -> torch.Generator:
-        """CFG-dropout RNG on the CPU, one stream per rank, restored from checkpoints."""
-        if self._dropout_rng is None:
-            self._dropout_rng = torch.Generator().manual_seed(self.seed + self.global_rank)
-            if self._dropout_state is not None:
-                self._dropout_rng.set_state(self._dropout_state)
-        return self._dropout_rng
-
     # -- losses --------------------------------------------------------------------------------------
     def losses(self, batch: dict[str, Any], dropout: bool) -> dict[str, torch.Tensor]:
         batch_size = batch["target"].shape[0]
         drop_voice = drop_text = None
         if dropout:
-            generator = self.dropout_generator()
-            drop_voice = (torch.rand(batch_size, generator=generator) < self.voice_dropout).to(self.device)
-            drop_text = (torch.rand(batch_size, generator=generator) < self.text_dropout).to(self.device)
+            drop_voice = torch.rand(batch_size, device=self.device) < self.voice_dropout
+            drop_text = torch.rand(batch_size, device=self.device) < self.text_dropout
         out = self.model(
             batch["voice"], batch["voice_lengths"], batch["text"], batch["text_lengths"],
             batch["target"], batch["target_lengths"], drop_voice=drop_voice, drop_text=drop_text,
@@ -149,6 +139,7 @@ class TeacherTrainingModule(L.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         optimizer = self.optimizers()
         scheduler = self.lr_schedulers()
+        torch.manual_seed(self.seed + 1_000_003 * self.global_step + 7_919 * self.global_rank)
         losses = self.losses(batch, dropout=True)
         optimizer.zero_grad(set_to_none=True)
         if self.guard.ok(losses["loss"], "loss", self.global_step):
@@ -199,7 +190,6 @@ class TeacherTrainingModule(L.LightningModule):
         checkpoint["teacher_training"] = {
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "guard": self.guard.state_dict(),
-            "dropout_rng": self.dropout_generator().get_state(),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -209,7 +199,6 @@ class TeacherTrainingModule(L.LightningModule):
         if self.ema is not None and state["ema"] is not None:
             self.ema.load_state_dict(state["ema"])
         self.guard.load_state_dict(state["guard"])
-        self._dropout_state, self._dropout_rng = state["dropout_rng"], None
 
     def export(self, path: str | Path) -> Path:
         """Write the exported FlowLM (EMA weights) and, beside it, the tokenizer and codec it needs."""

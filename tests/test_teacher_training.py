@@ -1,0 +1,220 @@
+"""Stage 2 end to end on a tiny corpus: prompt/target cuts, the teacher datamodule (tokenizer +
+latent cache made on demand), a training loss that goes down, exact resume, export and init_from
+with a new tokenizer, and ``train.py experiment=teacher_tiny``."""
+
+from __future__ import annotations
+
+import functools
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from pockettts.data.datamodule import TeacherDataModule
+from pockettts.data.examples import CutConfig, cut_item
+from pockettts.data.manifest import ManifestItem, TimedSpan
+from pockettts.models.flow_lm import FlowLM, load_flow_lm
+from pockettts.training.teacher_module import TeacherTrainingModule, load_weights
+from tests.conftest import CONFIG_DIR, Crash, cpu_trainer
+from tests.conftest import crash_after as crash_after_step
+
+ROOT = Path(CONFIG_DIR).parent
+VOCAB = 48
+MODEL = dict(head={"kind": "lsd", "dim": 32, "depth": 2, "batch_multiplier": 2}, d_model=32, num_heads=4,
+             num_layers=2, dim_feedforward=64, vocab_size=VOCAB, latent_dim=8)  # fmt: skip
+
+
+def _item(words: list[tuple[str, float, float]] | None, duration: float = 6.0) -> ManifestItem:
+    spans = [TimedSpan(text, start, end) for text, start, end in words] if words else None
+    return ManifestItem(id="a", audio="a.wav", text="one two three four five", duration=duration, words=spans)
+
+
+WORDS = [("one", 0.2, 0.8), ("two", 1.0, 1.6), ("three", 1.9, 2.5), ("four", 2.8, 3.4), ("five", 3.7, 4.3)]
+
+
+def test_cuts_fall_between_words_and_keep_the_rest_of_the_text():
+    config = CutConfig(max_voice_prompt_sec=5.0, min_cut_sec=1.0, trail_sec=0.2)
+    seen = set()
+    for seed in range(40):
+        cut = cut_item(_item(WORDS), n_frames=75, frame_rate=12.5, rng=random.Random(seed), config=config)
+        seen.add(cut.text)
+        assert cut.prompt[1] == cut.target[0] and cut.prompt[0] == 0
+        assert cut.target[1] == round((4.3 + 0.2) * 12.5)  # trailing silence trimmed after the last word
+        first_word = cut.text.split()[0]
+        start = dict((w, s) for w, s, _ in WORDS)[first_word]
+        assert cut.target[0] / 12.5 <= start  # the cut precedes the first word of the text
+    assert seen == {"three four five", "four five"}  # >= 1 s of speech on both sides
+
+
+def test_prompt_length_is_capped_and_zero_means_whole_prefix():
+    words = [(f"w{i}", i * 1.0 + 0.1, i * 1.0 + 0.8) for i in range(10)]
+    capped = CutConfig(max_voice_prompt_sec=2.0)
+    for seed in range(20):
+        cut = cut_item(_item(words, 11.0), 137, 12.5, random.Random(seed), capped)
+        assert (cut.prompt[1] - cut.prompt[0]) / 12.5 <= 2.0 + 1e-6
+    full = cut_item(_item(words, 11.0), 137, 12.5, random.Random(0), CutConfig(max_voice_prompt_sec=0))
+    assert full.prompt[0] == 0
+
+
+def test_without_alignment_the_prompt_is_a_window_and_the_target_everything():
+    cut = cut_item(_item(None), n_frames=75, frame_rate=12.5, rng=random.Random(0), config=CutConfig())
+    assert cut.text == "one two three four five" and cut.target == (0, 75)
+    assert cut.prompt[1] - cut.prompt[0] == round(5.0 * 12.5)
+
+
+@pytest.fixture
+def teacher_data(tiny_corpus, tiny_vae, tmp_path):
+    vae = tiny_vae.save(tmp_path / "vae.safetensors")
+    return functools.partial(
+        TeacherDataModule,
+        vae=str(vae),
+        cache_dir=str(tmp_path / "latents"),
+        tokenizer=str(tmp_path / "tok" / "tokenizer.model"),
+        vocab_size=VOCAB,
+        max_frames=300,
+        max_batch_size=4,
+        data_dir=str(tiny_corpus),
+        train_manifest="train.jsonl",
+        valid_manifest="valid.jsonl",
+        num_workers=0,
+        seed=1,
+    )
+
+
+def _module(seed: int = 0, **overrides) -> TeacherTrainingModule:
+    torch.manual_seed(seed)
+    kwargs = dict(
+        model=FlowLM(**MODEL),
+        optimizer=functools.partial(torch.optim.AdamW, lr=3e-3),
+        lr_schedule={"warmup_steps": 2},
+        ema_decay=0.9,
+        latent_stats="cache",
+    )
+    return TeacherTrainingModule(**{**kwargs, **overrides})
+
+
+def test_datamodule_makes_tokenizer_and_cache_and_batches(teacher_data):
+    data = teacher_data()
+    data.prepare_data()
+    assert data.tokenizer_path.is_file() and data.tokenizer.vocab_size == VOCAB
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))
+    assert batch["voice"].shape[-1] == batch["target"].shape[-1] == 8
+    assert (batch["target_lengths"] > 0).all() and (batch["text_lengths"] > 0).all()
+    assert (
+        int((batch["voice_lengths"] + batch["target_lengths"]).sum()) <= 300 + 75
+    )  # frame budget (+ prompts)
+    row = 0
+    assert torch.equal(
+        batch["text"][row, batch["text_lengths"][row] :],
+        torch.full_like(batch["text"][row, batch["text_lengths"][row] :], VOCAB),
+    )
+
+
+def test_overfitting_one_batch_lowers_the_loss(teacher_data, tmp_path):
+    data = teacher_data()
+    data.prepare_data()
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))
+    module = _module(text_dropout=0.0, voice_dropout=0.0)
+    module.model.set_latent_statistics(**{k: v for k, v in data.cache.stats().items()})
+    module.model.eval()
+    with torch.no_grad():
+        before = module.losses(batch, dropout=False)["loss"].item()
+    loader = torch.utils.data.DataLoader([batch] * 80, batch_size=None)
+    cpu_trainer(tmp_path, max_steps=80).fit(module, train_dataloaders=loader)
+    module.model.eval()
+    with torch.no_grad():
+        after = module.losses(batch, dropout=False)["loss"].item()
+    assert after < 0.6 * before, (before, after)
+
+
+def test_resume_after_a_crash_continues_exactly(teacher_data, tmp_path):
+    def run(
+        folder: Path, crash_after: int | None = None, ckpt_path: str | None = None
+    ) -> TeacherTrainingModule:
+        module = _module(seed=0)
+        callbacks = [
+            L.pytorch.callbacks.ModelCheckpoint(
+                dirpath=folder, every_n_train_steps=2, save_top_k=-1, filename="{step}"
+            )
+        ]
+        if crash_after:
+            callbacks.append(crash_after_step(crash_after))
+        trainer = cpu_trainer(folder, max_steps=5, callbacks=callbacks, enable_checkpointing=True)
+        trainer.fit(module, datamodule=teacher_data(), ckpt_path=ckpt_path)
+        return module
+
+    straight = run(tmp_path / "straight")
+    with pytest.raises(Crash):
+        run(tmp_path / "crashed", crash_after=3)
+    resumed = run(tmp_path / "resumed", ckpt_path=str(tmp_path / "crashed" / "step=2.ckpt"))
+    for name, tensor in straight.state_dict().items():
+        assert torch.equal(tensor, resumed.state_dict()[name]), name
+    for name, tensor in straight.ema.shadow.items():
+        assert torch.equal(tensor, resumed.ema.shadow[name]), name
+
+
+def test_export_and_init_from_with_a_new_tokenizer(teacher_data, tmp_path):
+    module = _module(export_path=str(tmp_path / "export" / "teacher.safetensors"))
+    cpu_trainer(tmp_path, max_steps=2).fit(module, datamodule=teacher_data())
+    exported = tmp_path / "export" / "teacher.safetensors"
+    assert (tmp_path / "export" / "tokenizer.model").is_file()
+    loaded = load_flow_lm(exported)
+    with module.exported_weights() as model:
+        for name, tensor in model.state_dict().items():
+            torch.testing.assert_close(loaded.state_dict()[name], tensor)
+    bigger = FlowLM(**{**MODEL, "vocab_size": VOCAB + 10})
+    load_weights(bigger, exported)  # new language: text embedding re-initialised, the rest copied
+    torch.testing.assert_close(
+        bigger.transformer.layers[0].linear1.weight, loaded.transformer.layers[0].linear1.weight
+    )
+    deeper = FlowLM(**{**MODEL, "num_layers": 3})
+    with pytest.raises(ValueError, match="does not fit"):
+        load_weights(deeper, exported)
+
+
+def test_vocabulary_mismatch_is_named(teacher_data, tmp_path):
+    module = _module(model=FlowLM(**{**MODEL, "vocab_size": VOCAB + 1}))
+    with pytest.raises(ValueError, match=f"has {VOCAB} pieces"):
+        cpu_trainer(tmp_path, max_steps=1).fit(module, datamodule=teacher_data())
+
+
+def test_train_py_teacher_tiny_runs_end_to_end(tiny_corpus, tiny_vae, tmp_path):
+    vae = tiny_vae.save(tmp_path / "vae.safetensors")
+    run_dir = tmp_path / "run"
+    overrides = [
+        "experiment=teacher_tiny",
+        f"data.data_dir={tiny_corpus}",
+        "data.train_manifest=train.jsonl",
+        "data.valid_manifest=valid.jsonl",
+        f"data.vae={vae}",
+        f"data.cache_dir={tmp_path / 'latents'}",
+        f"data.tokenizer={tmp_path / 'tok' / 'tokenizer.model'}",
+        f"data.vocab_size={VOCAB}",
+        f"model.model.vocab_size={VOCAB}",
+        "model.model.latent_dim=8",
+        "data.max_frames=300",
+        "trainer.max_steps=2",
+        "trainer.val_check_interval=2",
+        "trainer.limit_val_batches=1",
+        "callbacks.speech_samples.every_n_steps=2",
+        "callbacks.speech_samples.num_examples=1",
+        "callbacks.speech_samples.max_seconds=1.0",
+        "callbacks.model_checkpoint.every_n_train_steps=2",
+        "ablation=noise_calm",
+        f"hydra.run.dir={run_dir}",
+        f"paths.log_dir={tmp_path}",
+    ]
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *overrides], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    model = load_flow_lm(run_dir / "export" / "teacher.safetensors")
+    assert model.context_noise is not None and model.context_noise.max_level == 1.0
+    assert (run_dir / "samples" / "step_0000002" / "example0_generated.wav").is_file()
+    assert (run_dir / "samples" / "step_0000002" / "example0.txt").read_text().strip()
