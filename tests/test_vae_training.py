@@ -230,7 +230,7 @@ def test_gan_training_runs_under_ddp_with_two_processes(tiny_corpus, tmp_path):
         tiny_corpus,
         run_dir,
         "trainer=ddp_cpu",
-        "trainer.strategy=ddp_spawn_find_unused_parameters_true",
+        "trainer.strategy=ddp_find_unused_parameters_true",
         "model.adversarial_warmup_steps=0",
     )
     assert result.returncode == 0, result.stderr[-3000:]
