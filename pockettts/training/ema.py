@@ -64,3 +64,27 @@ class EMA:
     def to(self, device: torch.device) -> EMA:
         self.shadow = {name: value.to(device) for name, value in self.shadow.items()}
         return self
+
+
+class EMAWeightsMixin:
+    """For LightningModules with ``self.ema`` (an ``EMA`` or ``None``) over ``self.<ema_module_name>``:
+    validation and export see the averaged weights."""
+
+    ema_module_name = "model"
+
+    @contextmanager
+    def exported_weights(self) -> Iterator[nn.Module]:
+        """The weights that get exported (EMA when enabled) loaded into the module for the block."""
+        module = getattr(self, self.ema_module_name)
+        if self.ema is None:
+            yield module
+        else:
+            with self.ema.averaged(module) as averaged:
+                yield averaged
+
+    def on_validation_epoch_start(self) -> None:
+        self._validation_weights = self.exported_weights()
+        self._validation_weights.__enter__()
+
+    def on_validation_epoch_end(self) -> None:
+        self._validation_weights.__exit__(None, None, None)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +19,14 @@ import torch
 import torch.nn.functional as F
 
 from pockettts.models.flow_lm import FlowLM, load_flow_lm
-from pockettts.training.ema import EMA
+from pockettts.training.ema import EMA, EMAWeightsMixin
 from pockettts.training.guard import NonFiniteGuard
 from pockettts.training.schedules import WarmupCosine
 
 log = logging.getLogger(__name__)
 
 
-class TeacherTrainingModule(L.LightningModule):
+class TeacherTrainingModule(EMAWeightsMixin, L.LightningModule):
     """Trains ``model`` (a ``FlowLM``) on ``TeacherDataModule`` batches.
 
     Args:
@@ -160,22 +159,6 @@ class TeacherTrainingModule(L.LightningModule):
         )
         self.log("train/skipped_steps", float(self.guard.skipped), on_step=True)
         self.log("loss", losses["loss"].detach(), prog_bar=True, logger=False, batch_size=size)
-
-    @contextmanager
-    def exported_weights(self):
-        """The weights that get exported (EMA when enabled) loaded into ``self.model`` for the block."""
-        if self.ema is None:
-            yield self.model
-        else:
-            with self.ema.averaged(self.model) as model:
-                yield model
-
-    def on_validation_epoch_start(self) -> None:
-        self._validation_weights = self.exported_weights()
-        self._validation_weights.__enter__()
-
-    def on_validation_epoch_end(self) -> None:
-        self._validation_weights.__exit__(None, None, None)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         losses = self.losses(batch, dropout=False)

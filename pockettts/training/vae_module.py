@@ -25,7 +25,7 @@ from pockettts.losses.kl import gaussian_kl
 from pockettts.losses.spectral import mel_distance
 from pockettts.losses.ssl_distillation import LatentFeatureDistillation, SSLFeatureTeacher, load_ssl_teacher
 from pockettts.models.vae import AudioVAE, load_vae
-from pockettts.training.ema import EMA
+from pockettts.training.ema import EMA, EMAWeightsMixin
 from pockettts.training.guard import NonFiniteGuard
 from pockettts.training.schedules import WarmupCosine
 
@@ -48,7 +48,7 @@ def frozen(module: nn.Module | None):
             p.requires_grad_(True)
 
 
-class VAETrainingModule(L.LightningModule):
+class VAETrainingModule(EMAWeightsMixin, L.LightningModule):
     """Trains ``vae`` (an ``AudioVAE``) against ``discriminator``; exports EMA weights at the end.
 
     Args:
@@ -70,6 +70,8 @@ class VAETrainingModule(L.LightningModule):
             to convert a released Pocket TTS codec into one.
         export_path: where ``on_train_end`` writes the exported VAE.
     """
+
+    ema_module_name = "vae"
 
     def __init__(
         self,
@@ -249,22 +251,6 @@ class VAETrainingModule(L.LightningModule):
         logs.update(latent_statistics(out["mean"].detach(), out["logvar"].detach()))
         self.log_dict(logs, prog_bar=False, on_step=True, batch_size=audio.shape[0])
         self.log("loss", total.item(), prog_bar=True, logger=False, batch_size=audio.shape[0])
-
-    @contextmanager
-    def exported_weights(self):
-        """The weights that get exported (EMA when enabled) loaded into ``self.vae`` for the block."""
-        if self.ema is None:
-            yield self.vae
-        else:
-            with self.ema.averaged(self.vae) as vae:
-                yield vae
-
-    def on_validation_epoch_start(self) -> None:
-        self._validation_weights = self.exported_weights()
-        self._validation_weights.__enter__()
-
-    def on_validation_epoch_end(self) -> None:
-        self._validation_weights.__exit__(None, None, None)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         audio = batch["audio"]

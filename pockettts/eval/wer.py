@@ -1,0 +1,75 @@
+"""Word error rate of transcripts against reference texts, after a named text normaliser.
+
+Two normalisers, whose numbers must never be compared with each other (``reference/peers.md`` b.2):
+``"whisper"`` is openai-whisper's ``EnglishTextNormalizer`` (spelling, numbers, contractions);
+``"plain"`` lowercases and deletes punctuation, apostrophes included (the F5-TTS rule).
+"""
+
+from __future__ import annotations
+
+import functools
+import string
+import unicodedata
+from collections.abc import Callable, Sequence
+
+import jiwer
+
+_ASCII_PUNCTUATION = set(string.punctuation)
+
+
+def plain_normalize(text: str) -> str:
+    """Lowercase, delete punctuation (ASCII ``string.punctuation`` and Unicode P*), collapse spaces."""
+    kept = (c for c in text if c not in _ASCII_PUNCTUATION and not unicodedata.category(c).startswith("P"))
+    return " ".join("".join(kept).lower().split())
+
+
+@functools.cache
+def _whisper_normalizer() -> Callable[[str], str]:
+    from whisper.normalizers import EnglishTextNormalizer
+
+    return EnglishTextNormalizer()
+
+
+def get_normalizer(name: str) -> Callable[[str], str]:
+    """The text normaliser called ``name`` (``"whisper"`` or ``"plain"``)."""
+    if name == "whisper":
+        return _whisper_normalizer()
+    if name == "plain":
+        return plain_normalize
+    raise ValueError(f"unknown normalizer {name!r}; choose 'whisper' or 'plain'")
+
+
+def word_error_rate(
+    references: Sequence[str], hypotheses: Sequence[str], normalizer: str = "whisper"
+) -> dict[str, object]:
+    """Corpus and per-utterance WER of ``hypotheses`` against ``references`` (same length, same order).
+
+    Returns ``wer`` (corpus level: all errors / all reference words), ``mean_utterance_wer`` (the mean of
+    ``utterance_wer``, the F5 / seed-tts-eval aggregate), the ``substitutions``, ``deletions``,
+    ``insertions``, ``hits`` and ``reference_words`` counts, and the ``normalizer`` name.
+    """
+    if isinstance(references, str) or isinstance(hypotheses, str):
+        raise TypeError("pass lists of texts, not single strings")
+    if len(references) != len(hypotheses):
+        raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
+    if not references:
+        raise ValueError("no utterances to score")
+    norm = get_normalizer(normalizer)
+    refs, hyps = [norm(r) for r in references], [norm(h) for h in hypotheses]
+    for i, (raw, ref) in enumerate(zip(references, refs)):
+        if not ref.split():
+            # WER is undefined without reference words; this is a test-set bug, not a model error
+            raise ValueError(f"reference {i} ({raw!r}) is empty after {normalizer!r} normalisation")
+    per_utt = [jiwer.process_words(r, h).wer for r, h in zip(refs, hyps)]
+    total = jiwer.process_words(refs, hyps)
+    return {
+        "normalizer": normalizer,
+        "wer": total.wer,
+        "mean_utterance_wer": sum(per_utt) / len(per_utt),
+        "utterance_wer": per_utt,
+        "substitutions": total.substitutions,
+        "deletions": total.deletions,
+        "insertions": total.insertions,
+        "hits": total.hits,
+        "reference_words": total.hits + total.substitutions + total.deletions,
+    }

