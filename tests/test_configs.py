@@ -135,3 +135,30 @@ def test_train_without_a_model_exits_with_a_clear_message(tmp_path):
     )
     assert result.returncode != 0
     assert "no model selected" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "experiment, extra, millions",
+    [
+        ("vae_tiny", [], 0.84),
+        ("vae_speech", ["model.ssl_teacher=null", "model.loss_weights.distillation=0"], 20.06),
+        ("teacher_tiny", [], 1.24),
+        ("teacher_300m", [], 316.0),  # the released teacher's FlowLM size (reference/pocket_tts.md §11)
+    ],
+)
+def test_experiment_presets_build_their_models(experiment, extra, millions, tmp_path):
+    cfg = _compose("train", tmp_path, [f"experiment={experiment}", *extra])
+    module = instantiate(cfg.model)
+    net = module.vae if hasattr(module, "vae") else module.model
+    assert sum(p.numel() for p in net.parameters()) / 1e6 == pytest.approx(millions, rel=0.01)
+    if cfg.trainer.accelerator == "cpu":  # the GPU presets are checked by test_gpu_presets_compose
+        assert isinstance(instantiate(cfg.trainer), L.Trainer)
+
+
+@pytest.mark.parametrize("ablation", sorted(p.stem for p in (ROOT / "configs" / "ablation").glob("*.yaml")))
+def test_each_ablation_is_one_override(ablation, tmp_path):
+    base = _compose("train", tmp_path, ["experiment=teacher_tiny"])
+    cfg = _compose("train", tmp_path, ["experiment=teacher_tiny", f"ablation={ablation}"])
+    assert OmegaConf.to_container(cfg.model) != OmegaConf.to_container(base.model)
+    module = instantiate(cfg.model)
+    assert module.model.config == instantiate(cfg.model.model).config
