@@ -218,3 +218,18 @@ def test_train_py_teacher_tiny_runs_end_to_end(tiny_corpus, tiny_vae, tmp_path):
     assert model.context_noise is not None and model.context_noise.max_level == 1.0
     assert (run_dir / "samples" / "step_0000002" / "example0_generated.wav").is_file()
     assert (run_dir / "samples" / "step_0000002" / "example0.txt").read_text().strip()
+
+
+def test_resynthesis_report_transcribes_generation_and_codec(teacher_data, tiny_en, tmp_path):
+    from pockettts.eval.resynthesis import resynthesis_report
+
+    data = teacher_data()
+    module = _module(export_path=str(tmp_path / "export" / "teacher.safetensors"))
+    cpu_trainer(tmp_path, max_steps=1).fit(module, datamodule=data)
+    summary = resynthesis_report(
+        tmp_path / "export" / "teacher.safetensors", data.valid_manifest, data.cache_dir, tiny_en[0],
+        tmp_path / "resynthesis", max_seconds=1.0, limit=1,
+    )  # fmt: skip
+    assert summary["items"] == 1 and 0.0 <= summary["codec_wer"] and summary["generated_wer"] >= 0.0
+    row = (tmp_path / "resynthesis" / "items.jsonl").read_text().strip()
+    assert "generated_transcript" in row and list((tmp_path / "resynthesis").glob("*_generated.wav"))

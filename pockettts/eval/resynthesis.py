@@ -1,0 +1,120 @@
+"""Does a trained backbone speak its prompts' texts as well as the codec can? For each item of a
+manifest, the validation cut gives a voice prompt, a text and the real target latents; the
+backbone generates from the prompt and text, both the generation and the VAE's decoding of the real
+latents are transcribed by Whisper, and both WERs are reported (the codec's own is the ceiling).
+
+    python -m pockettts.eval.resynthesis --teacher RUN/export/teacher.safetensors \
+        --data-dir data/demo --manifest overfit8.jsonl --cache data/demo/latents \
+        --whisper checkpoints/whisper/tiny.en.pt --out RUN/resynthesis
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from pockettts.audio import save_audio
+from pockettts.data.examples import TeacherExampleDataset
+from pockettts.data.latents import LatentCache
+from pockettts.eval.asr import WhisperASR
+from pockettts.eval.wer import word_error_rate
+from pockettts.models.flow_lm import load_flow_lm, read_flow_lm_metadata
+from pockettts.models.vae import load_vae
+from pockettts.text import Tokenizer
+
+
+@torch.no_grad()
+def resynthesis_report(
+    teacher: str | Path,
+    manifest: str | Path,
+    cache_dir: str | Path,
+    whisper: str | Path,
+    out: str | Path,
+    vae: str | Path | None = None,
+    cfg_scale: float = 1.0,
+    temperature: float = 0.3,
+    seed: int = 0,
+    max_seconds: float = 15.0,
+    limit: int | None = None,
+) -> dict:
+    """Generate, decode, transcribe; write wavs, ``items.jsonl`` and ``summary.json`` under ``out``."""
+    teacher = Path(teacher)
+    metadata = read_flow_lm_metadata(teacher)
+    model = load_flow_lm(teacher)
+    vae_path = Path(vae or metadata["vae"])
+    codec = load_vae(vae_path)
+    tokenizer = Tokenizer(teacher.parent / metadata.get("tokenizer", "tokenizer.model"))
+    dataset = TeacherExampleDataset(
+        manifest, LatentCache.open(cache_dir, vae_path), tokenizer, random_cuts=False
+    )
+    asr = WhisperASR(whisper)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for index in tqdm(range(min(limit or len(dataset), len(dataset))), desc="resynthesis"):
+        example = dataset[index]
+        generator = torch.Generator().manual_seed(seed + index)
+        latents = model.generate(
+            example["voice"], example["tokens"], int(max_seconds * codec.frame_rate),
+            cfg_scale=cfg_scale, temperature=temperature, generator=generator,
+        )  # fmt: skip
+        generated = codec.decode(latents[None])[0, 0]
+        reference = codec.decode(example["target"][None])[0, 0]
+        save_audio(out / f"{example['id']}_generated.wav", generated[None], codec.sample_rate)
+        save_audio(out / f"{example['id']}_codec.wav", reference[None], codec.sample_rate)
+        frames = min(latents.shape[0], example["target"].shape[0])
+        distance = (
+            (model.normalize(latents[:frames]) - model.normalize(example["target"][:frames])).pow(2).mean()
+        )
+        rows.append({
+            "id": example["id"], "text": example["text"],
+            "generated_transcript": asr.transcribe(generated, codec.sample_rate),
+            "codec_transcript": asr.transcribe(reference, codec.sample_rate),
+            "generated_frames": latents.shape[0], "target_frames": example["target"].shape[0],
+            "latent_mse": float(distance),
+        })  # fmt: skip
+    texts = [r["text"] for r in rows]
+    generated_wer = word_error_rate(texts, [r["generated_transcript"] for r in rows])
+    codec_wer = word_error_rate(texts, [r["codec_transcript"] for r in rows])
+    summary = {
+        "teacher": str(teacher), "vae": str(vae_path), "whisper": asr.options, "items": len(rows),
+        "cfg_scale": cfg_scale, "temperature": temperature, "seed": seed,
+        "generated_wer": generated_wer["wer"], "codec_wer": codec_wer["wer"],
+        "latent_mse": sum(r["latent_mse"] for r in rows) / len(rows),
+        "length_ratio": sum(r["generated_frames"] for r in rows) / sum(r["target_frames"] for r in rows),
+    }  # fmt: skip
+    (out / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--teacher", required=True)
+    parser.add_argument("--manifest", required=True)
+    parser.add_argument("--cache", required=True, help="latent cache root of the manifest")
+    parser.add_argument("--whisper", required=True, help="openai-whisper checkpoint")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--vae", default=None, help="default: the VAE recorded in the teacher export")
+    parser.add_argument("--cfg-scale", type=float, default=1.0)
+    parser.add_argument("--temperature", type=float, default=0.3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--limit", type=int, default=None)
+    args = parser.parse_args(argv)
+    summary = resynthesis_report(
+        args.teacher, args.manifest, args.cache, args.whisper, args.out, args.vae,
+        args.cfg_scale, args.temperature, args.seed, limit=args.limit,
+    )  # fmt: skip
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
