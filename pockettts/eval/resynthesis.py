@@ -1,7 +1,9 @@
 """Does a trained backbone speak its prompts' texts as well as the codec can? For each item of a
 manifest, the validation cut gives a voice prompt, a text and the real target latents; the
 backbone generates from the prompt and text, both the generation and the VAE's decoding of the real
-latents are transcribed by Whisper, and both WERs are reported (the codec's own is the ceiling).
+latents are transcribed by Whisper, and both WERs are reported (the codec's own is the ceiling),
+with the distance between generated and real latents (normalised MSE) and between the two audios
+(mel distance over the shorter length).
 
     python -m pockettts.eval.resynthesis --teacher RUN/export/teacher.safetensors \
         --data-dir data/demo --manifest overfit8.jsonl --cache data/demo/latents \
@@ -23,6 +25,7 @@ from pockettts.data.examples import TeacherExampleDataset
 from pockettts.data.latents import LatentCache
 from pockettts.eval.asr import WhisperASR
 from pockettts.eval.wer import word_error_rate
+from pockettts.losses.spectral import mel_distance
 from pockettts.models.flow_lm import load_flow_lm, read_flow_lm_metadata
 from pockettts.models.vae import load_vae
 from pockettts.text import Tokenizer
@@ -71,12 +74,17 @@ def resynthesis_report(
         distance = (
             (model.normalize(latents[:frames]) - model.normalize(example["target"][:frames])).pow(2).mean()
         )
+        samples = frames * codec.frame_size
+        audio_distance = mel_distance(
+            generated[None, None, :samples], reference[None, None, :samples], codec.sample_rate
+        )
         rows.append({
             "id": example["id"], "text": example["text"],
             "generated_transcript": asr.transcribe(generated, codec.sample_rate),
             "codec_transcript": asr.transcribe(reference, codec.sample_rate),
             "generated_frames": latents.shape[0], "target_frames": example["target"].shape[0],
             "latent_mse": float(distance),
+            "mel_distance_to_codec": float(audio_distance),
         })  # fmt: skip
     texts = [r["text"] for r in rows]
     generated_wer = word_error_rate(texts, [r["generated_transcript"] for r in rows])
@@ -86,6 +94,7 @@ def resynthesis_report(
         "cfg_scale": cfg_scale, "temperature": temperature, "seed": seed,
         "generated_wer": generated_wer["wer"], "codec_wer": codec_wer["wer"],
         "latent_mse": sum(r["latent_mse"] for r in rows) / len(rows),
+        "mel_distance_to_codec": sum(r["mel_distance_to_codec"] for r in rows) / len(rows),
         "length_ratio": sum(r["generated_frames"] for r in rows) / sum(r["target_frames"] for r in rows),
     }  # fmt: skip
     (out / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
