@@ -58,7 +58,7 @@ def resynthesis_report(
     asr = WhisperASR(whisper)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows, pairs = [], []
     for index in tqdm(range(min(limit or len(dataset), len(dataset))), desc="resynthesis"):
         example = dataset[index]
         generator = torch.Generator().manual_seed(seed + index)
@@ -70,6 +70,7 @@ def resynthesis_report(
         reference = codec.decode(example["target"][None])[0, 0]
         save_audio(out / f"{example['id']}_generated.wav", generated[None], codec.sample_rate)
         save_audio(out / f"{example['id']}_codec.wav", reference[None], codec.sample_rate)
+        pairs.append((model.normalize(latents), model.normalize(example["target"])))
         frames = min(latents.shape[0], example["target"].shape[0])
         distance = (
             (model.normalize(latents[:frames]) - model.normalize(example["target"][:frames])).pow(2).mean()
@@ -87,6 +88,8 @@ def resynthesis_report(
             "mel_distance_to_codec": float(audio_distance),
         })  # fmt: skip
     texts = [r["text"] for r in rows]
+    # Baseline for latent_mse: each generation against the *next* item's real latents.
+    shuffled = [_mse(generated, pairs[(i + 1) % len(pairs)][1]) for i, (generated, _) in enumerate(pairs)]
     generated_wer = word_error_rate(texts, [r["generated_transcript"] for r in rows])
     codec_wer = word_error_rate(texts, [r["codec_transcript"] for r in rows])
     summary = {
@@ -95,11 +98,17 @@ def resynthesis_report(
         "generated_wer": generated_wer["wer"], "codec_wer": codec_wer["wer"],
         "latent_mse": sum(r["latent_mse"] for r in rows) / len(rows),
         "mel_distance_to_codec": sum(r["mel_distance_to_codec"] for r in rows) / len(rows),
+        "latent_mse_other_item": sum(shuffled) / len(shuffled),
         "length_ratio": sum(r["generated_frames"] for r in rows) / sum(r["target_frames"] for r in rows),
     }  # fmt: skip
     (out / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _mse(a: torch.Tensor, b: torch.Tensor) -> float:
+    frames = min(a.shape[0], b.shape[0])
+    return float((a[:frames] - b[:frames]).pow(2).mean())
 
 
 def main(argv: list[str] | None = None) -> int:
