@@ -1,1 +1,2 @@
-"""Evaluation: codec reconstruction quality now; WER/CER, speaker similarity, quality and speed later."""
+"""Evaluation: codec reconstruction (codec.py), Whisper ASR from local checkpoints (asr.py,
+whisper_convert.py), WER (wer.py), and generated-vs-codec resynthesis (resynthesis.py)."""
