@@ -162,3 +162,11 @@ def test_each_ablation_is_one_override(ablation, tmp_path):
     assert OmegaConf.to_container(cfg.model) != OmegaConf.to_container(base.model)
     module = instantiate(cfg.model)
     assert module.model.config == instantiate(cfg.model.model).config
+
+
+@pytest.mark.parametrize("experiment, layers", [("student_100m", 6), ("student_tiny", 2)])
+def test_student_presets_compose_with_full_prefix_prompts(experiment, layers, tmp_path):
+    cfg = _compose("distill", tmp_path, [f"experiment={experiment}", "teacher=/models/teacher.safetensors"])
+    assert cfg.model.teacher == "/models/teacher.safetensors"
+    assert cfg.model.num_layers == layers
+    assert cfg.data.cut.max_voice_prompt_sec == 0.0

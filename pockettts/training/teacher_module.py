@@ -185,24 +185,29 @@ class TeacherTrainingModule(EMAWeightsMixin, L.LightningModule):
 
     def export(self, path: str | Path) -> Path:
         """Write the exported FlowLM (EMA weights) and, beside it, the tokenizer and codec it needs."""
-        path = Path(path)
-        metadata: dict[str, str] = {}
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if datamodule is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tokenizer = path.parent / "tokenizer.model"
-            tokenizer.write_bytes(Path(datamodule.tokenizer_path).read_bytes())
-            metadata = {
-                "tokenizer": tokenizer.name,
-                "vae": str(datamodule.vae),
-                "vae_hash": datamodule.cache.vae_hash,
-            }
         with self.exported_weights() as model:
-            return model.save(path, metadata)
+            return export_flow_lm(model, path, datamodule)
 
     def on_train_end(self) -> None:
         if self.export_path and self.trainer.is_global_zero:
             log.info("exported FlowLM to %s", self.export(self.export_path))
+
+
+def export_flow_lm(model: FlowLM, path: str | Path, datamodule=None) -> Path:
+    """``model.save(path)``, with the datamodule's tokenizer copied beside it and its VAE recorded."""
+    path = Path(path)
+    metadata: dict[str, str] = {}
+    if datamodule is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tokenizer = path.parent / "tokenizer.model"
+        tokenizer.write_bytes(Path(datamodule.tokenizer_path).read_bytes())
+        metadata = {
+            "tokenizer": tokenizer.name,
+            "vae": str(datamodule.vae),
+            "vae_hash": datamodule.cache.vae_hash,
+        }
+    return model.save(path, metadata)
 
 
 def load_weights(model: FlowLM, path: str | Path) -> None:

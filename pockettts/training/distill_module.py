@@ -1,0 +1,188 @@
+"""Stage 3: latent distillation of a shallow student from the CFG-guided teacher (Pocket TTS §8.2).
+
+Per batch the frozen teacher (eval mode: no CFG dropout, no context noise) runs twice, with and
+without voice and text, and the student regresses by MSE onto ``z_null + α(z_cond − z_null)`` at
+every valid position (the EOS position included). The student starts as a copy of the teacher
+with a subset of its layers (default: the "ends", e.g. 24 -> 6 keeps 0, 1, 2, 21, 22, 23); its head
+and EOS head stay frozen copies of the teacher's, so guidance is baked into the backbone and the
+student samples with one pass at CFG 1.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from pockettts.models.flow_lm import FlowLM, load_flow_lm
+from pockettts.training.ema import EMA, EMAWeightsMixin
+from pockettts.training.guard import NonFiniteGuard
+from pockettts.training.schedules import WarmupCosine
+from pockettts.training.teacher_module import export_flow_lm
+
+log = logging.getLogger(__name__)
+
+
+def ends_layers(teacher_layers: int, student_layers: int) -> list[int]:
+    """The bottom ``ceil(n/2)`` and top ``floor(n/2)`` teacher layers (won Kyutai's 4-way ablation)."""
+    if not 0 < student_layers <= teacher_layers:
+        raise ValueError(f"cannot take {student_layers} layers from a {teacher_layers}-layer teacher")
+    bottom = (student_layers + 1) // 2
+    top = student_layers - bottom
+    return list(range(bottom)) + list(range(teacher_layers - top, teacher_layers))
+
+
+def student_from_teacher(teacher: FlowLM, layers: Sequence[int]) -> FlowLM:
+    """A student with ``teacher``'s config and weights but only the transformer ``layers`` (in order);
+    no context noise (the student reads clean latents, as at inference)."""
+    config = {**copy.deepcopy(teacher.config), "num_layers": len(layers), "context_noise": None}
+    student = FlowLM(**config)
+    source = teacher.state_dict()
+    state = {}
+    for name in student.state_dict():
+        if name.startswith("transformer.layers."):
+            index, rest = name.removeprefix("transformer.layers.").split(".", 1)
+            name_in_teacher = f"transformer.layers.{layers[int(index)]}.{rest}"
+        else:
+            name_in_teacher = name
+        state[name] = source[name_in_teacher]
+    student.load_state_dict(state)
+    return student
+
+
+class DistillationModule(EMAWeightsMixin, L.LightningModule):
+    """Distils an exported teacher into a ``num_layers`` student on ``TeacherDataModule`` batches.
+
+    Args:
+        teacher: the exported teacher (``.safetensors``); loaded frozen, kept out of checkpoints.
+        num_layers: student depth; ``layers`` picks the teacher layers explicitly (default "ends").
+        cfg_scale: α of the guided target (1 = pure depth distillation; open recipe 2.0).
+        optimizer, lr_schedule, grad_clip, ema_decay, max_bad_steps, export_path, seed: as for the teacher.
+    """
+
+    def __init__(
+        self,
+        teacher: str,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        num_layers: int = 6,
+        layers: Sequence[int] | None = None,
+        cfg_scale: float = 2.0,
+        lr_schedule: dict[str, Any] | None = None,
+        grad_clip: float = 1.0,
+        ema_decay: float | None = 0.9999,
+        max_bad_steps: int = 20,
+        export_path: str | None = None,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.automatic_optimization = False
+        frozen_teacher = load_flow_lm(teacher).requires_grad_(False)
+        object.__setattr__(self, "teacher", frozen_teacher)  # not a submodule: no copies in checkpoints
+        self.teacher_path = teacher
+        teacher_depth = len(frozen_teacher.transformer.layers)
+        self.layers = list(layers) if layers is not None else ends_layers(teacher_depth, num_layers)
+        if any(not 0 <= i < teacher_depth for i in self.layers):
+            raise ValueError(f"layers {self.layers} out of range for a {teacher_depth}-layer teacher")
+        self.model = student_from_teacher(frozen_teacher, self.layers)
+        for frozen in (self.model.head, self.model.out_eos):
+            frozen.requires_grad_(False)
+        log.info("student: teacher layers %s of %d, head and EOS head frozen", self.layers, teacher_depth)
+        self.optimizer_factory = optimizer
+        self.cfg_scale = cfg_scale
+        self.lr_schedule = dict(lr_schedule or {})
+        self.grad_clip = grad_clip
+        self.ema = EMA(self.model, ema_decay) if ema_decay else None
+        self.guard = NonFiniteGuard(max_bad_steps)
+        self.export_path = export_path
+        self.seed = seed
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(self.trainable_parameters())
+        max_steps = self.trainer.max_steps if self.trainer.max_steps > 0 else 100_000
+        schedule = WarmupCosine(**{"total_steps": max_steps, **self.lr_schedule})
+        return [optimizer], [torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)]
+
+    def setup(self, stage: str) -> None:
+        self.teacher.to(self.device).eval()
+        if self.ema is not None:
+            self.ema.to(self.device)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.model.head.eval()  # frozen copy: no training-mode behaviour (e.g. LSD's distill schedule)
+        return self
+
+    def _inputs(self, batch: dict[str, Any]) -> tuple:
+        keys = ("voice", "voice_lengths", "text", "text_lengths", "target", "target_lengths")
+        return tuple(batch[k] for k in keys)
+
+    @torch.no_grad()
+    def guided_target(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher's ``z_null + α(z_cond − z_null)`` ``[B, F + 1, d]`` and the valid mask ``[B, F + 1]``."""
+        inputs = self._inputs(batch)
+        conditioned = self.teacher(*inputs)
+        if self.cfg_scale == 1.0:
+            return conditioned["z"], conditioned["valid"]
+        everything = torch.ones(batch["target"].shape[0], dtype=torch.bool, device=self.device)
+        null = self.teacher(*inputs, drop_voice=everything, drop_text=everything)["z"]
+        return null + self.cfg_scale * (conditioned["z"] - null), conditioned["valid"]
+
+    def loss(self, batch: dict[str, Any]) -> torch.Tensor:
+        target, valid = self.guided_target(batch)
+        z = self.model(*self._inputs(batch))["z"]
+        return (z[valid].float() - target[valid].float()).pow(2).mean()
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        optimizer = self.optimizers()
+        scheduler = self.lr_schedulers()
+        torch.manual_seed(self.seed + 1_000_003 * self.global_step + 7_919 * self.global_rank)
+        loss = self.loss(batch)
+        optimizer.zero_grad(set_to_none=True)
+        if self.guard.ok(loss, "loss", self.global_step):
+            self.manual_backward(loss)
+            norm = torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), self.grad_clip)
+            if self.guard.ok(norm, "gradient norm", self.global_step):
+                optimizer.step()
+                scheduler.step()
+                self.guard.good_step()
+                if self.ema is not None:
+                    self.ema.update(self.model)
+                self.log("grad_norm", float(norm), on_step=True)
+            else:
+                optimizer.zero_grad(set_to_none=True)
+        size = batch["target"].shape[0]
+        self.log("train/loss", loss.detach(), on_step=True, prog_bar=True, batch_size=size)
+        self.log("train/skipped_steps", float(self.guard.skipped), on_step=True)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self.log("val/loss", self.loss(batch), batch_size=batch["target"].shape[0], sync_dist=True)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["distillation"] = {
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "guard": self.guard.state_dict(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("distillation")
+        if state is None:
+            return
+        if self.ema is not None and state["ema"] is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.guard.load_state_dict(state["guard"])
+
+    def on_train_end(self) -> None:
+        if self.export_path and self.trainer.is_global_zero:
+            with self.exported_weights() as model:
+                path = export_flow_lm(
+                    model, Path(self.export_path), getattr(self.trainer, "datamodule", None)
+                )
+            log.info("exported student to %s", path)

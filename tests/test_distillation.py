@@ -1,0 +1,130 @@
+"""Stage 3: the student starts from the teacher's "ends" layers with the head and EOS head frozen,
+regresses onto the guided teacher output, and distill.py runs end to end."""
+
+from __future__ import annotations
+
+import functools
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from pockettts.models.flow_lm import FlowLM, load_flow_lm
+from pockettts.training.distill_module import DistillationModule, ends_layers, student_from_teacher
+from tests.conftest import cpu_trainer
+from tests.test_teacher_training import MODEL, ROOT, VOCAB, teacher_data  # noqa: F401 (fixture)
+
+
+def test_ends_layers_match_kyutai():
+    assert ends_layers(24, 6) == [0, 1, 2, 21, 22, 23]
+    assert ends_layers(4, 2) == [0, 3]
+    assert ends_layers(5, 3) == [0, 1, 4]
+    with pytest.raises(ValueError, match="cannot take"):
+        ends_layers(4, 5)
+
+
+def test_student_copies_the_chosen_layers_and_everything_else():
+    torch.manual_seed(0)
+    teacher = FlowLM(**{**MODEL, "num_layers": 4, "context_noise": {"max_level": 0.5}}).eval()
+    student = student_from_teacher(teacher, [0, 3])
+    assert len(student.transformer.layers) == 2 and student.context_noise is None
+    for s_index, t_index in [(0, 0), (1, 3)]:
+        torch.testing.assert_close(
+            student.transformer.layers[s_index].linear1.weight,
+            teacher.transformer.layers[t_index].linear1.weight,
+        )
+    for name in ("conditioner.embed.weight", "speaker_proj_weight", "out_eos.weight", "emb_std"):
+        torch.testing.assert_close(student.state_dict()[name], teacher.state_dict()[name])
+
+
+@pytest.fixture
+def exported_teacher(tmp_path):
+    torch.manual_seed(1)
+    teacher = FlowLM(**{**MODEL, "num_layers": 4})
+    return str(teacher.save(tmp_path / "teacher" / "teacher.safetensors"))
+
+
+def _module(teacher: str, **overrides) -> DistillationModule:
+    kwargs = dict(
+        teacher=teacher,
+        optimizer=functools.partial(torch.optim.AdamW, lr=3e-3),
+        num_layers=2,
+        cfg_scale=2.0,
+        lr_schedule={"warmup_steps": 2},
+        ema_decay=0.9,
+    )
+    return DistillationModule(**{**kwargs, **overrides})
+
+
+def test_guided_target_and_frozen_heads(exported_teacher, teacher_data):  # noqa: F811
+    module = _module(exported_teacher)
+    assert module.layers == [0, 3]
+    assert not any(p.requires_grad for p in module.model.head.parameters())
+    assert not any(p.requires_grad for p in module.model.out_eos.parameters())
+    assert not any(k.startswith("teacher.") for k in module.state_dict())  # teacher kept out of checkpoints
+    data = teacher_data()
+    data.prepare_data()
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))
+    target, valid = module.guided_target(batch)
+    teacher = load_flow_lm(exported_teacher)
+    inputs = module._inputs(batch)
+    everything = torch.ones(batch["target"].shape[0], dtype=torch.bool)
+    with torch.no_grad():
+        z_cond = teacher(*inputs)["z"]
+        z_null = teacher(*inputs, drop_voice=everything, drop_text=everything)["z"]
+    torch.testing.assert_close(target[valid], (z_null + 2.0 * (z_cond - z_null))[valid])
+
+
+def test_distillation_lowers_the_loss_and_leaves_the_heads_alone(exported_teacher, teacher_data, tmp_path):  # noqa: F811
+    data = teacher_data()
+    data.prepare_data()
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))
+    module = _module(exported_teacher, export_path=str(tmp_path / "export" / "student.safetensors"))
+    head_before = {k: v.clone() for k, v in module.model.head.state_dict().items()}
+    with torch.no_grad():
+        before = module.loss(batch).item()
+    loader = torch.utils.data.DataLoader([batch] * 60, batch_size=None)
+    cpu_trainer(tmp_path, max_steps=60).fit(module, train_dataloaders=loader)
+    with torch.no_grad():
+        after = module.loss(batch).item()
+    assert after < 0.5 * before, (before, after)
+    for name, tensor in module.model.head.state_dict().items():
+        assert torch.equal(tensor, head_before[name]), name
+    student = load_flow_lm(tmp_path / "export" / "student.safetensors")
+    assert len(student.transformer.layers) == 2
+
+
+def test_distill_py_student_tiny_runs_end_to_end(exported_teacher, tiny_corpus, tiny_vae, tmp_path):
+    vae = tiny_vae.save(tmp_path / "vae.safetensors")
+    run_dir = tmp_path / "run"
+    overrides = [
+        "experiment=student_tiny",
+        f"teacher={exported_teacher}",
+        f"data.data_dir={tiny_corpus}",
+        "data.train_manifest=train.jsonl",
+        "data.valid_manifest=valid.jsonl",
+        f"data.vae={vae}",
+        f"data.cache_dir={tmp_path / 'latents'}",
+        f"data.tokenizer={tmp_path / 'tok' / 'tokenizer.model'}",
+        f"data.vocab_size={VOCAB}",
+        "data.max_frames=300",
+        "trainer.max_steps=2",
+        "trainer.val_check_interval=2",
+        "trainer.limit_val_batches=1",
+        "callbacks.speech_samples.every_n_steps=2",
+        "callbacks.speech_samples.num_examples=1",
+        "callbacks.speech_samples.max_seconds=1.0",
+        "callbacks.model_checkpoint.every_n_train_steps=2",
+        f"hydra.run.dir={run_dir}",
+        f"paths.log_dir={tmp_path}",
+    ]
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "distill.py"), *overrides], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(load_flow_lm(run_dir / "export" / "student.safetensors").transformer.layers) == 2
+    assert (run_dir / "export" / "tokenizer.model").is_file()
+    assert (run_dir / "samples" / "step_0000002" / "example0_generated.wav").is_file()
