@@ -188,6 +188,15 @@ def test_whole_released_file_imports_and_exports(tokenizer_path, tmp_path):
     flow_lm, vae = load_pocket_tts(weights, config)
     _assert_same(reference, flow_lm)
     assert vae.latent_dim == 32
+    from pockettts.compat.pocket import main
+    from pockettts.models.flow_lm import load_flow_lm
+
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    assert (
+        main(["--weights", str(weights), "--config", str(config_file), "--out", str(tmp_path / "ours")]) == 0
+    )
+    _assert_same(reference, load_flow_lm(tmp_path / "ours" / "flow_lm.safetensors"))
     again = save_pocket_tts(flow_lm, vae, tmp_path / "again.safetensors")
     flow_lm2, _ = load_pocket_tts(again, config)
     for name, tensor in flow_lm.state_dict().items():

@@ -77,3 +77,32 @@ def save_pocket_tts(flow_lm: FlowLM, vae: AudioVAE, path: str | Path) -> Path:
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
     tmp.replace(path)
     return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pockettts.compat.pocket --weights model.safetensors --config english.yaml --out DIR
+    [--tokenizer tokenizer.model]``: a released model as our exports (``DIR/flow_lm.safetensors``,
+    ``DIR/vae.safetensors``), usable as a teacher, for fine-tuning or for inference."""
+    import argparse
+    import shutil
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--weights", required=True)
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument(
+        "--tokenizer", default=None, help="its SentencePiece .model, copied beside the export"
+    )
+    args = parser.parse_args(argv)
+    flow_lm, vae = load_pocket_tts(args.weights, args.config)
+    vae_path = vae.save(args.out / "vae.safetensors")
+    metadata = {"vae": str(vae_path)}
+    if args.tokenizer:
+        shutil.copyfile(args.tokenizer, args.out / "tokenizer.model")
+        metadata["tokenizer"] = "tokenizer.model"
+    print(f"wrote {flow_lm.save(args.out / 'flow_lm.safetensors', metadata)} and {vae_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
