@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -346,11 +347,17 @@ class FlowLM(StreamingModule):
         )
         return self.output(hidden, short)[:, 0]
 
+    def prefill_text(self, state: State, tokens: torch.Tensor) -> State:
+        """Read ``tokens`` ``[L]`` after what ``state`` has already read (e.g. a voice state); in place."""
+        if tokens.shape[0]:
+            self.transformer(self.conditioner(tokens)[None], child_state(state, "transformer"))
+        return state
+
     @torch.no_grad()
-    def generate(
+    def frames(
         self,
-        voice: torch.Tensor | None,
-        tokens: torch.Tensor,
+        conditioned: State,
+        null: State | None,
         max_frames: int,
         cfg_scale: float = 1.0,
         temperature: float = 0.7,
@@ -360,22 +367,19 @@ class FlowLM(StreamingModule):
         min_frames_before_eos: int = 6,
         head_steps: int = 1,
         generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """Speak ``tokens`` ``[L]`` in the voice ``[Fv, voice_dim]``: raw latents ``[F, latent_dim]``.
+    ) -> Iterator[torch.Tensor]:
+        """Yield raw latents ``[1, latent_dim]`` one frame at a time from prefilled stream states.
 
-        With ``cfg_scale != 1`` a second, unconditioned stream (no voice, no text) runs alongside
-        and the head reads ``z_null + cfg_scale · (z_cond − z_null)``. Once the EOS logit exceeds
-        ``eos_threshold`` (not before frame ``min_frames_before_eos``), ``frames_after_eos`` more
-        frames are emitted counting that one (Pocket TTS's rule); at most ``max_frames``.
+        ``null`` (the unconditioned stream, used when ``cfg_scale != 1``) gives the head
+        ``z_null + cfg_scale · (z_cond − z_null)``. Once the EOS logit exceeds ``eos_threshold``
+        (not before frame ``min_frames_before_eos``), ``frames_after_eos`` more frames are emitted
+        counting that one (Pocket TTS's rule); at most ``max_frames``.
         """
-        conditioned = self.prefill(voice, tokens)
-        null = self.prefill(None, None) if cfg_scale != 1.0 else None
         previous = self.bos_emb[None]
-        frames: list[torch.Tensor] = []
         eos_step: int | None = None
         for step in range(max_frames):
             z = self.step(previous, conditioned)
-            if null is not None:
+            if null is not None and cfg_scale != 1.0:
                 z_null = self.step(previous, null)
                 z = z_null + cfg_scale * (z - z_null)
             if (
@@ -385,11 +389,25 @@ class FlowLM(StreamingModule):
             ):
                 eos_step = step
             if eos_step is not None and step >= eos_step + frames_after_eos:
-                break
+                return
             noise = sample_noise((1, self.latent_dim), temperature, noise_clamp, generator, device=z.device)
             previous = self.head.sample(z, noise.to(z.dtype), head_steps)
-            frames.append(previous)
-        return self.denormalize(torch.cat(frames, dim=0))
+            yield self.denormalize(previous)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        voice: torch.Tensor | None,
+        tokens: torch.Tensor,
+        max_frames: int,
+        cfg_scale: float = 1.0,
+        **options,
+    ) -> torch.Tensor:
+        """Speak ``tokens`` ``[L]`` in the voice ``[Fv, voice_dim]``: raw latents ``[F, latent_dim]``
+        (``options``: those of ``frames``)."""
+        null = self.prefill(None, None) if cfg_scale != 1.0 else None
+        frames = list(self.frames(self.prefill(voice, tokens), null, max_frames, cfg_scale, **options))
+        return torch.cat(frames, dim=0) if frames else self.bos_emb.new_zeros(0, self.latent_dim)
 
     # -- export -------------------------------------------------------------------------------------
     def save(self, path: str | Path, metadata: dict[str, str] | None = None) -> Path:

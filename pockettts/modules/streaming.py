@@ -79,3 +79,10 @@ def unflatten_state(flat: dict[str, torch.Tensor], template: State) -> State:
     if extra:
         raise KeyError(f"streaming state has unknown entries: {sorted(extra)[:5]}")
     return fill(template, "")
+
+
+def copy_state(state: State) -> State:
+    """An independent copy of a stream state (e.g. to speak several texts from one voice state)."""
+    return {
+        key: copy_state(value) if isinstance(value, dict) else value.clone() for key, value in state.items()
+    }

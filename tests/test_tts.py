@@ -1,0 +1,86 @@
+"""The inference API: text chunking, voice states (saved and reloaded), streaming synthesis that
+equals decoding all generated latents at once, and clear errors on bad input."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from pockettts.audio import AudioError
+from pockettts.models.flow_lm import FlowLM
+from pockettts.models.tts import TextToSpeech, VoiceState, prepare_text, split_text
+from pockettts.text import TextError, train_tokenizer
+
+VOCAB = 48
+
+
+@pytest.fixture
+def tts(tiny_corpus, tiny_vae, tmp_path):
+    model_path = train_tokenizer([tiny_corpus / "train.jsonl"], tmp_path / "tok", vocab_size=VOCAB)
+    torch.manual_seed(0)
+    flow_lm = FlowLM(head={"kind": "lsd", "dim": 32, "depth": 2}, d_model=32, num_heads=4, num_layers=2,
+                     dim_feedforward=64, vocab_size=VOCAB, latent_dim=8)  # fmt: skip
+    with torch.no_grad():
+        for name, param in flow_lm.named_parameters():
+            if name.startswith("head."):  # the zero-initialised head would ignore z
+                param.normal_(0.0, 0.1)
+        flow_lm.out_eos.bias.fill_(-100.0)  # never stops early: lengths are set by max_frames
+    export = tmp_path / "export"
+    vae = tiny_vae.save(export / "vae.safetensors")
+    shutil.copyfile(model_path, export / "tokenizer.model")
+    flow_lm.save(export / "flow_lm.safetensors", {"tokenizer": "tokenizer.model", "vae": str(vae)})
+    return TextToSpeech.load(export / "flow_lm.safetensors")
+
+
+def _voice_audio(seconds: float = 2.0, sample_rate: int = 44_100, channels: int = 2) -> torch.Tensor:
+    t = torch.arange(int(seconds * sample_rate)) / sample_rate
+    return (0.2 * torch.sin(2 * torch.pi * 150 * t) * (1 + torch.sin(2 * torch.pi * 3 * t))).repeat(
+        channels, 1
+    )
+
+
+def test_text_is_split_at_sentences_under_the_token_budget(tts):
+    text = "the cat sat on the mat. A dog barked loudly at the moon, then slept! Why not?"
+    chunks = split_text(text, tts.tokenizer, max_tokens=12)
+    assert all(len(tts.tokenizer.encode(c)) <= 12 for c in chunks)
+    assert " ".join(chunks).split() == text.split()
+    assert len(split_text(text, tts.tokenizer, max_tokens=500)) == 1
+    assert prepare_text("hello there") == "Hello there."
+    with pytest.raises(TextError):
+        split_text("  ...  ", tts.tokenizer)
+
+
+def test_streaming_synthesis_equals_decoding_all_latents(tts):
+    voice = tts.voice(_voice_audio(), 44_100)  # stereo, 44.1 kHz: converted
+    chunks = list(tts.stream("Quick, the bus is leaving!", voice, seed=3))
+    assert all(c.shape == (tts.vae.frame_size,) for c in chunks)
+    generator = torch.Generator().manual_seed(3)
+    tokens = torch.tensor(tts.tokenizer.encode("Quick, the bus is leaving!"))
+    from pockettts.modules.streaming import copy_state
+
+    latents = torch.cat(list(tts.flow_lm.frames(
+        tts.flow_lm.prefill_text(copy_state(voice.backbone), tokens), None, len(chunks), temperature=0.3,
+        frames_after_eos=5, generator=generator,
+    )))  # fmt: skip
+    torch.testing.assert_close(torch.cat(chunks), tts.vae.decode(latents[None])[0, 0], atol=1e-5, rtol=1e-5)
+
+
+def test_voice_state_round_trip_and_cfg(tts, tmp_path):
+    voice = tts.voice(_voice_audio(), 44_100)
+    path = voice.save(tmp_path / "voice.safetensors")
+    again = VoiceState.load(path, tts.flow_lm)
+    first = tts.synthesize("The bus is leaving.", voice, seed=1)
+    torch.testing.assert_close(tts.synthesize("The bus is leaving.", again, seed=1), first)
+    assert not torch.allclose(tts.synthesize("The bus is leaving.", voice, seed=1, cfg_scale=2.0), first)
+    torch.testing.assert_close(
+        tts.synthesize("The bus is leaving.", voice, seed=1), first
+    )  # state not consumed
+
+
+def test_bad_voice_and_model_mismatch_are_named(tts, tmp_path):
+    with pytest.raises(AudioError, match="silent"):
+        tts.voice(torch.zeros(1, 24_000), 24_000)
+    with pytest.raises(ValueError, match="the model expects"):
+        TextToSpeech(FlowLM(**{**tts.flow_lm.config, "vocab_size": VOCAB + 1}), tts.vae, tts.tokenizer)
