@@ -60,9 +60,19 @@ class EvalConfig(RunConfig):
 class InferConfig(RunConfig):
     task_name: str = "infer"
     checkpoint: str = "???"
-    text: str = "???"
+    text: str | None = None
+    text_file: str | None = None
     voice: str = "???"
     out: str = "out.wav"
+    vae: str | None = None
+    save_voice: str | None = None
+    max_voice_seconds: float = 30.0
+    cfg_scale: float = 1.0
+    temperature: float = 0.3
+    noise_clamp: float | None = None
+    eos_threshold: float = -4.0
+    frames_after_eos: int | None = None
+    max_tokens: int = 50
 
 
 def register_schemas() -> None:

@@ -84,3 +84,64 @@ def test_bad_voice_and_model_mismatch_are_named(tts, tmp_path):
         tts.voice(torch.zeros(1, 24_000), 24_000)
     with pytest.raises(ValueError, match="the model expects"):
         TextToSpeech(FlowLM(**{**tts.flow_lm.config, "vocab_size": VOCAB + 1}), tts.vae, tts.tokenizer)
+
+
+def _infer(tmp_path, *overrides):
+    import subprocess
+    import sys
+
+    from tests.conftest import CONFIG_DIR
+
+    root = __import__("pathlib").Path(CONFIG_DIR).parent
+    command = [
+        sys.executable,
+        str(root / "infer.py"),
+        f"hydra.run.dir={tmp_path / 'run'}",
+        f"paths.log_dir={tmp_path}",
+    ]
+    return subprocess.run([*command, *overrides], capture_output=True, text=True, cwd=tmp_path)
+
+
+def test_infer_py_speaks_texts_and_reports_speed(tts, tmp_path):
+    import soundfile as sf
+
+    voice_wav = tmp_path / "voice.wav"
+    sf.write(voice_wav, _voice_audio(sample_rate=16_000, channels=1)[0].numpy(), 16_000)
+    checkpoint = tmp_path / "export" / "flow_lm.safetensors"
+    saved = tmp_path / "voice.safetensors"
+    result = _infer(tmp_path, f"checkpoint={checkpoint}", "text='The bus is leaving.'", f"voice={voice_wav}",
+                    f"out={tmp_path / 'out.wav'}", f"save_voice={saved}")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "real-time factor" in result.stdout and (tmp_path / "out.wav").is_file()
+    lines = tmp_path / "texts.txt"
+    lines.write_text("First line.\n\nSecond one here.\n")
+    result = _infer(tmp_path, f"checkpoint={checkpoint}", f"text_file={lines}",
+                    f"voice={tmp_path / 'voice.safetensors'}", f"out={tmp_path / 'many'}")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "many").glob("*.wav")) == ["0000.wav", "0001.wav"]
+
+
+def test_infer_py_bad_input_exits_nonzero_with_the_reason(tts, tmp_path):
+    checkpoint = tmp_path / "export" / "flow_lm.safetensors"
+    silent = tmp_path / "silent.wav"
+    import soundfile as sf
+
+    sf.write(silent, torch.zeros(16_000).numpy(), 16_000)
+    cases = [
+        (["text='...'", f"voice={silent}"], "silent"),
+        (["text='Hello.'", f"voice={tmp_path / 'missing.wav'}"], "missing.wav"),
+    ]
+    for overrides, reason in cases:
+        result = _infer(tmp_path, f"checkpoint={checkpoint}", *overrides, f"out={tmp_path / 'x.wav'}")
+        output = result.stdout + result.stderr  # Hydra sends log records to stdout
+        assert result.returncode != 0 and reason in output, output[-1500:]
+    voice_wav = tmp_path / "voice.wav"
+    sf.write(voice_wav, _voice_audio(sample_rate=16_000, channels=1)[0].numpy(), 16_000)
+    result = _infer(
+        tmp_path,
+        f"checkpoint={checkpoint}",
+        "text='  ...  '",
+        f"voice={voice_wav}",
+        f"out={tmp_path / 'x.wav'}",
+    )
+    assert result.returncode != 0 and "..." in result.stdout + result.stderr
