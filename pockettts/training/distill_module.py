@@ -22,7 +22,7 @@ import torch
 from pockettts.models.flow_lm import FlowLM, load_flow_lm
 from pockettts.training.ema import EMA, EMAWeightsMixin
 from pockettts.training.guard import NonFiniteGuard
-from pockettts.training.schedules import WarmupCosine
+from pockettts.training.optimization import GuardedOptimizationMixin
 from pockettts.training.teacher_module import export_flow_lm
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ def student_from_teacher(teacher: FlowLM, layers: Sequence[int]) -> FlowLM:
     return student
 
 
-class DistillationModule(EMAWeightsMixin, L.LightningModule):
+class DistillationModule(GuardedOptimizationMixin, EMAWeightsMixin, L.LightningModule):
     """Distils an exported teacher into a ``num_layers`` student on ``TeacherDataModule`` batches.
 
     Args:
@@ -64,6 +64,8 @@ class DistillationModule(EMAWeightsMixin, L.LightningModule):
         cfg_scale: α of the guided target (1 = pure depth distillation; open recipe 2.0).
         optimizer, lr_schedule, grad_clip, ema_decay, max_bad_steps, export_path, seed: as for the teacher.
     """
+
+    checkpoint_key = "distillation"
 
     def __init__(
         self,
@@ -101,15 +103,6 @@ class DistillationModule(EMAWeightsMixin, L.LightningModule):
         self.export_path = export_path
         self.seed = seed
 
-    def trainable_parameters(self) -> list[torch.nn.Parameter]:
-        return [p for p in self.model.parameters() if p.requires_grad]
-
-    def configure_optimizers(self):
-        optimizer = self.optimizer_factory(self.trainable_parameters())
-        max_steps = self.trainer.max_steps if self.trainer.max_steps > 0 else 100_000
-        schedule = WarmupCosine(**{"total_steps": max_steps, **self.lr_schedule})
-        return [optimizer], [torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)]
-
     def setup(self, stage: str) -> None:
         self.teacher.to(self.device).eval()
         if self.ema is not None:
@@ -141,43 +134,15 @@ class DistillationModule(EMAWeightsMixin, L.LightningModule):
         return (z[valid].float() - target[valid].float()).pow(2).mean()
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        optimizer = self.optimizers()
-        scheduler = self.lr_schedulers()
-        torch.manual_seed(self.seed + 1_000_003 * self.global_step + 7_919 * self.global_rank)
+        self.seed_step()
         loss = self.loss(batch)
-        optimizer.zero_grad(set_to_none=True)
-        if self.guard.ok(loss, "loss", self.global_step):
-            self.manual_backward(loss)
-            norm = torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), self.grad_clip)
-            if self.guard.ok(norm, "gradient norm", self.global_step):
-                optimizer.step()
-                scheduler.step()
-                self.guard.good_step()
-                if self.ema is not None:
-                    self.ema.update(self.model)
-                self.log("grad_norm", float(norm), on_step=True)
-            else:
-                optimizer.zero_grad(set_to_none=True)
+        self.guarded_step(loss)
         size = batch["target"].shape[0]
         self.log("train/loss", loss.detach(), on_step=True, prog_bar=True, batch_size=size)
         self.log("train/skipped_steps", float(self.guard.skipped), on_step=True)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self.log("val/loss", self.loss(batch), batch_size=batch["target"].shape[0], sync_dist=True)
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["distillation"] = {
-            "ema": self.ema.state_dict() if self.ema is not None else None,
-            "guard": self.guard.state_dict(),
-        }
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        state = checkpoint.get("distillation")
-        if state is None:
-            return
-        if self.ema is not None and state["ema"] is not None:
-            self.ema.load_state_dict(state["ema"])
-        self.guard.load_state_dict(state["guard"])
 
     def on_train_end(self) -> None:
         if self.export_path and self.trainer.is_global_zero:

@@ -21,12 +21,12 @@ import torch.nn.functional as F
 from pockettts.models.flow_lm import FlowLM, load_flow_lm
 from pockettts.training.ema import EMA, EMAWeightsMixin
 from pockettts.training.guard import NonFiniteGuard
-from pockettts.training.schedules import WarmupCosine
+from pockettts.training.optimization import GuardedOptimizationMixin
 
 log = logging.getLogger(__name__)
 
 
-class TeacherTrainingModule(EMAWeightsMixin, L.LightningModule):
+class TeacherTrainingModule(GuardedOptimizationMixin, EMAWeightsMixin, L.LightningModule):
     """Trains ``model`` (a ``FlowLM``) on ``TeacherDataModule`` batches.
 
     Args:
@@ -45,6 +45,8 @@ class TeacherTrainingModule(EMAWeightsMixin, L.LightningModule):
         seed: the global RNG is re-seeded from ``(seed, step, rank)`` before every step, so CFG
             dropout, context noise and the head's draws of a resumed run match an uninterrupted one.
     """
+
+    checkpoint_key = "teacher_training"
 
     def __init__(
         self,
@@ -82,12 +84,6 @@ class TeacherTrainingModule(EMAWeightsMixin, L.LightningModule):
         self.seed = seed
 
     # -- setup ---------------------------------------------------------------------------------------
-    def configure_optimizers(self):
-        optimizer = self.optimizer_factory([p for p in self.model.parameters() if p.requires_grad])
-        max_steps = self.trainer.max_steps if self.trainer.max_steps > 0 else 100_000
-        schedule = WarmupCosine(**{"total_steps": max_steps, **self.lr_schedule})
-        return [optimizer], [torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)]
-
     def setup(self, stage: str) -> None:
         if self.ema is not None:
             self.ema.to(self.device)
@@ -136,23 +132,9 @@ class TeacherTrainingModule(EMAWeightsMixin, L.LightningModule):
 
     # -- steps ---------------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        optimizer = self.optimizers()
-        scheduler = self.lr_schedulers()
-        torch.manual_seed(self.seed + 1_000_003 * self.global_step + 7_919 * self.global_rank)
+        self.seed_step()
         losses = self.losses(batch, dropout=True)
-        optimizer.zero_grad(set_to_none=True)
-        if self.guard.ok(losses["loss"], "loss", self.global_step):
-            self.manual_backward(losses["loss"])
-            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-            if self.guard.ok(norm, "gradient norm", self.global_step):
-                optimizer.step()
-                scheduler.step()
-                self.guard.good_step()
-                if self.ema is not None:
-                    self.ema.update(self.model)
-                self.log("grad_norm", float(norm), on_step=True)
-            else:
-                optimizer.zero_grad(set_to_none=True)
+        self.guarded_step(losses["loss"])
         size = batch["target"].shape[0]
         self.log_dict(
             {f"train/{k}": v.detach().float() for k, v in losses.items()}, on_step=True, batch_size=size
@@ -169,20 +151,6 @@ class TeacherTrainingModule(EMAWeightsMixin, L.LightningModule):
         )
 
     # -- checkpoints and export ----------------------------------------------------------------------
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["teacher_training"] = {
-            "ema": self.ema.state_dict() if self.ema is not None else None,
-            "guard": self.guard.state_dict(),
-        }
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        state = checkpoint.get("teacher_training")
-        if state is None:
-            return
-        if self.ema is not None and state["ema"] is not None:
-            self.ema.load_state_dict(state["ema"])
-        self.guard.load_state_dict(state["guard"])
-
     def export(self, path: str | Path) -> Path:
         """Write the exported FlowLM (EMA weights) and, beside it, the tokenizer and codec it needs."""
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
