@@ -4,8 +4,6 @@ regresses onto the guided teacher output, and distill.py runs end to end."""
 from __future__ import annotations
 
 import functools
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -13,7 +11,7 @@ import torch
 from pockettts.models.flow_lm import FlowLM, load_flow_lm
 from pockettts.training.distill_module import DistillationModule, ends_layers, student_from_teacher
 from tests.conftest import cpu_trainer
-from tests.test_teacher_training import MODEL, ROOT, VOCAB, teacher_data  # noqa: F401 (fixture)
+from tests.test_teacher_training import MODEL, run_stage, teacher_data  # noqa: F401 (fixture)
 
 
 def test_ends_layers_match_kyutai():
@@ -99,32 +97,9 @@ def test_distillation_lowers_the_loss_and_leaves_the_heads_alone(exported_teache
 
 def test_distill_py_student_tiny_runs_end_to_end(exported_teacher, tiny_corpus, tiny_vae, tmp_path):
     vae = tiny_vae.save(tmp_path / "vae.safetensors")
-    run_dir = tmp_path / "run"
-    overrides = [
-        "experiment=student_tiny",
-        f"teacher={exported_teacher}",
-        f"data.data_dir={tiny_corpus}",
-        "data.train_manifest=train.jsonl",
-        "data.valid_manifest=valid.jsonl",
-        f"data.vae={vae}",
-        f"data.cache_dir={tmp_path / 'latents'}",
-        f"data.tokenizer={tmp_path / 'tok' / 'tokenizer.model'}",
-        f"data.vocab_size={VOCAB}",
-        "data.max_frames=300",
-        "trainer.max_steps=2",
-        "trainer.val_check_interval=2",
-        "trainer.limit_val_batches=1",
-        "callbacks.speech_samples.every_n_steps=2",
-        "callbacks.speech_samples.num_examples=1",
-        "callbacks.speech_samples.max_seconds=1.0",
-        "callbacks.model_checkpoint.every_n_train_steps=2",
-        f"hydra.run.dir={run_dir}",
-        f"paths.log_dir={tmp_path}",
-    ]
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "distill.py"), *overrides], capture_output=True, text=True, cwd=tmp_path
+    run_dir = run_stage(
+        "distill.py", "student_tiny", tiny_corpus, vae, tmp_path, f"teacher={exported_teacher}"
     )
-    assert result.returncode == 0, result.stderr[-3000:]
     assert len(load_flow_lm(run_dir / "export" / "student.safetensors").transformer.layers) == 2
     assert (run_dir / "export" / "tokenizer.model").is_file()
     assert (run_dir / "samples" / "step_0000002" / "example0_generated.wav").is_file()

@@ -184,20 +184,18 @@ def test_vocabulary_mismatch_is_named(teacher_data, tmp_path):
         cpu_trainer(tmp_path, max_steps=1).fit(module, datamodule=teacher_data())
 
 
-def test_train_py_teacher_tiny_runs_end_to_end(tiny_corpus, tiny_vae, tmp_path):
-    vae = tiny_vae.save(tmp_path / "vae.safetensors")
-    run_dir = tmp_path / "run"
+def run_stage(entry_point: str, experiment: str, corpus: Path, vae: Path, tmp_path: Path, *extra: str):
+    """``<entry_point> experiment=<experiment>`` for 2 steps on the tiny corpus with a tiny VAE,
+    samples and checkpoints at step 2; the run directory is ``tmp_path / "run"``."""
     overrides = [
-        "experiment=teacher_tiny",
-        f"data.data_dir={tiny_corpus}",
+        f"experiment={experiment}",
+        f"data.data_dir={corpus}",
         "data.train_manifest=train.jsonl",
         "data.valid_manifest=valid.jsonl",
         f"data.vae={vae}",
         f"data.cache_dir={tmp_path / 'latents'}",
         f"data.tokenizer={tmp_path / 'tok' / 'tokenizer.model'}",
         f"data.vocab_size={VOCAB}",
-        f"model.model.vocab_size={VOCAB}",
-        "model.model.latent_dim=8",
         "data.max_frames=300",
         "trainer.max_steps=2",
         "trainer.val_check_interval=2",
@@ -206,14 +204,20 @@ def test_train_py_teacher_tiny_runs_end_to_end(tiny_corpus, tiny_vae, tmp_path):
         "callbacks.speech_samples.num_examples=1",
         "callbacks.speech_samples.max_seconds=1.0",
         "callbacks.model_checkpoint.every_n_train_steps=2",
-        "ablation=noise_calm",
-        f"hydra.run.dir={run_dir}",
+        f"hydra.run.dir={tmp_path / 'run'}",
         f"paths.log_dir={tmp_path}",
+        *extra,
     ]
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *overrides], capture_output=True, text=True, cwd=tmp_path
-    )
+    command = [sys.executable, str(ROOT / entry_point), *overrides]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
+    return tmp_path / "run"
+
+
+def test_train_py_teacher_tiny_runs_end_to_end(tiny_corpus, tiny_vae, tmp_path):
+    vae = tiny_vae.save(tmp_path / "vae.safetensors")
+    extra = (f"model.model.vocab_size={VOCAB}", "model.model.latent_dim=8", "ablation=noise_calm")
+    run_dir = run_stage("train.py", "teacher_tiny", tiny_corpus, vae, tmp_path, *extra)
     model = load_flow_lm(run_dir / "export" / "teacher.safetensors")
     assert model.context_noise is not None and model.context_noise.max_level == 1.0
     assert (run_dir / "samples" / "step_0000002" / "example0_generated.wav").is_file()
