@@ -1,4 +1,4 @@
-"""Word error rate of transcripts against reference texts, after a named text normaliser.
+"""Word and character error rates of transcripts against reference texts, after a named normaliser.
 
 Two normalisers, whose numbers must never be compared with each other (``reference/peers.md`` b.2):
 ``"whisper"`` is openai-whisper's ``EnglishTextNormalizer`` (spelling, numbers, contractions);
@@ -39,15 +39,10 @@ def get_normalizer(name: str) -> Callable[[str], str]:
     raise ValueError(f"unknown normalizer {name!r}; choose 'whisper' or 'plain'")
 
 
-def word_error_rate(
-    references: Sequence[str], hypotheses: Sequence[str], normalizer: str = "whisper"
-) -> dict[str, object]:
-    """Corpus and per-utterance WER of ``hypotheses`` against ``references`` (same length, same order).
-
-    Returns ``wer`` (corpus level: all errors / all reference words), ``mean_utterance_wer`` (the mean of
-    ``utterance_wer``, the F5 / seed-tts-eval aggregate), the ``substitutions``, ``deletions``,
-    ``insertions``, ``hits`` and ``reference_words`` counts, and the ``normalizer`` name.
-    """
+def _normalized_pairs(
+    references: Sequence[str], hypotheses: Sequence[str], normalizer: str
+) -> tuple[list[str], list[str]]:
+    """Normalise both sides, rejecting mismatched lists and references that normalise to nothing."""
     if isinstance(references, str) or isinstance(hypotheses, str):
         raise TypeError("pass lists of texts, not single strings")
     if len(references) != len(hypotheses):
@@ -58,18 +53,51 @@ def word_error_rate(
     refs, hyps = [norm(r) for r in references], [norm(h) for h in hypotheses]
     for i, (raw, ref) in enumerate(zip(references, refs)):
         if not ref.split():
-            # WER is undefined without reference words; this is a test-set bug, not a model error
+            # error rates are undefined without a reference; this is a test-set bug, not a model error
             raise ValueError(f"reference {i} ({raw!r}) is empty after {normalizer!r} normalisation")
-    per_utt = [jiwer.process_words(r, h).wer for r, h in zip(refs, hyps)]
-    total = jiwer.process_words(refs, hyps)
+    return refs, hyps
+
+
+def _error_rate(
+    references: Sequence[str], hypotheses: Sequence[str], normalizer: str, unit: str
+) -> dict[str, object]:
+    refs, hyps = _normalized_pairs(references, hypotheses, normalizer)
+    process, rate = (jiwer.process_words, "wer") if unit == "words" else (jiwer.process_characters, "cer")
+    per_utt = [getattr(process(r, h), rate) for r, h in zip(refs, hyps)]
+    total = process(refs, hyps)
     return {
         "normalizer": normalizer,
-        "wer": total.wer,
-        "mean_utterance_wer": sum(per_utt) / len(per_utt),
-        "utterance_wer": per_utt,
+        rate: getattr(total, rate),
+        f"mean_utterance_{rate}": sum(per_utt) / len(per_utt),
+        f"utterance_{rate}": per_utt,
         "substitutions": total.substitutions,
         "deletions": total.deletions,
         "insertions": total.insertions,
         "hits": total.hits,
-        "reference_words": total.hits + total.substitutions + total.deletions,
+        f"reference_{unit}": total.hits + total.substitutions + total.deletions,
     }
+
+
+def word_error_rate(
+    references: Sequence[str], hypotheses: Sequence[str], normalizer: str = "whisper"
+) -> dict[str, object]:
+    """Corpus and per-utterance WER of ``hypotheses`` against ``references`` (same length, same order).
+
+    Returns ``wer`` (corpus level: all errors / all reference words), ``mean_utterance_wer`` (the mean of
+    ``utterance_wer``, the F5 / seed-tts-eval aggregate), the ``substitutions``, ``deletions``,
+    ``insertions``, ``hits`` and ``reference_words`` counts, and the ``normalizer`` name.
+    """
+    return _error_rate(references, hypotheses, normalizer, "words")
+
+
+def character_error_rate(
+    references: Sequence[str], hypotheses: Sequence[str], normalizer: str = "whisper"
+) -> dict[str, object]:
+    """Corpus and per-utterance CER, the character-level twin of :func:`word_error_rate`.
+
+    Characters of the normalised texts are aligned, single spaces between words included (jiwer's
+    ``process_characters``). Returns ``cer``, ``mean_utterance_cer``, ``utterance_cer``, the
+    ``substitutions``, ``deletions``, ``insertions``, ``hits`` and ``reference_chars`` counts, and the
+    ``normalizer`` name.
+    """
+    return _error_rate(references, hypotheses, normalizer, "chars")
