@@ -1,8 +1,10 @@
-"""Text normalisation shared by corpus preparation, training and inference, and the SentencePiece
-tokenizer (train on manifests, load, encode/decode) that applies it."""
+"""Text normalisation shared by corpus preparation, training and inference, and the tokenizer that
+applies it (SentencePiece training on manifests; loading of a SentencePiece ``.model`` or a HF
+``tokenizers`` ``tokenizer.json``; encode/decode)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tempfile
@@ -135,8 +137,68 @@ def train_tokenizer(
     return Path(f"{out_prefix}.model")
 
 
+class _SentencePieceFile:
+    """A SentencePiece ``.model`` (serialized protobuf), read as Pocket TTS's ``SentencePieceTokenizer``."""
+
+    def __init__(self, data: bytes):
+        import sentencepiece as spm
+
+        self._sp = spm.SentencePieceProcessor(model_proto=data)
+        self.vocab_size = self._sp.vocab_size()
+        self.unk_id = self._sp.unk_id()
+        # Pieces that carry no text: unknown and the bare word boundary (unk_id again when absent).
+        self.silent_ids = frozenset({self.unk_id, self._sp.piece_to_id(_WORD_BOUNDARY)})
+
+    def encode(self, text: str) -> list[int]:
+        return self._sp.encode(text, out_type=int)
+
+    def decode(self, ids: list[int]) -> str:
+        return self._sp.decode(ids)
+
+
+class _TokenizersJsonFile:
+    """A HF ``tokenizers`` ``tokenizer.json`` (the format of the released Pocket TTS models, converted
+    from their SentencePiece models), read as Pocket TTS's ``JsonTokenizer``: ``encode(text).ids`` with
+    the file's own post-processing, ``decode`` skipping special tokens."""
+
+    def __init__(self, data: bytes):
+        import tokenizers
+
+        text = data.decode("utf-8")
+        self._tok = tokenizers.Tokenizer.from_str(text)
+        self.vocab_size = self._tok.get_vocab_size()
+        model = json.loads(text)["model"]
+        # BPE / WordPiece / WordLevel name their unknown token, Unigram gives its id.
+        unk = model.get("unk_token")
+        self.unk_id = self._tok.token_to_id(unk) if unk is not None else model.get("unk_id")
+        specials = {i for i, added in self._tok.get_added_tokens_decoder().items() if added.special}
+        boundary = self._tok.token_to_id(_WORD_BOUNDARY)
+        self.silent_ids = frozenset(specials | {i for i in (self.unk_id, boundary) if i is not None})
+
+    def encode(self, text: str) -> list[int]:
+        return self._tok.encode(text).ids
+
+    def decode(self, ids: list[int]) -> str:
+        return self._tok.decode(ids)
+
+
+def _read_tokenizer_file(path: Path, data: bytes) -> _SentencePieceFile | _TokenizersJsonFile:
+    """By content, not name: a JSON object is a ``tokenizer.json``, anything else must be a ``.model``."""
+    is_json = data.lstrip()[:1] == b"{"
+    try:
+        return _TokenizersJsonFile(data) if is_json else _SentencePieceFile(data)
+    except Exception as err:  # sentencepiece/tokenizers raise bare RuntimeError/Exception on bad files
+        kind = "tokenizers tokenizer.json" if is_json else "SentencePiece .model"
+        raise ValueError(
+            f"{path} is not a readable tokenizer (tried it as a {kind}; a SentencePiece .model or a "
+            f"tokenizers tokenizer.json is expected): {err}"
+        ) from err
+
+
 class Tokenizer:
-    """A trained SentencePiece model applied after :func:`normalize_text`.
+    """A trained tokenizer applied after :func:`normalize_text`: a SentencePiece ``.model`` or a HF
+    ``tokenizers`` ``tokenizer.json`` (what released Pocket TTS models ship); ids are those of
+    Pocket TTS's tokenizer class for the same file and the normalised text.
 
     Ids run over ``[0, vocab_size)``; ``pad_id == vocab_size`` is the extra, never-predicted row
     of the text embedding (``nn.Embedding(vocab_size + 1, d)``, as in Pocket TTS). Pickles by
@@ -149,39 +211,38 @@ class Tokenizer:
             raise FileNotFoundError(f"tokenizer model not found: {self.path}")
         self._load(self.path.read_bytes())
 
-    def _load(self, proto: bytes) -> None:
-        import sentencepiece as spm
-
-        self._proto = proto
-        self._sp = spm.SentencePieceProcessor(model_proto=proto)
+    def _load(self, data: bytes) -> None:
+        self._data = data
+        self._file = _read_tokenizer_file(self.path, data)
 
     def __getstate__(self) -> dict:
-        return {"path": self.path, "proto": self._proto}
+        return {"path": self.path, "data": self._data}
 
     def __setstate__(self, state: dict) -> None:
         self.path = state["path"]
-        self._load(state["proto"])
+        self._load(state["data"])
 
     @property
     def vocab_size(self) -> int:
-        return self._sp.vocab_size()
+        return self._file.vocab_size
 
     @property
     def pad_id(self) -> int:
         return self.vocab_size
 
     @property
-    def unk_id(self) -> int:
-        return self._sp.unk_id()
+    def unk_id(self) -> int | None:
+        """The unknown piece's id (None for a ``tokenizer.json`` without one)."""
+        return self._file.unk_id
 
     def encode(self, text: str) -> list[int]:
         """Normalise and tokenize; raises :class:`TextError` when nothing speakable is left."""
         normalized = normalize_text(text)
         if not is_speakable(normalized):
             raise TextError(f"nothing to say in text {text!r}")
-        ids = self._sp.encode(normalized)
-        # Only bare word-boundary pieces and unknowns: the tokenizer knows none of the text.
-        if all(i == self.unk_id or self._sp.id_to_piece(i) == _WORD_BOUNDARY for i in ids):
+        ids = self._file.encode(normalized)
+        # Only unknowns, bare word boundaries or special tokens: the tokenizer knows none of the text.
+        if all(i in self._file.silent_ids for i in ids):
             raise TextError(f"text {text!r} has no characters this tokenizer knows ({self.path})")
         return ids
 
@@ -191,7 +252,7 @@ class Tokenizer:
         bad = [i for i in ids if not 0 <= i < self.vocab_size]
         if bad:
             raise ValueError(f"token ids {bad[:5]} are outside [0, {self.vocab_size}) of {self.path}")
-        return self._sp.decode(ids)
+        return self._file.decode(ids)
 
     def __repr__(self) -> str:
         return f"Tokenizer({str(self.path)!r}, vocab_size={self.vocab_size})"

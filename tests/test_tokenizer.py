@@ -1,4 +1,6 @@
-"""SentencePiece tokenizer: training on manifests, loading, encoding through the shared normalisation."""
+"""Tokenizer: SentencePiece training on manifests; loading a SentencePiece ``.model`` or a HF
+``tokenizers`` ``tokenizer.json`` (the released models' format) with the same ids as Pocket TTS's
+tokenizer classes; encoding through the shared normalisation."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import pytest
 
 from pockettts.data.cli import main
 from pockettts.data.manifest import read_manifest
+from pockettts.data.synthetic import read_sentences
 from pockettts.text import (
     TextError,
     Tokenizer,
@@ -116,3 +119,101 @@ def test_cli_trains_on_several_manifests(tiny_corpus, tmp_path, capsys):
     assert "at most" in capsys.readouterr().err
     valid_text = read_manifest(tiny_corpus / "valid.jsonl")[0].text
     assert tokenizer.decode(tokenizer.encode(valid_text)) == normalize_text(valid_text)
+
+
+# -- tokenizer.json (HF tokenizers), the format of the released Pocket TTS models ----------------
+
+# Numbers, punctuation, non-ASCII letters and typographic quotes (which the normalisation rewrites).
+PARITY_TEXTS = [
+    "The morning fog drifted slowly across the harbor.",
+    "It cost 3.50 euros, not 42 - or was it 1,024?",
+    "Caf\u00e9 d\u00e9j\u00e0 vu: na\u00efve Stra\u00dfe, se\u00f1or!",
+    "\u201cWell\u201d  \u2014 it\u2019s fine\u2026 (isn't it?)",
+    "Zo\u00eb's 2nd r\u00e9sum\u00e9; \u00c5ngstr\u00f6m & \u00dcber.",
+]
+EXTRA_TRAINING = [
+    "Prices: 0 1 2 3 4 5 6 7 8 9, 3.50 euros and 1,024 apples; 42 - or 2nd?",
+    "Caf\u00e9 d\u00e9j\u00e0 vu, na\u00efve Stra\u00dfe, se\u00f1or, Zo\u00eb, r\u00e9sum\u00e9.",
+    '\u00c5ngstr\u00f6m & \u00dcber (isn\'t it)... "Well"?',
+]
+
+
+def _train_json_tokenizer(kind: str, path):
+    """A tiny tokenizer.json trained offline, shaped like a SentencePiece conversion (Metaspace
+    pre-tokenizer and decoder); "bpe_bos_eos" also wraps every text in <s> ... </s>."""
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import decoders, models, pre_tokenizers, processors, trainers
+
+    specials = ["<unk>", "<s>", "</s>"]
+    if kind == "unigram":
+        tok = HFTokenizer(models.Unigram())
+        trainer = trainers.UnigramTrainer(
+            vocab_size=300, special_tokens=specials, unk_token="<unk>", show_progress=False
+        )
+    else:
+        tok = HFTokenizer(models.BPE(unk_token="<unk>"))
+        trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=specials, show_progress=False)
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    tok.train_from_iterator(read_sentences(None) + EXTRA_TRAINING, trainer)
+    if kind == "bpe_bos_eos":
+        tok.post_processor = processors.TemplateProcessing(
+            single="<s> $A </s>", special_tokens=[("<s>", 1), ("</s>", 2)]
+        )
+    tok.save(str(path))
+    return path
+
+
+@pytest.fixture(scope="module", params=["unigram", "bpe", "bpe_bos_eos"])
+def json_tokenizer_path(request, tmp_path_factory):
+    return _train_json_tokenizer(request.param, tmp_path_factory.mktemp("json") / "tokenizer.json")
+
+
+def test_json_tokenizer_gives_the_reference_ids(json_tokenizer_path):
+    from pocket_tts.modules.text_conditioner import JsonTokenizer, build_tokenizer
+
+    ours = Tokenizer(json_tokenizer_path)
+    reference = JsonTokenizer(ours.vocab_size, str(json_tokenizer_path))  # asserts the same vocab size
+    assert isinstance(build_tokenizer(ours.vocab_size, str(json_tokenizer_path)), JsonTokenizer)
+    for text in PARITY_TEXTS:
+        ids = ours.encode(text)
+        assert ids == reference.encode(normalize_text(text)), text
+        assert ours.unk_id not in ids, text  # every character is covered: a real tokenization
+        assert ours.decode(ids) == reference.decode(ids) == normalize_text(text)
+    assert ours.encode(PARITY_TEXTS[3]) != ours.encode(PARITY_TEXTS[3].replace("\u2019", "\u00b4"))
+    copy = pickle.loads(pickle.dumps(ours))
+    assert copy.encode(PARITY_TEXTS[1]) == ours.encode(PARITY_TEXTS[1])
+
+
+def test_sentencepiece_model_gives_the_reference_ids(tokenizer_path):
+    from pocket_tts.modules.text_conditioner import SentencePieceTokenizer, build_tokenizer
+
+    ours = Tokenizer(tokenizer_path)
+    reference = build_tokenizer(VOCAB, str(tokenizer_path), "sentencepiece")
+    assert isinstance(reference, SentencePieceTokenizer)
+    for text in PARITY_TEXTS[:2]:  # what the English-only demo vocabulary covers
+        assert ours.encode(text) == reference.encode(normalize_text(text)), text
+
+
+@pytest.mark.parametrize("text", ["", "  \t", "...", "\u65e5\u672c\u8a9e"])
+def test_json_tokenizer_rejects_unusable_text(json_tokenizer_path, text):
+    with pytest.raises(TextError, match="nothing to say|no characters this tokenizer knows"):
+        Tokenizer(json_tokenizer_path).encode(text)
+
+
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        ("tokenizer.json", b'{"version": "1.0", "model": '),  # truncated JSON
+        ("tokenizer.json", b'{"version": "1.0", "model": {"type": "NoSuchModel"}}'),
+        ("tokenizer.model", b"\x00\x01 not a protobuf \xff" * 8),
+        ("tokenizer.txt", b"hello world"),
+    ],
+)
+def test_unreadable_tokenizer_file_names_the_path(tmp_path, name, content):
+    path = tmp_path / "bad" / name
+    path.parent.mkdir()
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match="not a readable tokenizer") as info:
+        Tokenizer(path)
+    assert str(path) in str(info.value)
