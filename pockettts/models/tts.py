@@ -98,12 +98,15 @@ class TextToSpeech:
 
     @classmethod
     def load(cls, flow_lm: str | Path, vae: str | Path | None = None) -> TextToSpeech:
-        """From an exported FlowLM (teacher or student) with its tokenizer beside it; the VAE is the
-        one recorded in the export unless given."""
+        """From an exported FlowLM (teacher or student) with its tokenizer (``.model`` or
+        ``tokenizer.json``) beside it; the VAE is the one recorded in the export unless given."""
         metadata = read_flow_lm_metadata(flow_lm)
         if vae is None and "vae" not in metadata:
             raise ValueError(f"{flow_lm} records no VAE: pass one")
-        tokenizer = Path(flow_lm).parent / metadata.get("tokenizer", "tokenizer.model")
+        # The export records its tokenizer's file name (a SentencePiece .model or a tokenizer.json).
+        folder = Path(flow_lm).parent
+        default = "tokenizer.json" if (folder / "tokenizer.json").is_file() else "tokenizer.model"
+        tokenizer = folder / metadata.get("tokenizer", default)
         return cls(load_flow_lm(flow_lm), load_vae(vae or metadata["vae"]), Tokenizer(tokenizer))
 
     @torch.no_grad()
