@@ -105,7 +105,8 @@ class TextToSpeech:
             raise ValueError(f"{flow_lm} records no VAE: pass one")
         # The export records its tokenizer's file name (a SentencePiece .model or a tokenizer.json).
         folder = Path(flow_lm).parent
-        default = "tokenizer.json" if (folder / "tokenizer.json").is_file() else "tokenizer.model"
+        names = ("tokenizer.model", "tokenizer.json")
+        default = next((n for n in names if (folder / n).is_file()), names[0])
         tokenizer = folder / metadata.get("tokenizer", default)
         return cls(load_flow_lm(flow_lm), load_vae(vae or metadata["vae"]), Tokenizer(tokenizer))
 
