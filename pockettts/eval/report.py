@@ -1,0 +1,329 @@
+"""Gather evaluation results into one table and plots of every metric against each varying knob.
+
+    python -m pockettts.eval.report logs/eval/sweeps/cfg_temperature --out reports/cfg_temperature
+    python -m pockettts.eval.report DIR1 DIR2 --out OUT --baseline cfg_scale=1 --baseline temperature=0.3
+
+Every ``results.json`` under the given directories (written by ``pockettts.eval.runner``) is one
+row. ``OUT/results.md`` is a markdown table (knobs that vary first, the fixed ones in a line above
+it), ``OUT/results.csv`` has every knob and number, and ``OUT/vs_<knob>.png`` plots WER, CER,
+speaker similarity and quality against each varying knob, one line per setting of the other
+varying knobs, with the baseline (``--baseline``; default CFG 1 when CFG varies, else the first
+value of the first varying knob) drawn as a star.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+# Knobs in the order tables and defaults consider them; any other knob follows.
+KNOB_ORDER = ["testset", "context_noise", "checkpoint", "step", "ema", "cfg_scale", "temperature",
+              "eos_threshold", "noise_clamp", "seed", "asr"]  # fmt: skip
+KNOB_LABELS = {"cfg_scale": "CFG", "temperature": "temp.", "eos_threshold": "EOS thr.",
+               "context_noise": "noise level", "noise_clamp": "noise clamp"}  # fmt: skip
+
+# (summary key, column header, scale): percentages for error rates.
+_COLUMNS = [
+    ("items", "items", 1),
+    ("mean_wer_plain", "WER-P %", 100),
+    ("wer_whisper", "WER-W %", 100),
+    ("cer_whisper", "CER-W %", 100),
+    ("sim_prompt", "SIM-o", 1),
+    ("sim_reference", "SIM-r", 1),
+]
+_TAIL = [("silent", "silent", 1), ("no_eos", "no EOS", 1), ("missing", "missing", 1),
+         ("failed", "failed", 1), ("rtf", "RTF", 1), ("ttfa_seconds", "TTFA s", 1)]  # fmt: skip
+LEGEND = (
+    "WER-P: F5 / Seed-TTS rule (lowercase, punctuation deleted), mean of per-utterance WER; "
+    "WER-W, CER-W: Whisper's EnglishTextNormalizer, corpus level. SIM-o: speaker similarity to the "
+    "prompt, SIM-r: to the reference recording. RTF: generation wall time / audio seconds (CPU); "
+    "TTFA: median time to the first 80 ms chunk."
+)
+PLOT_METRICS = ["mean_wer_plain", "wer_whisper", "cer_whisper", "sim_prompt"]
+
+
+class ReportError(ValueError):
+    """No results, or a baseline that names no knob."""
+
+
+def collect(directories: Sequence[str | Path]) -> list[dict[str, Any]]:
+    """Every ``results.json`` under ``directories``, sorted by their knobs."""
+    paths = sorted({p for d in directories for p in Path(d).rglob("results.json")})
+    if not paths:
+        raise ReportError(f"no results.json under {', '.join(map(str, directories))}")
+    results = [json.loads(p.read_text()) for p in paths]
+    return sorted(results, key=lambda r: [_sort_key(r["knobs"].get(k)) for k in _knob_names(results)])
+
+
+def _sort_key(value: Any) -> tuple:
+    return (
+        (0, value, "")
+        if isinstance(value, (int, float)) and not isinstance(value, bool)
+        else (1, 0, str(value))
+    )
+
+
+def _knob_names(results: Sequence[dict[str, Any]]) -> list[str]:
+    names = {k for r in results for k in r["knobs"]}
+    return [k for k in KNOB_ORDER if k in names] + sorted(names - set(KNOB_ORDER))
+
+
+def varying_knobs(results: Sequence[dict[str, Any]]) -> list[str]:
+    """Knobs whose value is not the same in every result."""
+    return [k for k in _knob_names(results) if len({json.dumps(r["knobs"].get(k)) for r in results}) > 1]
+
+
+def _columns(results: Sequence[dict[str, Any]]) -> list[tuple[str, str, int]]:
+    keys = {k for r in results for k, v in r["summary"].items() if v is not None}
+    quality = sorted(k for k in keys if k.startswith("quality_"))
+    columns = _COLUMNS + [(k, _header(k), 1) for k in quality] + _TAIL
+    return [c for c in columns if c[0] in keys]
+
+
+def _header(key: str) -> str:
+    if key.startswith("quality_"):
+        return "Q " + key.removeprefix("quality_")
+    return next((h for k, h, _ in _COLUMNS + _TAIL if k == key), key)
+
+
+def _fmt(value: Any, scale: int = 1) -> str:
+    """A metric cell: counts as integers, percentages with 2 decimals, the rest with 3."""
+    if value is None:
+        return "–"
+    if isinstance(value, int) and scale == 1:
+        return str(value)
+    return f"{value * scale:.2f}" if scale != 1 or abs(value) >= 10 else f"{value:.3f}"
+
+
+def _knob(value: Any) -> str:
+    """A knob value as written in tables, legends and the CSV: ``1.5``, ``whisper+plain``."""
+    if value is None:
+        return "–"
+    if isinstance(value, list):
+        return "+".join(map(str, value))
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def parse_baseline(settings: Sequence[str]) -> dict[str, str]:
+    """``["cfg_scale=1", ...]`` -> ``{"cfg_scale": "1"}``."""
+    baseline = {}
+    for setting in settings:
+        key, sep, value = setting.partition("=")
+        if not sep or not key:
+            raise ReportError(f"baseline {setting!r} is not knob=value")
+        baseline[key] = value
+    return baseline
+
+
+def default_baseline(results: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """CFG 1 when CFG varies and was run; otherwise the first value of the first varying knob."""
+    varying = varying_knobs(results)
+    if "cfg_scale" in varying and any(r["knobs"]["cfg_scale"] == 1 for r in results):
+        return {"cfg_scale": "1"}
+    if not varying:
+        return {}
+    first = varying[0]
+    return {first: str(min((r["knobs"].get(first) for r in results), key=_sort_key))}
+
+
+def _matches(value: Any, wanted: str) -> bool:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            return float(wanted) == float(value)
+        except ValueError:
+            return False
+    return str(value) == wanted
+
+
+def is_baseline(result: dict[str, Any], baseline: dict[str, str]) -> bool:
+    return bool(baseline) and all(_matches(result["knobs"].get(k), v) for k, v in baseline.items())
+
+
+def check_baseline(results: Sequence[dict[str, Any]], baseline: dict[str, str]) -> None:
+    names = set(_knob_names(results))
+    for key in baseline:
+        if key not in names:
+            raise ReportError(
+                f"baseline knob {key!r} is not a knob of these results ({', '.join(sorted(names))})"
+            )
+    if baseline and not any(is_baseline(r, baseline) for r in results):
+        raise ReportError(f"no result has the baseline setting {baseline}")
+
+
+def markdown_table(results: Sequence[dict[str, Any]], baseline: dict[str, str] | None = None) -> str:
+    """A paper-ready markdown table: a line of the fixed knobs, then one row per result."""
+    baseline = baseline or {}
+    varying = varying_knobs(results) if len(results) > 1 else ["checkpoint", "cfg_scale", "temperature"]
+    fixed = [k for k in _knob_names(results) if k not in varying and results[0]["knobs"].get(k) is not None]
+    columns = _columns(results)
+    header = [KNOB_LABELS.get(k, k) for k in varying] + [c[1] for c in columns]
+    if baseline:
+        header.append("baseline")
+    lines = [
+        "Fixed: " + ", ".join(f"{KNOB_LABELS.get(k, k)} {_knob(results[0]['knobs'][k])}" for k in fixed),
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" if i < len(varying) else "---:" for i in range(len(header))) + "|",
+    ]
+    for result in results:
+        cells = [_knob(result["knobs"].get(k)) for k in varying]
+        cells += [_fmt(result["summary"].get(key), scale) for key, _, scale in columns]
+        if baseline:
+            cells.append("★" if is_baseline(result, baseline) else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines + ["", LEGEND]) + "\n"
+
+
+def write_csv(results: Sequence[dict[str, Any]], path: Path, baseline: dict[str, str]) -> Path:
+    knobs = _knob_names(results)
+    metrics = sorted({k for r in results for k in r["summary"]})
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(knobs + metrics + ["baseline", "results_dir"])
+        for r in results:
+            writer.writerow(
+                [_knob(r["knobs"].get(k)) for k in knobs]
+                + [r["summary"].get(m) for m in metrics]
+                + [is_baseline(r, baseline), r.get("results_dir")]
+            )  # fmt: skip
+    return path
+
+
+def _numeric(values: Sequence[Any]) -> bool:
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+
+def _series_knobs(results: Sequence[dict[str, Any]], knob: str, varying: Sequence[str]) -> list[str]:
+    """The other varying knobs that split ``knob``'s points into lines: those not fixed by ``knob``'s
+    value (a checkpoint and its noise level vary together: one line, not one per checkpoint)."""
+    split = []
+    for other in varying:
+        if other == knob:
+            continue
+        pairs = {(json.dumps(r["knobs"].get(knob)), json.dumps(r["knobs"].get(other))) for r in results}
+        if len(pairs) > len({p[0] for p in pairs}):
+            split.append(other)
+    return split
+
+
+def plot_knob(
+    results: Sequence[dict[str, Any]], knob: str, path: Path, baseline: dict[str, str], metrics: Sequence[str]
+) -> Path:
+    """One PNG: a panel per metric, ``metric`` against ``knob``, one line per other setting."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    varying = varying_knobs(results)
+    split = _series_knobs(results, knob, varying)
+    values = [r["knobs"].get(knob) for r in results]
+    numeric = _numeric(values)
+    categories = sorted({json.dumps(v) for v in values}, key=lambda s: _sort_key(json.loads(s)))
+    metrics = [m for m in metrics if any(r["summary"].get(m) is not None for r in results)]
+    if not metrics:
+        raise ReportError("none of the metrics to plot has a value in these results")
+    columns = min(3, len(metrics))
+    rows_n = -(-len(metrics) // columns)
+    fig, axes = plt.subplots(rows_n, columns, figsize=(4.2 * columns, 3.3 * rows_n + 0.4), squeeze=False)
+    for ax in axes.flat[len(metrics) :]:
+        ax.set_visible(False)
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in results:
+        label = ", ".join(f"{KNOB_LABELS.get(k, k)} {_knob(r['knobs'].get(k))}" for k in split)
+        groups.setdefault(label, []).append(r)
+    for ax, metric in zip(axes.flat, metrics):
+        scale = 100 if "wer" in metric or "cer" in metric else 1
+        for label, rows in groups.items():
+            rows = sorted(rows, key=lambda r: _sort_key(r["knobs"].get(knob)))
+            points = [(r, r["summary"].get(metric)) for r in rows if r["summary"].get(metric) is not None]
+            xs = [_x(r["knobs"].get(knob), numeric, categories) for r, _ in points]
+            ys = [v * scale for _, v in points]
+            (line,) = ax.plot(xs, ys, marker="o", label=label or None)
+            for (r, _), x, y in zip(points, xs, ys):
+                if is_baseline(r, baseline):
+                    ax.plot([x], [y], marker="*", markersize=16, color=line.get_color(),
+                            markeredgecolor="black", linestyle="none")  # fmt: skip
+        if not numeric:
+            ax.set_xticks(range(len(categories)))
+            ax.set_xticklabels(
+                [_knob(json.loads(c)) for c in categories], rotation=30, ha="right", fontsize=7
+            )
+        ax.set_xlabel(KNOB_LABELS.get(knob, knob))
+        ax.set_ylabel(_header(metric))
+        ax.grid(alpha=0.3)
+    if any(groups):
+        axes.flat[0].legend(fontsize=7)
+    note = ", ".join(f"{KNOB_LABELS.get(k, k)}={v}" for k, v in baseline.items())
+    fig.suptitle(f"metrics vs {KNOB_LABELS.get(knob, knob)}" + (f"  (★ baseline: {note})" if note else ""))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _x(value: Any, numeric: bool, categories: list[str]) -> float:
+    return float(value) if numeric else float(categories.index(json.dumps(value)))
+
+
+def build_report(
+    directories: Sequence[str | Path],
+    out: str | Path,
+    baseline: dict[str, str] | None = None,
+    metrics: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Write ``results.md``, ``results.csv`` and a ``vs_<knob>.png`` per varying knob under ``out``."""
+    results = collect(directories)
+    baseline = default_baseline(results) if baseline is None else baseline
+    check_baseline(results, baseline)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = markdown_table(results, baseline)
+    (out / "results.md").write_text(table)
+    quality = sorted({k for r in results for k in r["summary"] if k.startswith("quality_")})
+    metrics = list(metrics) if metrics else PLOT_METRICS + quality
+    plots = [plot_knob(results, k, out / f"vs_{k}.png", baseline, metrics) for k in varying_knobs(results)]
+    return {
+        "results": len(results),
+        "table": table,
+        "csv": write_csv(results, out / "results.csv", baseline),
+        "plots": plots,
+        "baseline": baseline,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("dirs", nargs="+", help="directories searched for results.json (a sweep's root)")
+    parser.add_argument("--out", required=True, help="where results.md, results.csv and the plots go")
+    parser.add_argument(
+        "--baseline", action="append", default=None, metavar="KNOB=VALUE",
+        help="the baseline setting (repeatable); default: cfg_scale=1, else the first value of the first knob",
+    )  # fmt: skip
+    parser.add_argument(
+        "--metrics", nargs="+", default=None, help=f"summary keys to plot (default {PLOT_METRICS} + quality)"
+    )
+    args = parser.parse_args(argv)
+    try:
+        report = build_report(
+            args.dirs, args.out, parse_baseline(args.baseline) if args.baseline else None, args.metrics
+        )
+    except ReportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(report["table"])
+    print(f"{report['results']} results -> {args.out} (table, CSV, {len(report['plots'])} plots)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
