@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="where results.md, results.csv and the plots go")
     parser.add_argument(
         "--baseline", action="append", default=None, metavar="KNOB=VALUE",
-        help="the baseline setting (repeatable); default: cfg_scale=1, else the first value of the first knob",
+        help="the baseline setting (repeatable); default cfg_scale=1, else the first knob's first value",
     )  # fmt: skip
     parser.add_argument(
         "--metrics", nargs="+", default=None, help=f"summary keys to plot (default {PLOT_METRICS} + quality)"
