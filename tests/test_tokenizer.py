@@ -8,6 +8,7 @@ import json
 import pickle
 
 import pytest
+import torch
 
 from pockettts.data.cli import main
 from pockettts.data.manifest import read_manifest
@@ -217,3 +218,61 @@ def test_unreadable_tokenizer_file_names_the_path(tmp_path, name, content):
     with pytest.raises(ValueError, match="not a readable tokenizer") as info:
         Tokenizer(path)
     assert str(path) in str(info.value)
+
+
+@pytest.fixture(scope="module")
+def released_model(tmp_path_factory):
+    """A released-layout file (1-layer english.yaml FlowLM, random weights, and Mimi) whose config
+    names a tokenizer.json, as Kyutai's configs do; pocket-tts itself builds it from that file."""
+    import yaml
+    from pocket_tts.models.flow_lm import FlowLMModel
+    from pocket_tts.models.mimi import build_mimi
+    from pocket_tts.utils.config import CONFIGS_DIR, load_config
+    from safetensors.torch import save_file
+
+    folder = tmp_path_factory.mktemp("released")
+    json_path = _train_json_tokenizer("bpe", folder / "tokenizer.json")
+    config = yaml.safe_load((CONFIGS_DIR / "english.yaml").read_text())
+    lookup = config["flow_lm"]["lookup_table"]
+    config["flow_lm"]["transformer"]["num_layers"] = 1
+    lookup.update(
+        n_bins=Tokenizer(json_path).vocab_size, tokenizer="tokenizers", tokenizer_path=str(json_path)
+    )
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    parsed = load_config(folder / "config.yaml")
+    torch.manual_seed(0)
+    flow_lm = FlowLMModel.from_pydantic_config(parsed.flow_lm, latent_dim=32, insert_bos_before_voice=True)
+    flow_lm.speaker_proj_weight = torch.nn.Parameter(torch.randn(parsed.flow_lm.transformer.d_model, 32))
+    tensors = {f"flow_lm.{k}": v for k, v in flow_lm.state_dict().items()}
+    tensors.update({f"mimi.{k}": v for k, v in build_mimi(parsed.mimi).state_dict().items()})
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(folder / "model.safetensors"))
+    return folder
+
+
+def test_released_model_imports_with_its_tokenizer_json(released_model, tokenizer_path, tmp_path, capsys):
+    from pocket_tts.modules.text_conditioner import JsonTokenizer
+
+    from pockettts.compat.pocket import main
+    from pockettts.models.flow_lm import read_flow_lm_metadata
+    from pockettts.models.tts import TextToSpeech
+
+    json_path = released_model / "tokenizer.json"
+    argv = [
+        "--weights",
+        str(released_model / "model.safetensors"),
+        "--config",
+        str(released_model / "config.yaml"),
+    ]
+    out = tmp_path / "ours"
+    assert main([*argv, "--out", str(out), "--tokenizer", str(json_path)]) == 0
+    assert (out / "tokenizer.json").read_bytes() == json_path.read_bytes()
+    assert read_flow_lm_metadata(out / "flow_lm.safetensors")["tokenizer"] == "tokenizer.json"
+    tts = TextToSpeech.load(out / "flow_lm.safetensors")
+    reference = JsonTokenizer(tts.tokenizer.vocab_size, str(json_path))
+    assert tts.tokenizer.encode(PARITY_TEXTS[1]) == reference.encode(normalize_text(PARITY_TEXTS[1]))
+    # A tokenizer of another size (the demo .model) or an unreadable one is refused, naming the file.
+    for wrong in (tokenizer_path, tmp_path / "missing.json"):
+        with pytest.raises(SystemExit) as info:
+            main([*argv, "--out", str(tmp_path / "refused"), "--tokenizer", str(wrong)])
+        assert info.value.code == 2 and str(wrong) in capsys.readouterr().err
+    assert not (tmp_path / "refused").exists()

@@ -19,6 +19,7 @@ from pockettts.compat.flow_lm import (
 from pockettts.compat.mimi import load_mimi_codec, vae_to_mimi_state_dict
 from pockettts.models.flow_lm import FlowLM
 from pockettts.models.vae import AudioVAE
+from pockettts.text import Tokenizer
 
 # Ours only (training-time parts Kyutai's inference files do not carry).
 _OPTIONAL = ("stats_updates", "head.distill_calls")
@@ -81,7 +82,7 @@ def save_pocket_tts(flow_lm: FlowLM, vae: AudioVAE, path: str | Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m pockettts.compat.pocket --weights model.safetensors --config english.yaml --out DIR
-    [--tokenizer tokenizer.model]``: a released model as our exports (``DIR/flow_lm.safetensors``,
+    [--tokenizer tokenizer.json]``: a released model as our exports (``DIR/flow_lm.safetensors``,
     ``DIR/vae.safetensors``), usable as a teacher, for fine-tuning or for inference."""
     import argparse
     import shutil
@@ -91,15 +92,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True)
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument(
-        "--tokenizer", default=None, help="its SentencePiece .model, copied beside the export"
+        "--tokenizer",
+        default=None,
+        type=Path,
+        help="its tokenizer.json or SentencePiece .model, copied beside the export under its own name",
     )
     args = parser.parse_args(argv)
     flow_lm, vae = load_pocket_tts(args.weights, args.config)
+    if args.tokenizer:
+        try:
+            tokenizer = Tokenizer(args.tokenizer)
+        except (OSError, ValueError) as err:
+            parser.error(str(err))
+        if tokenizer.vocab_size != flow_lm.vocab_size:
+            parser.error(f"{tokenizer} does not fit the model's {flow_lm.vocab_size} text tokens")
     vae_path = vae.save(args.out / "vae.safetensors")
     metadata = {"vae": str(vae_path)}
     if args.tokenizer:
-        shutil.copyfile(args.tokenizer, args.out / "tokenizer.model")
-        metadata["tokenizer"] = "tokenizer.model"
+        if args.tokenizer.resolve() != (args.out / args.tokenizer.name).resolve():
+            shutil.copyfile(args.tokenizer, args.out / args.tokenizer.name)
+        metadata["tokenizer"] = args.tokenizer.name
     print(f"wrote {flow_lm.save(args.out / 'flow_lm.safetensors', metadata)} and {vae_path}")
     return 0
 
