@@ -162,6 +162,35 @@ def is_silent(wav: torch.Tensor, sample_rate: int, threshold_db: float = -50.0) 
     return peak_frame_db(wav, sample_rate) < threshold_db
 
 
+def end_on_pause(
+    wav: torch.Tensor,
+    sample_rate: int,
+    pause_seconds: float = 0.08,
+    fade_seconds: float = 0.02,
+    floor_db: float = 35.0,
+) -> torch.Tensor:
+    """A voice prompt ``[..., T]`` that ends on exactly ``pause_seconds`` of silence (Pocket TTS's rule).
+
+    Training prompts are cut in the pause between two words: a prompt that stops mid-word makes the
+    model continue that word, one that trails a long silence delays the onset. Trailing 20 ms
+    frames more than ``floor_db`` below the loudest are cut, the last ``fade_seconds`` faded out,
+    and ``pause_seconds`` of zeros appended.
+    """
+    frame = max(1, int(0.02 * sample_rate))
+    frames = wav.shape[-1] // frame
+    if frames == 0:
+        return wav
+    energy = wav[..., : frames * frame].reshape(-1, frames, frame).square().mean(dim=(0, 2))
+    level_db = 10 * torch.log10(energy + 1e-24)  # 20·log10(rms) written on the energy
+    last_loud = int(torch.nonzero(level_db > level_db.max() - floor_db).max())
+    end = (last_loud + 1) * frame
+    kept = wav[..., :end].clone()
+    fade = min(int(fade_seconds * sample_rate), end)
+    kept[..., end - fade :] *= torch.linspace(1, 0, fade, dtype=wav.dtype, device=wav.device)
+    pause = wav.new_zeros(*wav.shape[:-1], int(pause_seconds * sample_rate))
+    return torch.cat([kept, pause], dim=-1)
+
+
 def load_audio(
     source: AudioSource,
     sample_rate: int = SAMPLE_RATE,

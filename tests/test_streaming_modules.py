@@ -132,8 +132,32 @@ def test_local_attention_window_limits_the_past_and_the_cache():
     delta = (transformer(x) - transformer(changed)).abs().sum(-1)[0]
     assert torch.all(delta[9:] == 0) and torch.all(delta[5:9] > 0)
     state = transformer.init_state(1)
-    transformer(x, state)
-    assert state["layers.0"]["self_attn"]["keys"].shape[2] == 3
+    streamed = torch.cat([transformer(x[:, i : i + 1], state) for i in range(20)], dim=1)
+    torch.testing.assert_close(streamed, transformer(x))
+    for _ in range(200):  # a long stream: the cache is compacted, it does not grow with the stream
+        transformer(torch.randn(1, 1, 16), state)
+    assert state["layers.0"]["self_attn"]["keys"].shape[2] <= 16
+
+
+def test_left_padded_batch_of_streams_equals_each_stream_alone():
+    """Prefixes of different lengths, left-padded into one batch: each row equals its own stream."""
+    torch.manual_seed(0)
+    transformer = StreamingTransformer(16, 2, 2, 32).eval()
+    prefixes = [torch.randn(7, 16), torch.randn(3, 16)]
+    steps = torch.randn(2, 5, 16)
+    batch = torch.zeros(2, 7, 16)
+    valid = torch.zeros(2, 7, dtype=torch.bool)
+    for row, prefix in enumerate(prefixes):
+        batch[row, 7 - len(prefix) :], valid[row, 7 - len(prefix) :] = prefix, True
+    state = transformer.init_state(2)
+    transformer(batch, state, valid)
+    batched = torch.cat([transformer(steps[:, i : i + 1], state) for i in range(5)], dim=1)
+    assert torch.isfinite(batched).all()
+    for row, prefix in enumerate(prefixes):
+        alone = transformer.init_state(1)
+        transformer(prefix[None], alone)
+        expected = torch.cat([transformer(steps[row : row + 1, i : i + 1], alone) for i in range(5)], 1)
+        torch.testing.assert_close(batched[row : row + 1], expected, atol=1e-5, rtol=1e-5)
 
 
 def test_projected_transformer_conv_layout_streams():

@@ -56,15 +56,38 @@ def test_streaming_synthesis_equals_decoding_all_latents(tts):
     voice = tts.voice(_voice_audio(), 44_100)  # stereo, 44.1 kHz: converted
     chunks = list(tts.stream("Quick, the bus is leaving!", voice, seed=3))
     assert all(c.shape == (tts.vae.frame_size,) for c in chunks)
-    generator = torch.Generator().manual_seed(3)
-    tokens = torch.tensor(tts.tokenizer.encode("Quick, the bus is leaving!"))
-    from pockettts.modules.streaming import copy_state
+    generation = tts.generate("Quick, the bus is leaving!", voice, seed=3)
+    assert generation.latents.shape == (len(chunks), tts.flow_lm.latent_dim)
+    assert not generation.eos_reached  # the fixture's EOS head never fires: every chunk hit its budget
+    torch.testing.assert_close(torch.cat(chunks), generation.audio)
+    decoded_at_once = tts.vae.decode(generation.latents[None])[0, 0]
+    torch.testing.assert_close(torch.cat(chunks), decoded_at_once, atol=1e-5, rtol=1e-5)
 
-    latents = torch.cat(list(tts.flow_lm.frames(
-        tts.flow_lm.prefill_text(copy_state(voice.backbone), tokens), None, len(chunks), temperature=0.3,
-        frames_after_eos=5, generator=generator,
-    )))  # fmt: skip
-    torch.testing.assert_close(torch.cat(chunks), tts.vae.decode(latents[None])[0, 0], atol=1e-5, rtol=1e-5)
+
+def test_batched_generation_equals_one_request_at_a_time(tts):
+    """Different voices, texts of different lengths (one of two chunks), CFG on and off."""
+    voices = [tts.voice(_voice_audio(2.0), 44_100), tts.voice(_voice_audio(1.3, 16_000, 1), 16_000)]
+    texts = ["The bus is leaving.", "Quick! Run to the station, the last train leaves at nine tonight."]
+    for cfg_scale in (1.0, 1.5):
+        options = dict(cfg_scale=cfg_scale, max_tokens=12)
+        batch = tts.generate_batch(texts, voices, seeds=[5, 6], **options)
+        for text, voice, seed, together in zip(texts, voices, [5, 6], batch):
+            alone = tts.generate(text, voice, seed=seed, **options)
+            assert together.latents.shape == alone.latents.shape
+            torch.testing.assert_close(together.latents, alone.latents, atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(together.audio, alone.audio, atol=1e-4, rtol=1e-4)
+    assert len(split_text(prepare_text(texts[1]), tts.tokenizer, 12)) > 1
+
+
+def test_eos_stops_each_row_of_a_batch_on_its_own(tts):
+    """A row stops frames_after_eos frames after its EOS (never before frame 6); others go on."""
+    voice = tts.voice(_voice_audio(), 44_100)
+    with torch.no_grad():
+        tts.flow_lm.out_eos.bias.fill_(100.0)  # EOS from the first frame the rule allows
+    # Pocket TTS's guess: 5 frames after EOS for chunks of at most 4 words, 3 for longer ones.
+    short, long = tts.generate_batch(["Hello there.", "Hello there, my good friend."], [voice, voice])
+    assert short.eos_reached and long.eos_reached
+    assert (short.latents.shape[0], long.latents.shape[0]) == (6 + 5, 6 + 3)
 
 
 def test_voice_state_round_trip_and_cfg(tts, tmp_path):

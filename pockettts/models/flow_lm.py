@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from pockettts.models.heads import build_head, sample_noise
-from pockettts.modules.streaming import State, StreamingModule, child_state
+from pockettts.modules.streaming import State, StreamingModule, child_state, flatten_state
 from pockettts.modules.transformer import StreamingTransformer
 
 
@@ -335,9 +335,31 @@ class FlowLM(StreamingModule):
             self.transformer(prefix[None], child_state(state, "transformer"))
         return state
 
+    def prefill_batch(
+        self, requests: Sequence[tuple[torch.Tensor | None, torch.Tensor | None]], with_null: bool = False
+    ) -> State:
+        """One stream state for several ``(voice [Fv, voice_dim], tokens [L])`` prefixes, left-padded.
+
+        ``with_null`` appends one unconditioned row per request (rows ``B..2B-1``), what
+        ``frames`` needs for classifier-free guidance: both passes then run as one batch.
+        """
+        prefixes = [self.prefix(voice, tokens) for voice, tokens in requests]
+        if with_null:
+            prefixes += [self.prefix(None, None)] * len(requests)
+        longest = max(p.shape[0] for p in prefixes)
+        padded = prefixes[0].new_zeros(len(prefixes), longest, self.d_model)
+        valid = torch.zeros(len(prefixes), longest, dtype=torch.bool, device=padded.device)
+        for row, prefix in enumerate(prefixes):
+            padded[row, longest - prefix.shape[0] :] = prefix
+            valid[row, longest - prefix.shape[0] :] = True
+        state = self.init_state(len(prefixes))
+        if longest:
+            self.transformer(padded, child_state(state, "transformer"), valid)
+        return state
+
     def step(self, previous: torch.Tensor, state: State) -> torch.Tensor:
-        """One frame: the previous normalised latent ``[B, D]`` (``None`` rows not allowed; pass
-        ``bos_emb`` for the first) -> ``z`` ``[B, d_model]`` for the next frame."""
+        """One frame: the previous normalised latent ``[B, D]`` (``bos_emb`` for the first) ->
+        ``z`` ``[B, d_model]`` for the next frame."""
         x = previous[:, None]
         hidden = self.transformer(self.input_linear(x), child_state(state, "transformer"))
         short = (
@@ -353,46 +375,24 @@ class FlowLM(StreamingModule):
             self.transformer(self.conditioner(tokens)[None], child_state(state, "transformer"))
         return state
 
-    @torch.no_grad()
     def frames(
         self,
-        conditioned: State,
-        null: State | None,
-        max_frames: int,
+        state: State,
+        max_frames: int | Sequence[int],
         cfg_scale: float = 1.0,
         temperature: float = 0.7,
         noise_clamp: float | None = None,
         eos_threshold: float = -4.0,
-        frames_after_eos: int = 3,
+        frames_after_eos: int | Sequence[int] = 3,
         min_frames_before_eos: int = 6,
         head_steps: int = 1,
-        generator: torch.Generator | None = None,
-    ) -> Iterator[torch.Tensor]:
-        """Yield raw latents ``[1, latent_dim]`` one frame at a time from prefilled stream states.
-
-        ``null`` (the unconditioned stream, used when ``cfg_scale != 1``) gives the head
-        ``z_null + cfg_scale · (z_cond − z_null)``. Once the EOS logit exceeds ``eos_threshold``
-        (not before frame ``min_frames_before_eos``), ``frames_after_eos`` more frames are emitted
-        counting that one (Pocket TTS's rule); at most ``max_frames``.
-        """
-        previous = self.bos_emb[None]
-        eos_step: int | None = None
-        for step in range(max_frames):
-            z = self.step(previous, conditioned)
-            if null is not None and cfg_scale != 1.0:
-                z_null = self.step(previous, null)
-                z = z_null + cfg_scale * (z - z_null)
-            if (
-                eos_step is None
-                and step >= min_frames_before_eos
-                and float(self.out_eos(z)[0, 0]) > eos_threshold
-            ):
-                eos_step = step
-            if eos_step is not None and step >= eos_step + frames_after_eos:
-                return
-            noise = sample_noise((1, self.latent_dim), temperature, noise_clamp, generator, device=z.device)
-            previous = self.head.sample(z, noise.to(z.dtype), head_steps)
-            yield self.denormalize(previous)
+        generators: Sequence[torch.Generator | None] | torch.Generator | None = None,
+    ) -> FrameSampler:
+        """Autoregressive frames from a prefilled state (see ``FrameSampler``)."""
+        return FrameSampler(
+            self, state, max_frames, cfg_scale, temperature, noise_clamp, eos_threshold,
+            frames_after_eos, min_frames_before_eos, head_steps, generators,
+        )  # fmt: skip
 
     @torch.no_grad()
     def generate(
@@ -401,12 +401,18 @@ class FlowLM(StreamingModule):
         tokens: torch.Tensor,
         max_frames: int,
         cfg_scale: float = 1.0,
+        generator: torch.Generator | None = None,
         **options,
     ) -> torch.Tensor:
         """Speak ``tokens`` ``[L]`` in the voice ``[Fv, voice_dim]``: raw latents ``[F, latent_dim]``
         (``options``: those of ``frames``)."""
-        null = self.prefill(None, None) if cfg_scale != 1.0 else None
-        frames = list(self.frames(self.prefill(voice, tokens), null, max_frames, cfg_scale, **options))
+        guided = cfg_scale != 1.0
+        state = (
+            self.prefill_batch([(voice, tokens)], with_null=True) if guided else self.prefill(voice, tokens)
+        )
+        frames = [
+            f.latents for f in self.frames(state, max_frames, cfg_scale, generators=generator, **options)
+        ]
         return torch.cat(frames, dim=0) if frames else self.bos_emb.new_zeros(0, self.latent_dim)
 
     # -- export -------------------------------------------------------------------------------------
@@ -440,3 +446,91 @@ def load_flow_lm(path: str | Path, device: str | torch.device = "cpu") -> FlowLM
     model = FlowLM(**json.loads(read_flow_lm_metadata(path)["config"]))
     model.load_state_dict(load_file(str(path), device="cpu"))
     return model.to(device).eval()
+
+
+class Frame(NamedTuple):
+    """One generation step of a batch: raw ``latents`` ``[B, latent_dim]``; ``emitting`` ``[B]`` is
+    False for rows that have already stopped (their latents are meaningless)."""
+
+    latents: torch.Tensor
+    emitting: torch.Tensor
+
+
+class FrameSampler:
+    """Iterate the frames of ``B`` streams generated together from one prefilled state.
+
+    The state holds ``B`` rows, or ``2B`` with classifier-free guidance (``cfg_scale != 1``; rows
+    ``B..2B-1`` unconditioned, from ``FlowLM.prefill_batch(..., with_null=True)``), and the head reads
+    ``z_null + cfg_scale · (z_cond − z_null)``. A row stops ``frames_after_eos`` frames after its
+    EOS logit first exceeds ``eos_threshold`` (counting that frame; never before
+    ``min_frames_before_eos``: Pocket TTS's rule) or after its ``max_frames``. Each row draws its
+    noise from its own generator and only while it emits, so a row's frames do not depend on what
+    it is batched with. After iteration, ``eos_steps[b]`` is the step where row ``b`` saw EOS
+    (``None``: it ran to its ``max_frames``).
+    """
+
+    def __init__(
+        self,
+        model: FlowLM,
+        state: State,
+        max_frames: int | Sequence[int],
+        cfg_scale: float,
+        temperature: float,
+        noise_clamp: float | None,
+        eos_threshold: float,
+        frames_after_eos: int | Sequence[int],
+        min_frames_before_eos: int,
+        head_steps: int,
+        generators: Sequence[torch.Generator | None] | torch.Generator | None,
+    ):
+        rows = next(t for t in flatten_state(state).values() if t.dim() > 1).shape[0]
+        self.guided = cfg_scale != 1.0
+        if self.guided and rows % 2:
+            raise ValueError("guidance needs unconditioned rows: prefill_batch(..., with_null=True)")
+        self.batch = rows // 2 if self.guided else rows
+        per_row = lambda value: list(value) if isinstance(value, Sequence) else [value] * self.batch  # noqa: E731
+        self.max_frames, self.frames_after_eos = per_row(max_frames), per_row(frames_after_eos)
+        self.generators = per_row(generators) if not isinstance(generators, torch.Generator) else [generators]
+        if not len(self.max_frames) == len(self.frames_after_eos) == len(self.generators) == self.batch:
+            raise ValueError(f"per-row options must have {self.batch} entries (one per stream)")
+        self.model, self.state, self.cfg_scale = model, state, cfg_scale
+        self.temperature, self.noise_clamp, self.eos_threshold = temperature, noise_clamp, eos_threshold
+        self.min_frames_before_eos, self.head_steps = min_frames_before_eos, head_steps
+        self.eos_steps: list[int | None] = [None] * self.batch
+
+    @torch.no_grad()
+    def __iter__(self) -> Iterator[Frame]:
+        model, batch = self.model, self.batch
+        previous = model.bos_emb[None].expand(2 * batch if self.guided else batch, -1)
+        stopped = [False] * batch
+        for step in range(max(self.max_frames)):
+            z = model.step(previous, self.state)
+            if self.guided:
+                z = z[batch:] + self.cfg_scale * (z[:batch] - z[batch:])
+            eos_logits = model.out_eos(z)[:, 0].tolist()
+            for row in range(batch):
+                if stopped[row]:
+                    continue
+                if (
+                    self.eos_steps[row] is None
+                    and step >= self.min_frames_before_eos
+                    and eos_logits[row] > self.eos_threshold
+                ):
+                    self.eos_steps[row] = step
+                eos_step = self.eos_steps[row]
+                if step >= self.max_frames[row] or (
+                    eos_step is not None and step >= eos_step + self.frames_after_eos[row]
+                ):
+                    stopped[row] = True
+            if all(stopped):
+                return
+            noise = z.new_zeros(batch, model.latent_dim)
+            for row in range(batch):
+                if not stopped[row]:
+                    noise[row] = sample_noise(
+                        (model.latent_dim,), self.temperature, self.noise_clamp, self.generators[row],
+                        device=z.device,
+                    )[None]  # fmt: skip
+            latents = model.head.sample(z, noise, self.head_steps)
+            previous = torch.cat([latents, latents]) if self.guided else latents
+            yield Frame(model.denormalize(latents), torch.tensor([not s for s in stopped]))

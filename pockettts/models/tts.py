@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from pockettts.audio import AudioError, is_silent, resample, to_mono
+from pockettts.audio import AudioError, end_on_pause, is_silent, resample, to_mono
 from pockettts.models.flow_lm import FlowLM, load_flow_lm, read_flow_lm_metadata
 from pockettts.models.vae import AudioVAE, load_vae
 from pockettts.modules.streaming import State, copy_state, flatten_state, unflatten_state
@@ -112,46 +112,159 @@ class TextToSpeech:
 
     @torch.no_grad()
     def voice(self, audio: torch.Tensor, sample_rate: int, max_seconds: float = 30.0) -> VoiceState:
-        """A voice state from prompt audio ``[C, T]`` at any rate (longer than ``max_seconds``: cut)."""
+        """A voice state from prompt audio ``[C, T]`` or ``[T]`` at any rate: cut to ``max_seconds``,
+        then made to end on a short pause (``end_on_pause``), as Pocket TTS prompts are."""
         wav = to_mono(audio.float()) if audio.dim() == 2 else audio.float()[None]
         wav = resample(wav, sample_rate, self.vae.sample_rate)
         if wav.shape[-1] == 0 or is_silent(wav, self.vae.sample_rate):
             raise AudioError("the voice prompt is empty or silent")
-        wav = wav[..., : int(max_seconds * self.vae.sample_rate)]
+        wav = end_on_pause(wav[..., : int(max_seconds * self.vae.sample_rate)], self.vae.sample_rate)
         latents = self.vae.encode(wav[None])[0]
         return VoiceState(latents, self.flow_lm.prefill(latents, None))
 
-    @torch.no_grad()
-    def stream(
-        self,
-        text: str,
-        voice: VoiceState,
-        cfg_scale: float = 1.0,
-        temperature: float = 0.3,
-        noise_clamp: float | None = None,
-        eos_threshold: float = -4.0,
-        frames_after_eos: int | None = None,
-        max_tokens: int = 50,
-        seed: int = 0,
-    ) -> Iterator[torch.Tensor]:
-        """Yield waveform chunks ``[frame_size]`` (80 ms) as the frames are generated."""
-        generator = torch.Generator().manual_seed(seed)
-        decoder = self.vae.init_state(1)
+    def _chunks(self, text: str, max_tokens: int, frames_after_eos: int | None) -> list[_Chunk]:
+        chunks = []
         for chunk in split_text(prepare_text(text), self.tokenizer, max_tokens):
             tokens = torch.tensor(self.tokenizer.encode(chunk), dtype=torch.long)
-            conditioned = self.flow_lm.prefill_text(copy_state(voice.backbone), tokens)
-            null = self.flow_lm.prefill(None, None) if cfg_scale != 1.0 else None
-            after_eos = (
+            after = (
                 frames_after_eos if frames_after_eos is not None else (5 if len(chunk.split()) <= 4 else 3)
             )
-            max_frames = math.ceil((len(tokens) / 3 + 2) * self.vae.frame_rate)
-            for latent in self.flow_lm.frames(
-                conditioned, null, max_frames, cfg_scale, temperature, noise_clamp, eos_threshold,
-                after_eos, generator=generator,
-            ):  # fmt: skip
-                yield self.vae.decode(latent[None], decoder)[0, 0]
+            chunks.append(_Chunk(tokens, math.ceil((len(tokens) / 3 + 2) * self.vae.frame_rate), after))
+        return chunks
+
+    @torch.no_grad()
+    def _latents(
+        self, text: str, voice: VoiceState, options: SynthesisOptions, eos: list[bool]
+    ) -> Iterator[torch.Tensor]:
+        """Raw latents ``[1, latent_dim]`` of one request, frame by frame; appends to ``eos`` whether
+        each chunk ended on EOS."""
+        generator = torch.Generator().manual_seed(options.seed)
+        guided = options.cfg_scale != 1.0
+        for chunk in self._chunks(text, options.max_tokens, options.frames_after_eos):
+            if guided:  # both passes in one batch; the voice prefix is read again
+                state = self.flow_lm.prefill_batch([(voice.latents, chunk.tokens)], with_null=True)
+            else:
+                state = self.flow_lm.prefill_text(copy_state(voice.backbone), chunk.tokens)
+            sampler = self.flow_lm.frames(
+                state,
+                chunk.max_frames,
+                generators=generator,
+                frames_after_eos=chunk.frames_after_eos,
+                **options.sampling(),
+            )
+            for frame in sampler:
+                yield frame.latents
+            eos.append(sampler.eos_steps[0] is not None)
+
+    @torch.no_grad()
+    def stream(self, text: str, voice: VoiceState, **options) -> Iterator[torch.Tensor]:
+        """Yield waveform chunks ``[frame_size]`` (80 ms) as the frames are generated
+        (``options``: the fields of ``SynthesisOptions``)."""
+        decoder = self.vae.init_state(1)
+        for latent in self._latents(text, voice, SynthesisOptions(**options), []):
+            yield self.vae.decode(latent[None], decoder)[0, 0]
+
+    @torch.no_grad()
+    def generate(self, text: str, voice: VoiceState, **options) -> Generation:
+        """One request, streamed internally: audio, latents and whether every chunk reached EOS."""
+        eos: list[bool] = []
+        decoder = self.vae.init_state(1)
+        latents, audio = [], []
+        for latent in self._latents(text, voice, SynthesisOptions(**options), eos):
+            latents.append(latent)
+            audio.append(self.vae.decode(latent[None], decoder)[0, 0])
+        return Generation.of(audio, latents, all(eos), self.flow_lm.latent_dim)
 
     def synthesize(self, text: str, voice: VoiceState, **options) -> torch.Tensor:
         """The whole waveform ``[T]`` at ``vae.sample_rate`` (``options``: those of ``stream``)."""
-        chunks = list(self.stream(text, voice, **options))
-        return torch.cat(chunks) if chunks else torch.zeros(0)
+        return self.generate(text, voice, **options).audio
+
+    @torch.no_grad()
+    def generate_batch(
+        self,
+        texts: Sequence[str],
+        voices: Sequence[VoiceState],
+        seeds: Sequence[int] | None = None,
+        **options,
+    ) -> list[Generation]:
+        """Several requests generated together (one backbone pass per frame for the whole batch).
+
+        Each request gets what ``generate`` would give it alone with seed ``seeds[i]`` (default:
+        the ``seed`` option for all), up to float rounding: request ``i``'s chunks are generated in
+        rounds (round ``r`` batches every request's ``r``-th chunk) with its own noise generator.
+        """
+        if len(texts) != len(voices):
+            raise ValueError(f"{len(texts)} texts but {len(voices)} voices")
+        opts = SynthesisOptions(**options)
+        seeds = list(seeds) if seeds is not None else [opts.seed] * len(texts)
+        generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+        plans = [self._chunks(text, opts.max_tokens, opts.frames_after_eos) for text in texts]
+        latents: list[list[torch.Tensor]] = [[] for _ in texts]
+        eos: list[list[bool]] = [[] for _ in texts]
+        for round_ in range(max(len(plan) for plan in plans)):
+            members = [i for i, plan in enumerate(plans) if round_ < len(plan)]
+            chunks = [plans[i][round_] for i in members]
+            state = self.flow_lm.prefill_batch(
+                [(voices[i].latents, c.tokens) for i, c in zip(members, chunks)],
+                with_null=opts.cfg_scale != 1.0,
+            )
+            sampler = self.flow_lm.frames(
+                state, [c.max_frames for c in chunks], frames_after_eos=[c.frames_after_eos for c in chunks],
+                generators=[generators[i] for i in members], **opts.sampling(),
+            )  # fmt: skip
+            for frame in sampler:
+                for row, i in enumerate(members):
+                    if frame.emitting[row]:
+                        latents[i].append(frame.latents[row : row + 1])
+            for row, i in enumerate(members):
+                eos[i].append(sampler.eos_steps[row] is not None)
+        return [self._decode(frames, all(ended)) for frames, ended in zip(latents, eos)]
+
+    def _decode(self, latents: list[torch.Tensor], eos_reached: bool) -> Generation:
+        stacked = torch.cat(latents) if latents else torch.zeros(0, self.flow_lm.latent_dim)
+        audio = self.vae.decode(stacked[None])[0, 0] if latents else torch.zeros(0)
+        return Generation(audio, stacked, eos_reached)
+
+
+@dataclass
+class _Chunk:
+    tokens: torch.Tensor  # [L]
+    max_frames: int
+    frames_after_eos: int
+
+
+@dataclass
+class SynthesisOptions:
+    """Generation knobs (Pocket TTS's defaults); ``frames_after_eos=None`` uses its guess (5 frames
+    after EOS for chunks of at most 4 words, else 3)."""
+
+    cfg_scale: float = 1.0
+    temperature: float = 0.3
+    noise_clamp: float | None = None
+    eos_threshold: float = -4.0
+    frames_after_eos: int | None = None
+    max_tokens: int = 50
+    seed: int = 0
+
+    def sampling(self) -> dict:
+        """The options ``FlowLM.frames`` takes as they are."""
+        return dict(cfg_scale=self.cfg_scale, temperature=self.temperature, noise_clamp=self.noise_clamp,
+                    eos_threshold=self.eos_threshold)  # fmt: skip
+
+
+@dataclass
+class Generation:
+    """One request's result: ``audio`` ``[T]``, raw ``latents`` ``[F, latent_dim]``, and whether every
+    text chunk ended on EOS (``False``: some chunk ran to its frame budget, usually a failure)."""
+
+    audio: torch.Tensor
+    latents: torch.Tensor
+    eos_reached: bool
+
+    @classmethod
+    def of(cls, audio: list[torch.Tensor], latents: list[torch.Tensor], eos_reached: bool, latent_dim: int):
+        return cls(
+            torch.cat(audio) if audio else torch.zeros(0),
+            torch.cat(latents) if latents else torch.zeros(0, latent_dim),
+            eos_reached,
+        )

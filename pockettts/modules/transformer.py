@@ -40,7 +40,14 @@ class LayerScale(nn.Module):
 
 
 class StreamingMultiheadAttention(StreamingModule):
-    """Causal self-attention with RoPE; bias-free packed ``in_proj`` (q, k, v) and ``out_proj``."""
+    """Causal self-attention with RoPE; bias-free packed ``in_proj`` (q, k, v) and ``out_proj``.
+
+    A stream keeps its keys (already rotated) and values in buffers that grow by doubling, so a step
+    writes in place instead of re-concatenating the whole past; with a bounded window the buffer is
+    compacted to the last ``context - 1`` positions when it fills. ``valid`` marks real positions:
+    a batch of streams whose prefixes differ in length is left-padded with invalid slots (RoPE
+    only sees position differences, so a row's padding does not change its result).
+    """
 
     def __init__(
         self, d_model: int, num_heads: int, context: int | None = None, max_period: float = 10_000.0
@@ -58,30 +65,72 @@ class StreamingMultiheadAttention(StreamingModule):
     def init_own_state(self, batch_size: int, device: torch.device) -> State:
         empty = torch.zeros(batch_size, self.num_heads, 0, self.head_dim, device=device)
         return {
-            "keys": empty,
+            "keys": empty,  # [B, H, capacity, Dh]; slots [0, length) are filled
             "values": empty.clone(),
-            "offset": torch.zeros((), dtype=torch.long, device=device),
+            "valid": torch.zeros(batch_size, 0, dtype=torch.bool, device=device),  # [B, capacity]
+            "length": torch.zeros((), dtype=torch.long, device=device),
+            "offset": torch.zeros((), dtype=torch.long, device=device),  # stream position (RoPE)
         }
 
-    def forward(self, x: torch.Tensor, state: State | None = None) -> torch.Tensor:
-        """``[B, T, D]`` -> ``[B, T, D]``; with a state, ``x`` continues the stream at its offset."""
+    def _reserve(self, state: State, new: int, like: torch.Tensor) -> int:
+        """Make room for ``new`` slots after the filled ones; returns where they start."""
+        length, capacity = int(state["length"]), state["keys"].shape[2]
+        if length + new > capacity and self.context is not None and length > self.context - 1:
+            keep = self.context - 1  # older keys are outside every future query's window
+            for name in ("keys", "values"):
+                state[name][:, :, :keep] = state[name][:, :, length - keep : length].clone()
+            state["valid"][:, :keep] = state["valid"][:, length - keep : length].clone()
+            length = keep
+        if length + new > capacity or state["keys"].dtype != like.dtype:
+            grown = max(length + new, 2 * capacity, 16)
+            batch = like.shape[0]
+            keys = like.new_zeros(batch, self.num_heads, grown, self.head_dim)
+            values = like.new_zeros(batch, self.num_heads, grown, self.head_dim)
+            valid = torch.zeros(batch, grown, dtype=torch.bool, device=like.device)
+            keys[:, :, :length] = state["keys"][:, :, :length]
+            values[:, :, :length] = state["values"][:, :, :length]
+            valid[:, :length] = state["valid"][:, :length]
+            state["keys"], state["values"], state["valid"] = keys, values, valid
+        return length
+
+    def forward(
+        self, x: torch.Tensor, state: State | None = None, valid: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``[B, T, D]`` -> ``[B, T, D]``; with a state, ``x`` continues the stream at its offset.
+
+        ``valid`` ``[B, T]`` (streaming only) marks padding in ``x`` that no later query may see.
+        """
         batch, length, _ = x.shape
         q, k, v = self.in_proj(x).view(batch, length, 3, self.num_heads, self.head_dim).unbind(dim=2)
         offset = 0 if state is None else int(state["offset"])
         q = apply_rope(q, offset, self.max_period).transpose(1, 2)  # [B, H, T, Dh]
         k = apply_rope(k, offset, self.max_period).transpose(1, 2)
         v = v.transpose(1, 2)
-        if state is not None:
-            k = torch.cat([state["keys"].to(k.dtype), k], dim=2)
-            v = torch.cat([state["values"].to(v.dtype), v], dim=2)
-            keep = k.shape[2] if self.context is None else min(k.shape[2], self.context - 1)
-            state["keys"], state["values"] = k[:, :, k.shape[2] - keep :], v[:, :, v.shape[2] - keep :]
-            state["offset"] = state["offset"] + length
-        if state is None and self.context is None:
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        if state is None:
+            if self.context is None:
+                out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            else:
+                mask = local_causal_mask(length, length, self.context, x.device)
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            return self.out_proj(out.transpose(1, 2).reshape(batch, length, -1))
+        start = self._reserve(state, length, k)
+        end = start + length
+        state["keys"][:, :, start:end] = k
+        state["values"][:, :, start:end] = v
+        state["valid"][:, start:end] = True if valid is None else valid
+        state["length"] = state["length"].new_tensor(end)
+        state["offset"] = state["offset"] + length
+        keys, values, seen = state["keys"][:, :, :end], state["values"][:, :, :end], state["valid"][:, :end]
+        windowed = self.context is not None and end > self.context
+        if length == 1 and not windowed and bool(seen.all()):
+            out = F.scaled_dot_product_attention(q, keys, values)  # one query sees every key
         else:
-            mask = local_causal_mask(length, k.shape[2], self.context, x.device)
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            mask = local_causal_mask(length, end, self.context, x.device)
+            # A padded query still sees itself, so no softmax row is empty (NaNs would leak on).
+            own = torch.zeros(length, end, dtype=torch.bool, device=x.device)
+            own[:, start:] = torch.eye(length, dtype=torch.bool, device=x.device)
+            mask = mask & (seen[:, None, None, :] | own)
+            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
         return self.out_proj(out.transpose(1, 2).reshape(batch, length, -1))
 
 
@@ -106,8 +155,11 @@ class StreamingTransformerLayer(StreamingModule):
         self.layer_scale_1 = nn.Identity() if layer_scale is None else LayerScale(d_model, layer_scale)
         self.layer_scale_2 = nn.Identity() if layer_scale is None else LayerScale(d_model, layer_scale)
 
-    def forward(self, x: torch.Tensor, state: State | None = None) -> torch.Tensor:
-        x = x + self.layer_scale_1(self.self_attn(self.norm1(x), child_state(state, "self_attn")))
+    def forward(
+        self, x: torch.Tensor, state: State | None = None, valid: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        attended = self.self_attn(self.norm1(x), child_state(state, "self_attn"), valid)
+        x = x + self.layer_scale_1(attended)
         update = self.linear2(F.gelu(self.linear1(self.norm2(x)), approximate="tanh"))
         return x + self.layer_scale_2(update)
 
@@ -131,9 +183,12 @@ class StreamingTransformer(StreamingModule):
             for _ in range(num_layers)
         )
 
-    def forward(self, x: torch.Tensor, state: State | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, state: State | None = None, valid: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``valid`` ``[B, T]``: see ``StreamingMultiheadAttention.forward``."""
         for index, layer in enumerate(self.layers):
-            x = layer(x, child_state(state, f"layers.{index}"))
+            x = layer(x, child_state(state, f"layers.{index}"), valid)
         return x
 
 
