@@ -67,15 +67,58 @@ def test_resume_continues_at_the_same_position(make):
     assert list(resumed) != full
 
 
-def test_ranks_get_disjoint_equal_shares():
+@pytest.mark.parametrize("replicas, accumulate", [(3, 1), (2, 2), (1, 4)])
+def test_ranks_and_accumulation_split_the_same_global_batches(replicas, accumulate):
+    """Whatever the devices x accumulation split, one optimizer step sees the global batch the
+    single-process sampler makes, in equal shares of similar lengths."""
     durations = _durations()
-    shards = [_sampler(durations, num_replicas=3, rank=r) for r in range(3)]
-    batches = [list(s) for s in shards]
-    assert len({len(b) for b in batches}) == 1
-    ids = [i for rank in batches for b in rank for i in b]
-    assert len(ids) == len(set(ids))
+    shares = replicas * accumulate
+
+    def sampler(**kwargs):
+        return DurationBucketSampler(
+            durations, max_frames=600 * shares, max_batch_size=12, pool_size=128, seed=3, **kwargs
+        )
+
+    whole = sampler(accumulate=shares)  # one process, all shares as micro-batches
+    per_rank = [list(sampler(num_replicas=replicas, rank=r, accumulate=accumulate)) for r in range(replicas)]
+    assert len({len(b) for b in per_rank}) == 1  # equal batch counts, or collectives would hang
+    micro = list(whole)
+    steps = len(micro) // shares
+    for step in range(steps):
+        expected = micro[step * shares : (step + 1) * shares]
+        got = [b for rank in per_rank for b in rank[step * accumulate : (step + 1) * accumulate]]
+        assert got == expected
+        assert len({len(b) for b in got}) == 1  # the same number of rows on every device
+        assert all(len(b) * max(whole.frames[i] for i in b) <= 600 for b in got)  # each share fits
+        assert len(sum(got, [])) <= 12
+    ids = [i for rank in per_rank for b in rank for i in b]
+    assert len(ids) == len(set(ids)) and len(ids) > 0.95 * len(durations)
     with pytest.raises(ValueError, match="rank 3 is outside"):
-        _sampler(durations, num_replicas=3, rank=3)
+        sampler(num_replicas=3, rank=3)
+    with pytest.raises(ValueError, match="does not split evenly into 5 device"):
+        DurationBucketSampler(durations, max_frames=10_000, max_batch_size=12, num_replicas=5)
+
+
+def test_fixed_size_global_batches_split_into_shares():
+    whole = list(FixedSizeBatchSampler(22, batch_size=8, seed=5))
+    ranks = [list(FixedSizeBatchSampler(22, batch_size=8, seed=5, num_replicas=2, rank=r)) for r in range(2)]
+    for step, batch in enumerate(whole):
+        assert ranks[0][step] == batch[0::2] and ranks[1][step] == batch[1::2]
+    assert len(ranks[0]) == len(ranks[1]) == 3 and len(ranks[0][2]) == 3  # the last 6 items, 3 each
+    with pytest.raises(ValueError, match="batch_size 8 .* does not split evenly into 3 device"):
+        FixedSizeBatchSampler(22, batch_size=8, num_replicas=3)
+
+
+def test_resume_state_counts_global_batches():
+    sampler = FixedSizeBatchSampler(40, batch_size=4, seed=1, accumulate=2)
+    full = list(sampler)
+    iterator = iter(sampler)
+    seen = [next(iterator) for _ in range(5)]  # 2.5 optimizer steps
+    state = sampler.state_dict()
+    assert state["batches_done"] == 2  # the interrupted step restarts from its first micro-batch
+    resumed = FixedSizeBatchSampler(40, batch_size=4, seed=1, accumulate=2)
+    resumed.load_state_dict(state)
+    assert seen[:4] + list(resumed) == full
 
 
 def test_item_longer_than_budget_is_named():

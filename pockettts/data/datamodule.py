@@ -1,9 +1,14 @@
 """LightningDataModules over manifests: crops for the VAE, bucketed utterances and prompt/target
 examples from cached latents for the TTS stages.
 
-Both build the offline demo corpus in ``prepare_data`` when configured with ``demo``, shard
+Both build the offline demo corpus in ``prepare_data`` when configured with ``demo``, split
 batches across ranks themselves (set the trainer's ``use_distributed_sampler: false``), and save
 their position in checkpoints so a resumed run continues with exactly the next batch.
+
+Batch sizes and frame budgets are *global*: what one optimizer step sees over all devices and
+accumulation steps. Each device takes ``1 / (devices x accumulation)`` of every global batch
+(``pockettts.data.batching``), so changing the GPU count or the accumulation keeps the optimisation
+the same and only changes the memory per device.
 """
 
 from __future__ import annotations
@@ -25,6 +30,15 @@ from pockettts.data.synthetic import DemoCorpusConfig, build_demo_corpus
 from pockettts.text import Tokenizer, train_tokenizer
 
 log = logging.getLogger(__name__)
+
+
+def micro_batches_per_step(trainer: L.Trainer) -> int:
+    """Gradient-accumulation steps of a fit: Lightning's for automatic optimisation, the module's
+    own ``accumulate_grad_batches`` for manual optimisation (which Lightning does not accumulate)."""
+    module = trainer.lightning_module
+    if module is None or module.automatic_optimization:
+        return trainer.accumulate_grad_batches
+    return getattr(module, "accumulate_grad_batches", 1)
 
 
 class ManifestDataModule(L.LightningDataModule):
@@ -86,9 +100,22 @@ class ManifestDataModule(L.LightningDataModule):
             self.train_set = self._make_dataset(self.train_manifest, train=True)
             self.valid_set = self._make_dataset(self.valid_manifest, train=False)
 
-    def _replicas(self) -> tuple[int, int]:
+    def _split(self) -> dict[str, int]:
+        """``num_replicas``, ``rank`` and ``accumulate`` (micro-batches per optimizer step) of the
+        trainer running this module: how each global batch is split."""
         trainer = getattr(self, "trainer", None)
-        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        if trainer is None:
+            return {"num_replicas": 1, "rank": 0, "accumulate": 1}
+        return {
+            "num_replicas": trainer.world_size,
+            "rank": trainer.global_rank,
+            "accumulate": micro_batches_per_step(trainer),
+        }
+
+    def describe_batch(self, world_size: int, accumulate: int) -> str:
+        """The global batch and each device's share of it, for the log; raises ``ValueError`` if
+        the global batch cannot be split evenly."""
+        raise NotImplementedError
 
     def _loader(self, dataset: ManifestDataset, sampler: EpochBatchSampler) -> DataLoader:
         return DataLoader(
@@ -129,7 +156,7 @@ class ManifestDataModule(L.LightningDataModule):
 
 
 class CropDataModule(ManifestDataModule):
-    """Fixed-length random crops in fixed-size batches (VAE training)."""
+    """Fixed-length random crops in fixed-size batches (VAE training); ``batch_size`` is global."""
 
     def __init__(
         self,
@@ -148,21 +175,35 @@ class CropDataModule(ManifestDataModule):
         return AudioCropDataset(manifest, crop, self.sample_rate, self.seed, random_crop=train)
 
     def _make_sampler(self, dataset: ManifestDataset, train: bool) -> EpochBatchSampler:
-        replicas, rank = self._replicas()
         return FixedSizeBatchSampler(
             len(dataset),
             self.batch_size,
             shuffle=train,
             seed=self.seed,
-            num_replicas=replicas,
-            rank=rank,
             drop_last=train,
             tag_epoch=True,
+            **self._split(),
+        )
+
+    def describe_batch(self, world_size: int, accumulate: int) -> str:
+        shares = world_size * accumulate
+        if self.batch_size % shares:
+            raise ValueError(
+                f"data.batch_size={self.batch_size} (the global batch) does not split evenly into "
+                f"{world_size} device(s) x {accumulate} accumulation step(s); change one of them"
+            )
+        return (
+            f"global batch {self.batch_size} crops of {self.crop_seconds:g} s = {world_size} device(s) "
+            f"x {accumulate} micro-batch(es) of {self.batch_size // shares}"
         )
 
 
 class UtteranceDataModule(ManifestDataModule):
-    """Whole utterances in duration-bucketed batches under a frame budget (TTS stages)."""
+    """Whole utterances in duration-bucketed batches under a frame budget (TTS stages).
+
+    ``max_frames`` (padded frames, ``rows x longest``) and ``max_batch_size`` (rows) bound the global
+    batch; each device's share is bounded by ``max_frames / (devices x accumulation)``.
+    """
 
     def __init__(
         self,
@@ -184,7 +225,6 @@ class UtteranceDataModule(ManifestDataModule):
         return UtteranceDataset(manifest, self.sample_rate)
 
     def _make_sampler(self, dataset: ManifestDataset, train: bool) -> EpochBatchSampler:
-        replicas, rank = self._replicas()
         return DurationBucketSampler(
             dataset.durations,
             self.max_frames,
@@ -194,9 +234,24 @@ class UtteranceDataModule(ManifestDataModule):
             shuffle=train,
             ids=[item.id for item in dataset.items],
             seed=self.seed,
-            num_replicas=replicas,
-            rank=rank,
             tag_epoch=self.tag_epoch,
+            **self._split(),
+        )
+
+    def describe_batch(self, world_size: int, accumulate: int) -> str:
+        shares = world_size * accumulate
+        rows = self.max_batch_size
+        if rows is not None and rows % shares:
+            raise ValueError(
+                f"data.max_batch_size={rows} (rows per global batch) does not split evenly into "
+                f"{world_size} device(s) x {accumulate} accumulation step(s); change one of them"
+            )
+        row_cap = "" if rows is None else f"<= {rows} rows, "
+        share_cap = "" if rows is None else f"<= {rows // shares} rows, "
+        return (
+            f"global batch {row_cap}<= {self.max_frames} padded frames "
+            f"({self.max_frames / self.frame_rate:.0f} s) = {world_size} device(s) x {accumulate} "
+            f"micro-batch(es) of {share_cap}<= {self.max_frames // shares} frames"
         )
 
 

@@ -1,6 +1,7 @@
 """The manual optimisation step the backbone stages share (teacher training and distillation):
-one AdamW-style optimizer with a warm-up + cosine schedule, a non-finite guard, gradient clipping,
-EMA, per-step re-seeding for exact resume, and the EMA/guard state in checkpoints."""
+one AdamW-style optimizer with a warm-up + cosine schedule, gradient accumulation, a non-finite
+guard, gradient clipping, EMA, per-micro-batch re-seeding for exact resume, and the EMA/guard state
+in checkpoints."""
 
 from __future__ import annotations
 
@@ -16,6 +17,11 @@ class GuardedOptimizationMixin:
     ``ema`` (over ``self.<ema_module_name>``) and ``seed``; ``checkpoint_key`` names their state."""
 
     checkpoint_key = "training_state"
+    # Micro-batches per optimizer step. Lightning accumulates only under automatic optimisation, so
+    # pockettts.training.run moves trainer.accumulate_grad_batches here.
+    accumulate_grad_batches: int = 1
+    _micro_batch: int = 0  # index of the current micro-batch within its optimizer step
+    _step_ok: bool = True  # no micro-batch of the current step had a non-finite loss
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in getattr(self, self.ema_module_name).parameters() if p.requires_grad]
@@ -26,18 +32,53 @@ class GuardedOptimizationMixin:
         schedule = WarmupCosine(**{"total_steps": max_steps, **self.lr_schedule})
         return [optimizer], [torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)]
 
+    def on_train_epoch_start(self) -> None:
+        # Epochs hold whole optimizer steps (the batch samplers split global batches), so a step
+        # never spans two epochs; restart the count in case a resumed epoch ended early.
+        self._micro_batch = 0
+
     def seed_step(self) -> None:
-        """Every random draw of a step is a function of (seed, step, rank): resume is exact."""
-        torch.manual_seed(self.seed + 1_000_003 * self.global_step + 7_919 * self.global_rank)
+        """Every random draw of a micro-batch is a function of (seed, step, share), where the share
+        ``rank x accumulate + micro-batch`` is that micro-batch's part of the global batch (see
+        pockettts.data.batching): resume is exact, and N devices draw what one device accumulating
+        N micro-batches draws."""
+        share = self.global_rank * self.accumulate_grad_batches + self._micro_batch
+        torch.manual_seed(self.seed + 1_000_003 * self.global_step + 7_919 * share)
+
+    def finite_on_all_ranks(self, loss: torch.Tensor) -> bool:
+        """Whether ``loss`` is finite on every rank (the guard reports it if not). Ranks must agree
+        to skip a step, or the others would wait forever in the gradient all-reduce."""
+        finite = bool(torch.isfinite(loss).all())
+        if self.trainer.strategy.reduce_boolean_decision(finite, all=True):
+            return True
+        if finite:
+            self.guard.ok(loss.new_tensor(float("nan")), "the loss on another rank", self.global_step)
+        else:
+            self.guard.ok(loss, "loss", self.global_step)
+        return False
 
     def guarded_step(self, loss: torch.Tensor) -> float | None:
-        """Backward, clip and step unless the loss or the gradient norm is not finite (then skip and
-        report); updates the schedule and the EMA. Returns the gradient norm of a taken step."""
+        """Backward ``loss / accumulate``; on the step's last micro-batch, clip and step unless a
+        loss (on any rank) or the gradient norm was not finite (then skip and report). Updates the
+        schedule and the EMA. Returns the gradient norm of a taken step."""
         optimizer, scheduler = self.optimizers(), self.lr_schedulers()
-        optimizer.zero_grad(set_to_none=True)
-        if not self.guard.ok(loss, "loss", self.global_step):
+        accumulate = self.accumulate_grad_batches
+        last = self._micro_batch == accumulate - 1
+        if self._micro_batch == 0:
+            optimizer.zero_grad(set_to_none=True)
+            self._step_ok = True
+        self._micro_batch = 0 if last else self._micro_batch + 1
+        if self._step_ok and not self.finite_on_all_ranks(loss):
+            self._step_ok = False
+        if self._step_ok:
+            # Gradients are all-reduced once per optimizer step, on its last micro-batch.
+            with optimizer.toggle_model(sync_grad=last):
+                self.manual_backward(loss / accumulate)
+        if not last:
             return None
-        self.manual_backward(loss)
+        if not self._step_ok:
+            optimizer.zero_grad(set_to_none=True)
+            return None
         norm = torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), self.grad_clip)
         if not self.guard.ok(norm, "gradient norm", self.global_step):
             optimizer.zero_grad(set_to_none=True)

@@ -2,6 +2,11 @@
 
 Everything a run needs is built from its config with ``_target_``; the resolved config is written
 beside the run's outputs (``<output_dir>/config.yaml``) before anything else happens.
+
+Batch bookkeeping: the data config states the *global* batch (one optimizer step over all devices
+and accumulation steps); each device takes its share of it (``pockettts.data.batching``), so
+``trainer.devices``, ``trainer.num_nodes`` and ``trainer.accumulate_grad_batches`` change the memory
+per device, never the optimisation. The split is checked and logged before training starts.
 """
 
 from __future__ import annotations
@@ -42,14 +47,49 @@ def instantiate_dict(node: DictConfig | None, what: str) -> list:
     return objects
 
 
-def build_trainer(cfg: DictConfig) -> L.Trainer:
-    """The Lightning Trainer of ``cfg.trainer`` with the run's callbacks and loggers attached."""
+def build_trainer(cfg: DictConfig, **overrides) -> L.Trainer:
+    """The Lightning Trainer of ``cfg.trainer`` (with ``overrides``) and the run's callbacks and
+    loggers attached."""
     callbacks = instantiate_dict(cfg.get("callbacks"), "callbacks")
     loggers = instantiate_dict(cfg.get("logger"), "logger")
     plugins = [hydra.utils.instantiate(p) for p in cfg.trainer.get("plugins") or []]
     if not any(isinstance(p, CheckpointIO) for p in plugins):
         plugins.append(AtomicCheckpointIO())
-    return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins)
+    return hydra.utils.instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins, **overrides
+    )
+
+
+def take_accumulation(cfg: DictConfig, model: L.LightningModule) -> dict:
+    """Hand ``trainer.accumulate_grad_batches`` to a module with manual optimisation (Lightning
+    accumulates only automatic optimisation and refuses the setting otherwise); returns the
+    Trainer overrides that go with it."""
+    accumulate = int(cfg.trainer.get("accumulate_grad_batches") or 1)
+    if accumulate < 1:
+        raise ValueError(f"trainer.accumulate_grad_batches must be >= 1, got {accumulate}")
+    if model.automatic_optimization:
+        return {}
+    if accumulate > 1 and not hasattr(model, "accumulate_grad_batches"):
+        raise ValueError(
+            f"{type(model).__name__} optimises manually and does not accumulate gradients: set "
+            "trainer.accumulate_grad_batches=1 and lower the data's batch size instead"
+        )
+    if hasattr(model, "accumulate_grad_batches"):
+        model.accumulate_grad_batches = accumulate
+    return {"accumulate_grad_batches": 1}
+
+
+def log_batch_split(trainer: L.Trainer, datamodule: L.LightningDataModule, accumulate: int) -> str:
+    """Check that the data's global batch splits evenly over ``trainer.world_size`` devices and
+    ``accumulate`` micro-batches, and log the split (the effective batch); returns the line."""
+    describe = getattr(datamodule, "describe_batch", None)
+    if describe is None:
+        line = f"{trainer.world_size} device(s) x {accumulate} micro-batch(es) per optimizer step"
+    else:
+        line = describe(trainer.world_size, accumulate)
+    if trainer.is_global_zero:
+        log.info("effective batch per optimizer step: %s", line)
+    return line
 
 
 def fit(cfg: DictConfig) -> dict[str, float]:
@@ -63,7 +103,8 @@ def fit(cfg: DictConfig) -> dict[str, float]:
     L.seed_everything(cfg.seed, workers=True)
     datamodule = hydra.utils.instantiate(cfg.data)
     model = hydra.utils.instantiate(cfg.model)
-    trainer = build_trainer(cfg)
+    trainer = build_trainer(cfg, **take_accumulation(cfg, model))
+    log_batch_split(trainer, datamodule, int(cfg.trainer.get("accumulate_grad_batches") or 1))
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if cfg.get("run_test"):

@@ -1,0 +1,123 @@
+"""Data-parallel training on CPU: two DDP processes (gloo) train the tiny teacher exactly as one
+process that accumulates the same global batch in two micro-batches, and write one run directory.
+
+Why this comparison is exact rather than approximate: a global batch is split into the same two
+shares either way (``pockettts.data.batching``); every random draw of a micro-batch (CFG dropout,
+context noise, the head's noise and times) is seeded from (seed, step, share), not from the rank
+(``GuardedOptimizationMixin.seed_step``); and each share's loss is a mean over its own rows, which
+DDP averages over ranks exactly as accumulation averages ``loss / 2`` over micro-batches. What may
+differ is the order of floating-point additions in the gradient sum (DDP's bucketed all-reduce vs
+autograd accumulation), hence a tolerance of 1e-5 after a few AdamW steps, which is far below the
+size of the updates themselves (checked too, so an untrained model cannot pass).
+
+Compared against one process taking the whole global batch in a single micro-batch the runs would
+differ: the loss is a mean over the frames of a micro-batch, so two shares of unequal length weigh
+their frames differently than one pooled mean does.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pockettts.models.flow_lm import load_flow_lm
+from tests.conftest import CONFIG_DIR
+
+ROOT = Path(CONFIG_DIR).parent
+VOCAB = 48
+STEPS = 3
+
+
+def train(tmp_path: Path, corpus: Path, vae: Path, log_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+    """``train.py experiment=teacher_tiny`` for ``STEPS`` steps on the tiny corpus, with CFG
+    dropout, context noise (``ablation=noise_calm``) and the LSD head's distillation term on every
+    call, and without validation or audio samples."""
+    overrides = [
+        "experiment=teacher_tiny",
+        "ablation=noise_calm",
+        f"data.data_dir={corpus}",
+        "data.train_manifest=train.jsonl",
+        "data.valid_manifest=valid.jsonl",
+        f"data.vae={vae}",
+        f"data.cache_dir={tmp_path / 'latents'}",
+        f"data.tokenizer={tmp_path / 'tok' / 'tokenizer.model'}",
+        f"data.vocab_size={VOCAB}",
+        "data.max_frames=400",
+        "data.max_batch_size=8",
+        f"model.model.vocab_size={VOCAB}",
+        "model.model.latent_dim=8",
+        # The head draws whether to compute its distillation term from a per-call counter, and an
+        # accumulating process makes two calls per step where each rank makes one: always compute it.
+        "+model.model.head.distill_prob=1.0",
+        f"trainer.max_steps={STEPS}",
+        "trainer.limit_val_batches=0",
+        "trainer.log_every_n_steps=1",
+        "~callbacks.speech_samples",
+        "callbacks.model_checkpoint.every_n_train_steps=1",
+        f"paths.log_dir={log_dir}",
+        *extra,
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_") and k != "POCKETTTS_RUN_ID"}
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", WANDB_MODE="offline")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *overrides],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+def only_run_dir(log_dir: Path) -> Path:
+    runs = list((log_dir / "train" / "runs").iterdir())
+    assert len(runs) == 1, f"one run must write one directory, found {runs}"
+    return runs[0]
+
+
+def trained_weights(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(raw parameters of the last checkpoint, exported EMA weights)."""
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert checkpoint["global_step"] == STEPS
+    raw = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+    exported = load_flow_lm(run_dir / "export" / "teacher.safetensors").state_dict()
+    return raw, exported
+
+
+@pytest.mark.slow
+def test_two_ddp_processes_match_one_process_accumulating_the_same_global_batch(
+    tiny_corpus, tiny_vae, tmp_path
+):
+    vae = tiny_vae.save(tmp_path / "vae.safetensors")
+    train(tmp_path, tiny_corpus, vae, tmp_path / "ddp", "trainer=ddp_cpu",
+                "trainer.strategy=ddp_find_unused_parameters_true")  # fmt: skip
+    train(tmp_path, tiny_corpus, vae, tmp_path / "single", "trainer=cpu",
+                   "trainer.accumulate_grad_batches=2")  # fmt: skip
+
+    # Rank 1 (started by Lightning with its own Hydra) used rank 0's run directory, not a second,
+    # timestamped one.
+    ddp_run, single_run = only_run_dir(tmp_path / "ddp"), only_run_dir(tmp_path / "single")
+
+    # The effective batch is logged, the same global batch split two ways.
+    assert (
+        "global batch <= 8 rows, <= 400 padded frames (32 s) = 2 device(s) x 1 micro-batch(es) of <= 4 rows"
+        in (ddp_run / "train.log").read_text()
+    )
+    assert "= 1 device(s) x 2 micro-batch(es) of <= 4 rows" in (single_run / "train.log").read_text()
+
+    ddp_raw, ddp_ema = trained_weights(ddp_run)
+    single_raw, single_ema = trained_weights(single_run)
+    after_one_step = torch.load(ddp_run / "checkpoints" / "step_0000001.ckpt", weights_only=False)[
+        "state_dict"
+    ]
+    moved = max((ddp_raw[k] - after_one_step[f"model.{k}"]).abs().max().item() for k in ddp_raw)
+    assert moved > 1e-3, "training did not change the weights"
+    # Weights and float buffers (latent statistics); integer call counters differ by design (the
+    # accumulating process calls the head twice per step).
+    for ddp_state, single_state in ((ddp_raw, single_raw), (ddp_ema, single_ema)):
+        for name, tensor in ddp_state.items():
+            if tensor.is_floating_point():
+                torch.testing.assert_close(tensor, single_state[name], rtol=1e-5, atol=1e-5, msg=name)
