@@ -1,0 +1,155 @@
+"""Speaker similarity: pluggable speaker embedders and the cosine between their embeddings.
+
+SIM numbers are only comparable between runs that used the same embedder (``reference/peers.md``
+b.3), so every embedder carries a ``name`` that results should record.
+
+- ``"resemblyzer"`` (default): the GE2E encoder whose weights ship inside the ``resemblyzer`` wheel,
+  so it works offline; 256-d.
+- ``"wavlm_sv"``: Hugging Face ``WavLMForXVector`` (e.g. ``microsoft/wavlm-base-plus-sv``) from a
+  local directory; 512-d x-vectors, the embedder POCKET-T reports.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+
+from pockettts.audio import is_silent, loudness_normalize, resample, to_mono
+
+EMBEDDER_RATE = 16_000  # both embedders work on 16 kHz audio
+
+
+class SpeakerModelUnavailable(FileNotFoundError):
+    """The embedder's weights are not on this machine; the message says what to provide."""
+
+
+class SpeakerEmbedder(Protocol):
+    name: str
+
+    def embed(self, audio: torch.Tensor, sample_rate: int) -> torch.Tensor:
+        """Mono audio ``[T]`` (float, any rate) -> L2-normalised embedding ``[D]``.
+
+        Raises ``ValueError`` for empty or silent audio (see :func:`pockettts.audio.is_silent`).
+        """
+        ...
+
+
+def cosine_similarity(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Cosine of two embeddings ``[D]`` (normalised or not)."""
+    if a.shape != b.shape or a.dim() != 1:
+        raise ValueError(
+            f"expected two embeddings [D] of one size, got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
+    return float(F.cosine_similarity(a.float(), b.float(), dim=0))
+
+
+def _mono_16k(audio: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    """``[T]`` or ``[C, T]`` audio at any rate -> ``[T]`` float32 at 16 kHz; rejects empty input."""
+    if audio.dim() == 2:
+        audio = to_mono(audio)[0]
+    if audio.dim() != 1:
+        raise ValueError(f"expected audio [T] or [C, T], got shape {tuple(audio.shape)}")
+    if audio.numel() == 0:
+        raise ValueError("cannot embed empty audio")
+    audio = audio.detach().float().cpu()
+    if is_silent(audio[None], sample_rate):
+        # a silent output has no voice to compare; callers count it as a failure instead
+        raise ValueError("cannot embed silent audio (no 20 ms frame above -50 dBFS)")
+    return resample(audio, sample_rate, EMBEDDER_RATE)
+
+
+class ResemblyzerEmbedder:
+    """resemblyzer's GE2E voice encoder (weights shipped in its wheel).
+
+    Input is loudness-normalised (-23 LUFS), then resemblyzer's own preprocessing runs (webrtcvad
+    trimming of long pauses); audio with no voiced window is embedded untrimmed rather than rejected.
+    """
+
+    name = "resemblyzer"
+
+    def __init__(self, device: str = "cpu"):
+        from resemblyzer import VoiceEncoder
+
+        self.encoder = VoiceEncoder(device=device, verbose=False)
+
+    def embed(self, audio: torch.Tensor, sample_rate: int) -> torch.Tensor:
+        from resemblyzer import preprocess_wav
+        from resemblyzer.audio import normalize_volume
+        from resemblyzer.hparams import audio_norm_target_dBFS
+
+        # one loudness for every input, so SIM does not depend on how loud the model speaks
+        wav = (
+            loudness_normalize(_mono_16k(audio, sample_rate)[None], EMBEDDER_RATE)[0].clamp(-1.0, 1.0).numpy()
+        )
+        trimmed = preprocess_wav(wav)  # already at its 16 kHz, so no source_sr: no second resampling
+        if trimmed.size < EMBEDDER_RATE // 10:
+            trimmed = normalize_volume(wav, audio_norm_target_dBFS, increase_only=True)
+        embedding = torch.from_numpy(self.encoder.embed_utterance(trimmed)).float()
+        return F.normalize(embedding, dim=0)
+
+
+class WavLMXVectorEmbedder:
+    """``transformers.WavLMForXVector`` from a local directory (``config.json``, weights and
+    ``preprocessor_config.json``, as in ``microsoft/wavlm-base-plus-sv``)."""
+
+    name = "wavlm_sv"
+
+    def __init__(self, checkpoint: str | Path, device: str = "cpu"):
+        from transformers import AutoFeatureExtractor, WavLMForXVector
+
+        folder = Path(checkpoint)
+        self.device = torch.device(device)
+        self.extractor = AutoFeatureExtractor.from_pretrained(folder, local_files_only=True)
+        self.model = WavLMForXVector.from_pretrained(folder, local_files_only=True).to(self.device).eval()
+        if getattr(self.extractor, "sampling_rate", EMBEDDER_RATE) != EMBEDDER_RATE:
+            raise ValueError(
+                f"{folder}: expected a 16 kHz feature extractor, got {self.extractor.sampling_rate}"
+            )
+
+    @torch.inference_mode()
+    def embed(self, audio: torch.Tensor, sample_rate: int) -> torch.Tensor:
+        wav = _mono_16k(audio, sample_rate).numpy()
+        inputs = self.extractor(wav, sampling_rate=EMBEDDER_RATE, return_tensors="pt")
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        embedding = self.model(**inputs).embeddings[0].float().cpu()
+        return F.normalize(embedding, dim=0)
+
+
+def _checked_hf_folder(name: str, checkpoint: str | Path | None) -> Path:
+    hint = (
+        f"speaker embedder {name!r} needs checkpoint=<local directory of microsoft/wavlm-base-plus-sv "
+        "(config.json, model weights, preprocessor_config.json)>; no installable package ships these "
+        "weights, so download them where a network exists"
+    )
+    if checkpoint is None:
+        raise SpeakerModelUnavailable(hint)
+    folder = Path(checkpoint)
+    if not (folder / "config.json").is_file():
+        raise SpeakerModelUnavailable(f"{folder} has no config.json: {hint}")
+    return folder
+
+
+EMBEDDERS = ("resemblyzer", "wavlm_sv")
+
+
+@functools.cache
+def _resemblyzer(device: str) -> ResemblyzerEmbedder:
+    return ResemblyzerEmbedder(device)
+
+
+def build_speaker_embedder(
+    name: str = "resemblyzer", checkpoint: str | None = None, device: str = "cpu"
+) -> SpeakerEmbedder:
+    """The speaker embedder called ``name`` (see the module docstring); ``checkpoint`` for those whose
+    weights are not shipped. resemblyzer is loaded once per process and shared."""
+    if name == "resemblyzer":
+        if checkpoint is not None:
+            raise ValueError("resemblyzer uses the weights in its package; do not pass a checkpoint")
+        return _resemblyzer(device)
+    if name == "wavlm_sv":
+        return WavLMXVectorEmbedder(_checked_hf_folder(name, checkpoint), device)
+    raise ValueError(f"unknown speaker embedder {name!r}; choose one of {', '.join(EMBEDDERS)}")
