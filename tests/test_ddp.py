@@ -1,5 +1,6 @@
 """Data-parallel training on CPU: two DDP processes (gloo) train the tiny teacher exactly as one
-process that accumulates the same global batch in two micro-batches, and write one run directory.
+process that accumulates the same global batch in two micro-batches, and write one run directory;
+the effective-batch bookkeeping of ``pockettts.training.run``.
 
 Why this comparison is exact rather than approximate: a global batch is split into the same two
 shares either way (``pockettts.data.batching``); every random draw of a micro-batch (CFG dropout,
@@ -22,10 +23,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
+from omegaconf import DictConfig, OmegaConf
 
-from pockettts.models.flow_lm import load_flow_lm
+from pockettts.data.datamodule import CropDataModule, UtteranceDataModule
+from pockettts.models.flow_lm import FlowLM, load_flow_lm
+from pockettts.training.run import log_batch_split, take_accumulation
+from pockettts.training.teacher_module import TeacherTrainingModule
+from pockettts.training.vae_module import VAETrainingModule
 from tests.conftest import CONFIG_DIR
 
 ROOT = Path(CONFIG_DIR).parent
@@ -121,3 +128,39 @@ def test_two_ddp_processes_match_one_process_accumulating_the_same_global_batch(
         for name, tensor in ddp_state.items():
             if tensor.is_floating_point():
                 torch.testing.assert_close(tensor, single_state[name], rtol=1e-5, atol=1e-5, msg=name)
+
+
+def _trainer_config(**trainer) -> DictConfig:
+    return OmegaConf.create({"trainer": {"_target_": "lightning.Trainer", **trainer}})
+
+
+def test_batch_split_is_checked_and_logged_before_training(tiny_corpus):
+    data = UtteranceDataModule(
+        data_dir=str(tiny_corpus), train_manifest="train.jsonl", valid_manifest="valid.jsonl",
+        max_frames=1200, max_batch_size=12,
+    )  # fmt: skip
+    two_cpus = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False)
+    assert log_batch_split(two_cpus, data, accumulate=3) == (
+        "global batch <= 12 rows, <= 1200 padded frames (96 s) = 2 device(s) x 3 micro-batch(es) "
+        "of <= 2 rows, <= 200 frames"
+    )
+    with pytest.raises(ValueError, match=r"max_batch_size=12 .* into 2 device\(s\) x 4 accumulation"):
+        log_batch_split(two_cpus, data, accumulate=4)
+    crops = CropDataModule(data_dir=str(tiny_corpus), train_manifest="train.jsonl",
+                           valid_manifest="valid.jsonl", batch_size=6, crop_seconds=1.0)  # fmt: skip
+    with pytest.raises(ValueError, match=r"batch_size=6 .* into 2 device\(s\) x 2 accumulation"):
+        log_batch_split(two_cpus, crops, accumulate=2)
+
+
+def test_manual_optimisation_modules_take_the_accumulation_or_refuse_it(tiny_vae):
+    config = _trainer_config(accumulate_grad_batches=4)
+    model = FlowLM(d_model=32, num_heads=4, num_layers=1, dim_feedforward=64, vocab_size=VOCAB,
+                   latent_dim=8, head={"kind": "lsd", "dim": 32, "depth": 1})  # fmt: skip
+    teacher = TeacherTrainingModule(model=model, optimizer=torch.optim.AdamW)
+    # Lightning refuses accumulate_grad_batches with manual optimisation: the module does it.
+    assert take_accumulation(config, teacher) == {"accumulate_grad_batches": 1}
+    assert teacher.accumulate_grad_batches == 4
+    vae = VAETrainingModule(vae=tiny_vae, discriminator=None, generator_optimizer=torch.optim.Adam)
+    with pytest.raises(ValueError, match="VAETrainingModule optimises manually and does not accumulate"):
+        take_accumulation(config, vae)
+    assert take_accumulation(_trainer_config(), vae) == {"accumulate_grad_batches": 1}
