@@ -51,9 +51,31 @@ class DistillConfig(TrainConfig):
 
 @dataclass
 class EvalConfig(RunConfig):
+    """``eval.py``: the knobs of ``pockettts.eval.runner`` (documented in ``configs/eval.yaml``)."""
+
     task_name: str = "eval"
+    seed: int = 0
     checkpoint: str = "???"
+    vae: str | None = None
     testset: str = "demo"
+    testset_options: dict[str, Any] = field(default_factory=dict)
+    max_items: int | None = None
+    results_root: str = "logs/eval"
+    whisper: str = "checkpoints/whisper/tiny.en.pt"
+    language: str | None = "en"
+    beam_size: int | None = None
+    asr_batch_size: int = 16
+    normalizers: list[str] = field(default_factory=lambda: ["whisper", "plain"])
+    speaker_embedder: str | None = "resemblyzer"
+    speaker_checkpoint: str | None = None
+    quality_scorer: str | None = "dnsmos"
+    max_voice_seconds: float = 30.0
+    cfg_scale: float = 1.0
+    temperature: float = 0.3
+    noise_clamp: float | None = None
+    eos_threshold: float = -4.0
+    frames_after_eos: int | None = None
+    max_tokens: int = 50
 
 
 @dataclass

@@ -31,6 +31,7 @@ def _result(tmp_path: Path, name: str, wer: float, **knobs) -> dict:
             "normalizers": ["whisper", "plain"]}  # fmt: skip
     result = {
         "results_dir": str(tmp_path / name),
+        "quality_primary": "dnsmos_ovrl",
         "knobs": {**base, **knobs},
         "summary": {
             "items": 4,
@@ -39,7 +40,8 @@ def _result(tmp_path: Path, name: str, wer: float, **knobs) -> dict:
             "cer_whisper": wer / 2,
             "sim_prompt": 0.5,
             "sim_reference": None,
-            "quality_ovrl": 2.5,
+            "quality_dnsmos_ovrl": 2.5,
+            "quality_dnsmos_sig": 3.0,
             "silent": 0,
             "no_eos": 1,
             "missing": 0,
@@ -65,7 +67,9 @@ def test_varying_knobs_baseline_and_table(tmp_path):
     table = markdown_table(results, {"cfg_scale": "1"})
     lines = table.splitlines()
     assert lines[0].startswith("Fixed: testset demo, noise level 0, checkpoint student")
-    assert lines[2].startswith("| CFG | temp. | items | WER-P % | WER-W % | CER-W % | SIM-o | Q ovrl |")
+    assert lines[2].startswith(
+        "| CFG | temp. | items | WER-P % | WER-W % | CER-W % | SIM-o | dnsmos ovrl | silent |"
+    )
     assert "SIM-r" not in lines[2]  # no result has a reference similarity
     rows = [line for line in lines if line.startswith(("| 1 |", "| 2 |"))]
     assert len(rows) == 4 and rows[0].split("|")[4].strip() == "31.00"  # WER-P of the first row in %

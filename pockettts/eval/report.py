@@ -22,10 +22,14 @@ from pathlib import Path
 from typing import Any
 
 # Knobs in the order tables and defaults consider them; any other knob follows.
-KNOB_ORDER = ["testset", "context_noise", "checkpoint", "step", "ema", "cfg_scale", "temperature",
-              "eos_threshold", "noise_clamp", "seed", "asr"]  # fmt: skip
-KNOB_LABELS = {"cfg_scale": "CFG", "temperature": "temp.", "eos_threshold": "EOS thr.",
-               "context_noise": "noise level", "noise_clamp": "noise clamp"}  # fmt: skip
+KNOB_ORDER = [
+    "testset", "context_noise", "checkpoint", "checkpoint_sha", "step", "ema", "cfg_scale", "temperature",
+    "eos_threshold", "noise_clamp", "seed", "asr",
+]  # fmt: skip
+KNOB_LABELS = {
+    "cfg_scale": "CFG", "temperature": "temp.", "eos_threshold": "EOS thr.", "context_noise": "noise level",
+    "noise_clamp": "noise clamp", "checkpoint_sha": "sha",
+}  # fmt: skip
 
 # (summary key, column header, scale): percentages for error rates.
 _COLUMNS = [
@@ -36,8 +40,10 @@ _COLUMNS = [
     ("sim_prompt", "SIM-o", 1),
     ("sim_reference", "SIM-r", 1),
 ]
-_TAIL = [("silent", "silent", 1), ("no_eos", "no EOS", 1), ("missing", "missing", 1),
-         ("failed", "failed", 1), ("rtf", "RTF", 1), ("ttfa_seconds", "TTFA s", 1)]  # fmt: skip
+_TAIL = [
+    ("silent", "silent", 1), ("no_eos", "no EOS", 1), ("missing", "missing", 1), ("skipped", "skipped", 1),
+    ("failed", "failed", 1), ("rtf", "RTF", 1), ("ttfa_seconds", "TTFA s", 1),
+]  # fmt: skip
 LEGEND = (
     "WER-P: F5 / Seed-TTS rule (lowercase, punctuation deleted), mean of per-utterance WER; "
     "WER-W, CER-W: Whisper's EnglishTextNormalizer, corpus level. SIM-o: speaker similarity to the "
@@ -80,14 +86,19 @@ def varying_knobs(results: Sequence[dict[str, Any]]) -> list[str]:
 
 def _columns(results: Sequence[dict[str, Any]]) -> list[tuple[str, str, int]]:
     keys = {k for r in results for k, v in r["summary"].items() if v is not None}
-    quality = sorted(k for k in keys if k.startswith("quality_"))
+    quality = _quality_metrics(results)
     columns = _COLUMNS + [(k, _header(k), 1) for k in quality] + _TAIL
     return [c for c in columns if c[0] in keys]
 
 
+def _quality_metrics(results: Sequence[dict[str, Any]]) -> list[str]:
+    """The headline quality score of each result's scorer (``quality_primary``), e.g. DNSMOS overall."""
+    return sorted({f"quality_{r['quality_primary']}" for r in results if r.get("quality_primary")})
+
+
 def _header(key: str) -> str:
     if key.startswith("quality_"):
-        return "Q " + key.removeprefix("quality_")
+        return key.removeprefix("quality_").replace("_", " ")
     return next((h for k, h, _ in _COLUMNS + _TAIL if k == key), key)
 
 
@@ -287,8 +298,7 @@ def build_report(
     out.mkdir(parents=True, exist_ok=True)
     table = markdown_table(results, baseline)
     (out / "results.md").write_text(table)
-    quality = sorted({k for r in results for k in r["summary"] if k.startswith("quality_")})
-    metrics = list(metrics) if metrics else PLOT_METRICS + quality
+    metrics = list(metrics) if metrics else PLOT_METRICS + _quality_metrics(results)
     plots = [plot_knob(results, k, out / f"vs_{k}.png", baseline, metrics) for k in varying_knobs(results)]
     return {
         "results": len(results),

@@ -1,0 +1,500 @@
+"""The evaluation run: speak every item of a test set, transcribe it, score it, write it down.
+
+For each item: a voice state from its prompt audio, generation (seeded by the item's position, so
+a resumed run speaks exactly what an uninterrupted one would), the wav kept under
+``<results>/wavs/<id>.wav``, wall time, real-time factor and time to first audio (the streaming
+path's first 80 ms chunk). Every ``asr_batch_size`` items the batch is transcribed by Whisper and
+scored (WER and CER under each normaliser, speaker similarity to the prompt and to the reference
+recording when there is one, a quality score, silent output, EOS reached) and appended to
+``items.jsonl``, so a crash loses at most one batch and a rerun skips what is written.
+``results.json`` and ``results.md`` are rebuilt from ``items.jsonl`` at the end.
+
+The directory, ``<results_root>/<testset>/<knobs>/``, is named from every knob (``results_name``),
+and ``settings.json`` inside it holds them all: a rerun with other settings is refused rather than
+mixed into the same numbers. ``cfg`` is any object with ``EvalConfig``'s fields (``pockettts.schema``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import platform
+import re
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from pockettts.audio import AudioError, is_silent, save_audio
+from pockettts.eval.asr import WhisperASR
+from pockettts.eval.quality import build_quality_scorer
+from pockettts.eval.report import markdown_table
+from pockettts.eval.speaker import build_speaker_embedder, cosine_similarity
+from pockettts.eval.testsets import (
+    EvalItem,
+    TestSetError,
+    load_prompt_audio,
+    load_reference_audio,
+    load_testset,
+)
+from pockettts.eval.wer import character_error_rate, word_error_rate
+from pockettts.models.flow_lm import read_flow_lm_metadata
+from pockettts.models.tts import TextToSpeech, VoiceState
+
+log = logging.getLogger(__name__)
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+=-]+")
+
+
+class EvalError(RuntimeError):
+    """A run that cannot start or cannot go on (bad checkpoint, settings clash, empty test set)."""
+
+
+# -- naming -------------------------------------------------------------------------------------------
+def checkpoint_info(path: str | Path) -> dict[str, Any]:
+    """What an exported FlowLM says about itself: a short ``name``, ``step`` and ``ema`` when its
+    metadata records them, its context-noise maximum level (0 without context noise: the knob of
+    the noise ablation) and depth, and the file's sha256 (a retrained file is another checkpoint)."""
+    path = Path(path)
+    if not path.is_file():
+        raise EvalError(f"checkpoint {path} does not exist")
+    try:
+        metadata = read_flow_lm_metadata(path)
+    except Exception as err:  # safetensors raises its own error types for non-safetensors files
+        raise EvalError(f"checkpoint {path}: {err}") from err
+    config = json.loads(metadata["config"])
+    noise = config.get("context_noise") or {}
+    name = path.stem
+    if path.parent.name == "export" and path.parent.parent.name not in ("", name):
+        name = f"{path.parent.parent.name}-{name}"  # <run>/export/teacher.safetensors -> <run>-teacher
+    step = int(metadata["step"]) if "step" in metadata else None
+    ema = metadata["ema"].lower() == "true" if "ema" in metadata else None
+    if step is not None:
+        name += f"-step{step}"
+    if ema is not None:
+        name += "-ema" if ema else "-raw"
+    return {
+        "name": _UNSAFE.sub("_", name),
+        "path": str(path),
+        "step": step,
+        "ema": ema,
+        "context_noise": float(noise.get("max_level", 1.0)) if noise else 0.0,
+        "num_layers": config.get("num_layers"),
+        "sha256": _sha256(path),
+    }
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 24), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def asr_name(whisper: str, beam_size: int | None, language: str | None) -> str:
+    """``tiny.en`` for ``checkpoints/whisper/tiny.en.pt`` or the model name ``tiny.en``; beam and a
+    non-English language appended."""
+    name = Path(whisper).name.removesuffix(".pt")
+    if beam_size is not None:
+        name += f"_beam{beam_size}"
+    if language not in (None, "en"):
+        name += f"_{language}"
+    return name
+
+
+def _num(value: float) -> str:
+    return f"{value:g}"
+
+
+def results_name(knobs: dict[str, Any]) -> str:
+    """The results directory's name: every knob that changes a number, e.g.
+    ``student-3fa2c1d0-cfg1.5-t0.3-eos-4-seed0-asr_tiny.en-norm_whisper+plain`` (name, the first hex
+    digits of the weights' sha256, generation knobs, seed, ASR, normalisers). The always-set knobs always
+    appear; the rarely-set ones only when set, so the common names stay short."""
+    parts = [
+        knobs["checkpoint"],
+        knobs["checkpoint_sha"],  # a retrained checkpoint at the same path gets its own directory
+        f"cfg{_num(knobs['cfg_scale'])}",
+        f"t{_num(knobs['temperature'])}",
+        f"eos{_num(knobs['eos_threshold'])}",
+    ]
+    optional = [
+        ("noise_clamp", "clamp"),
+        ("frames_after_eos", "after"),
+        ("max_tokens", "tok"),
+        ("max_voice_seconds", "voice"),
+        ("max_items", "first"),
+    ]
+    parts += [f"{tag}{_num(knobs[key])}" for key, tag in optional if knobs.get(key) is not None]
+    if knobs.get("vae"):
+        parts.append(f"vae_{Path(knobs['vae']).stem}")
+    parts += [f"seed{knobs['seed']}", f"asr_{knobs['asr']}", "norm_" + "+".join(knobs["normalizers"])]
+    if knobs.get("speaker_embedder"):
+        parts.append(f"sim_{knobs['speaker_embedder']}")
+    if knobs.get("quality_scorer"):
+        parts.append(f"q_{knobs['quality_scorer']}")
+    return _UNSAFE.sub("_", "-".join(parts))
+
+
+def eval_knobs(cfg, checkpoint: dict[str, Any], testset: str) -> dict[str, Any]:
+    """Every setting that changes a number of the run (``results.json`` ``knobs``)."""
+    return {
+        "testset": testset,
+        "checkpoint": checkpoint["name"],
+        "checkpoint_sha": checkpoint["sha256"][:8],
+        "step": checkpoint["step"],
+        "ema": checkpoint["ema"],
+        "context_noise": checkpoint["context_noise"],
+        "cfg_scale": float(cfg.cfg_scale),
+        "temperature": float(cfg.temperature),
+        "eos_threshold": float(cfg.eos_threshold),
+        "noise_clamp": cfg.noise_clamp,
+        "frames_after_eos": cfg.frames_after_eos,
+        # defaults dropped so they stay out of the directory name
+        "max_tokens": None if cfg.max_tokens == 50 else cfg.max_tokens,
+        "max_voice_seconds": None if cfg.max_voice_seconds == 30 else cfg.max_voice_seconds,
+        "max_items": cfg.max_items,
+        "vae": cfg.vae,
+        "seed": int(cfg.seed),
+        "asr": asr_name(cfg.whisper, cfg.beam_size, cfg.language),
+        "normalizers": list(cfg.normalizers),
+        "speaker_embedder": cfg.speaker_embedder,
+        "quality_scorer": cfg.quality_scorer,
+    }
+
+
+# -- scoring components -------------------------------------------------------------------------------
+@dataclass
+class Scorers:
+    asr: WhisperASR
+    speaker: Any | None  # pockettts.eval.speaker embedder (.name, .embed(audio [T], sr) -> [D])
+    quality: Any | None  # pockettts.eval.quality scorer (.name, .score(audio [T], sr) -> dict)
+
+
+def build_scorers(cfg) -> Scorers:
+    """Load every scorer before any generation, so a bad checkpoint fails in seconds, not hours."""
+    asr = WhisperASR(cfg.whisper, language=cfg.language, beam_size=cfg.beam_size)
+    speaker = quality = None
+    if cfg.speaker_embedder:
+        speaker = build_speaker_embedder(cfg.speaker_embedder, cfg.speaker_checkpoint)
+    if cfg.quality_scorer:
+        quality = build_quality_scorer(cfg.quality_scorer)
+    return Scorers(asr, speaker, quality)
+
+
+# -- one item -----------------------------------------------------------------------------------------
+def _generation_options(cfg, seed: int) -> dict[str, Any]:
+    return dict(
+        cfg_scale=cfg.cfg_scale, temperature=cfg.temperature, noise_clamp=cfg.noise_clamp,
+        eos_threshold=cfg.eos_threshold, frames_after_eos=cfg.frames_after_eos,
+        max_tokens=cfg.max_tokens, seed=seed,
+    )  # fmt: skip
+
+
+def speak(tts: TextToSpeech, text: str, voice: VoiceState, options: dict[str, Any]) -> dict[str, Any]:
+    """Generate once for the audio and the EOS flag, and time the streaming path's first chunk.
+
+    Returns ``audio [T]``, ``eos_reached``, ``generation_seconds`` and ``ttfa_seconds``."""
+    start = time.perf_counter()
+    stream = tts.stream(text, voice, **options)
+    next(stream, None)
+    ttfa = time.perf_counter() - start
+    stream.close()
+    start = time.perf_counter()
+    generation = tts.generate(text, voice, **options)
+    seconds = time.perf_counter() - start
+    return {
+        "audio": generation.audio,
+        "eos_reached": bool(generation.eos_reached),
+        "generation_seconds": seconds,
+        "ttfa_seconds": ttfa,
+    }
+
+
+def _wav_name(item_id: str) -> str:
+    return _UNSAFE.sub("_", item_id) + ".wav"
+
+
+class _EmbeddingCache:
+    """Speaker embeddings of prompt and reference recordings, each computed once (LibriSpeech-PC
+    reuses prompts)."""
+
+    def __init__(self, embedder, sample_rate: int):
+        self.embedder, self.sample_rate, self.cache = embedder, sample_rate, {}
+
+    def prompt(self, item: EvalItem) -> torch.Tensor:
+        key = ("prompt", item.prompt_audio, item.prompt_offset, item.prompt_duration)
+        if key not in self.cache:
+            self.cache[key] = self.embedder.embed(
+                load_prompt_audio(item, self.sample_rate)[0], self.sample_rate
+            )
+        return self.cache[key]
+
+    def reference(self, item: EvalItem) -> torch.Tensor:
+        key = ("reference", item.reference_audio, item.reference_offset, item.reference_duration)
+        if key not in self.cache:
+            audio = load_reference_audio(item, self.sample_rate)[0]
+            self.cache[key] = self.embedder.embed(audio, self.sample_rate)
+        return self.cache[key]
+
+
+# -- the run ------------------------------------------------------------------------------------------
+def dirname_for_testset(name: str, options: dict[str, Any]) -> str:
+    """The test set's folder: its name, plus the options that change which items or prompts it has
+    (file locations do not)."""
+    label = name
+    if options.get("prompt_seconds") is not None:
+        label += f"-prompt{_num(options['prompt_seconds'])}s"
+    if options.get("seed") is not None:
+        label += f"-pseed{options['seed']}"
+    return _UNSAFE.sub("_", label)
+
+
+def evaluate(cfg) -> dict[str, Any]:
+    """Run (or resume) the evaluation described by ``cfg``; returns the ``results.json`` content."""
+    checkpoint = checkpoint_info(cfg.checkpoint)
+    # null options mean "the loader's default"
+    options = {k: v for k, v in dict(cfg.testset_options or {}).items() if v is not None}
+    testset = load_testset(cfg.testset, **options)
+    items = list(testset.items)[: cfg.max_items]
+    if not items:
+        raise EvalError(f"test set {testset.name!r} has no usable items ({len(testset.missing)} missing)")
+    scorers = build_scorers(cfg)
+    knobs = eval_knobs(cfg, checkpoint, testset.name)
+    out = Path(cfg.results_root) / dirname_for_testset(testset.name, options) / results_name(knobs)
+    settings = {
+        "knobs": knobs, "checkpoint": checkpoint, "testset_options": options, "asr": scorers.asr.options,
+        "speaker_checkpoint": cfg.speaker_checkpoint,
+        "quality_primary": scorers.quality.primary if scorers.quality else None,
+    }  # fmt: skip
+    _claim(out, settings)
+    done = _recover_rows(out / "items.jsonl")
+    todo = [(index, item) for index, item in enumerate(items) if item.id not in done]
+    log.info("%s: %d items, %d already done, %d to go", out, len(items), len(items) - len(todo), len(todo))
+    failed: list[dict[str, str]] = []
+    if todo:
+        tts = TextToSpeech.load(cfg.checkpoint, cfg.vae)
+        cache = _EmbeddingCache(scorers.speaker, tts.vae.sample_rate) if scorers.speaker else None
+        batch: list[tuple[EvalItem, dict[str, Any], torch.Tensor]] = []
+        for index, item in tqdm(todo, desc=f"eval {testset.name}"):
+            try:
+                batch.append((item, *_generate_item(tts, cfg, item, cfg.seed + index, out)))
+            except Exception as err:  # one bad item (unreadable prompt, unspeakable text) is not the run
+                log.error("item %s: %s", item.id, err)
+                failed.append({"id": item.id, "error": f"{type(err).__name__}: {err}"})
+            if len(batch) == cfg.asr_batch_size or (batch and index == todo[-1][0]):
+                rows = _score_batch(batch, scorers, cache, cfg.normalizers, tts.vae.sample_rate)
+                _append_rows(out / "items.jsonl", rows)
+                batch = []
+    rows = _read_rows(out / "items.jsonl")
+    done_rows = [rows[item.id] for item in items if item.id in rows]
+    results = _aggregate(done_rows, settings, testset, failed, out)
+    _write_atomic(out / "results.json", json.dumps(results, indent=2) + "\n")
+    _write_atomic(out / "results.md", _markdown(results))
+    return results
+
+
+def _claim(out: Path, settings: dict[str, Any]) -> None:
+    """Create ``out`` with ``settings.json``, or check an existing one was made with the same settings."""
+    path = out / "settings.json"
+    if path.is_file():
+        previous = json.loads(path.read_text())
+        if previous != json.loads(json.dumps(settings)):
+            changed = sorted(k for k in {**previous, **settings} if previous.get(k) != settings.get(k))
+            raise EvalError(
+                f"{out} holds results made with other settings ({', '.join(changed)} differ, e.g. a "
+                "retrained checkpoint); delete it or choose another results_root"
+            )
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(settings, indent=2) + "\n")
+
+
+def _generate_item(
+    tts: TextToSpeech, cfg, item: EvalItem, seed: int, out: Path
+) -> tuple[dict[str, Any], torch.Tensor]:
+    """Speak one item, keep its wav; the row so far (no transcript yet) and the audio ``[T]``."""
+    rate = tts.vae.sample_rate
+    start = time.perf_counter()
+    # the prompt window, mono, at the training loudness (-23 LUFS), as the model saw voices in training
+    voice = tts.voice(load_prompt_audio(item, rate), rate, cfg.max_voice_seconds)
+    voice_seconds = time.perf_counter() - start
+    spoken = speak(tts, item.text, voice, _generation_options(cfg, seed))
+    audio = spoken.pop("audio")
+    seconds = audio.shape[-1] / rate
+    wav = Path("wavs") / _wav_name(item.id)
+    if seconds:
+        save_audio(out / wav, audio[None], rate)
+    row = {
+        "id": item.id, "text": item.text, "speaker": item.speaker, "seed": seed,
+        "prompt_audio": str(item.prompt_audio), "prompt_offset": item.prompt_offset,
+        "prompt_duration": item.prompt_duration,
+        "reference_audio": str(item.reference_audio) if item.reference_audio else None,
+        "wav": str(wav) if seconds else None, "audio_seconds": seconds, "voice_seconds": voice_seconds,
+        **spoken, "rtf": spoken["generation_seconds"] / seconds if seconds else None,
+        "silent": seconds == 0 or is_silent(audio[None], rate),
+    }  # fmt: skip
+    return row, audio
+
+
+@torch.no_grad()
+def _score_batch(batch, scorers: Scorers, cache, normalizers, rate: int) -> list[dict[str, Any]]:
+    """Transcribe a batch of ``(item, row, audio [T])`` and add every metric; the rows to write."""
+    audible = [(row, audio) for _, row, audio in batch if audio.numel()]
+    texts = scorers.asr.transcribe_many([audio for _, audio in audible], rate, progress=False)
+    transcripts = {row["id"]: text for (row, _), text in zip(audible, texts)}
+    rows = []
+    for item, row, audio in batch:
+        hypothesis = transcripts.get(row["id"], "")  # no audio: every word deleted
+        row["transcript"] = hypothesis
+        row["wer"] = {n: word_error_rate([item.text], [hypothesis], n)["wer"] for n in normalizers}
+        row["cer"] = {n: character_error_rate([item.text], [hypothesis], n)["cer"] for n in normalizers}
+        row["sim_prompt"] = row["sim_reference"] = row["quality"] = None
+        if audio.numel():
+            # silent output has no voice to compare (counted as silent); its quality is scored
+            if cache is not None and not row["silent"]:
+                embedding = scorers.speaker.embed(audio, rate)
+                row["sim_prompt"] = cosine_similarity(embedding, cache.prompt(item))
+                if item.reference_audio is not None:
+                    row["sim_reference"] = cosine_similarity(embedding, cache.reference(item))
+            if scorers.quality is not None:
+                row["quality"] = scorers.quality.score(audio, rate)
+        rows.append(row)
+    return rows
+
+
+def _read_rows(path: Path) -> dict[str, dict[str, Any]]:
+    """Rows of ``items.jsonl`` by id."""
+    rows = {}
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            rows[row["id"]] = row
+    return rows
+
+
+def _recover_rows(path: Path) -> dict[str, dict[str, Any]]:
+    """Rows of ``items.jsonl`` by id, after dropping a last line cut short by a crash (its item is
+    redone), so that new rows are appended after a complete line."""
+    if not path.is_file():
+        return {}
+    lines = path.read_text(encoding="utf-8").splitlines()
+    rows = {}
+    for number, line in enumerate(lines, start=1):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            if number < len(lines):
+                raise EvalError(f"{path}:{number} is not JSON (only a crash's last line may be cut)") from err
+            log.warning("%s: dropped the last line, cut short by an interrupted run", path)
+            _write_atomic(path, "".join(json.dumps(r) + "\n" for r in rows.values()))
+            break
+        rows[row["id"]] = row
+    return rows
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def _append_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write("".join(json.dumps(row) + "\n" for row in rows))
+        handle.flush()
+
+
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def _aggregate(rows, settings, testset, failed, out: Path) -> dict[str, Any]:
+    """``results.json``: knobs, a flat ``summary`` (the table's numbers) and the detailed metrics."""
+    if not rows:
+        raise EvalError(f"no item of {testset.name!r} could be evaluated; see the errors above")
+    knobs = settings["knobs"]
+    refs, hyps = [r["text"] for r in rows], [r["transcript"] for r in rows]
+    wer, cer = {}, {}
+    for name in knobs["normalizers"]:
+        wer[name] = {k: v for k, v in word_error_rate(refs, hyps, name).items() if k != "utterance_wer"}
+        cer[name] = {k: v for k, v in character_error_rate(refs, hyps, name).items() if k != "utterance_cer"}
+    audio = sum(r["audio_seconds"] for r in rows)
+    quality_keys = sorted({k for r in rows for k in (r["quality"] or {})})
+    summary = {
+        "items": len(rows),
+        **{f"wer_{n}": wer[n]["wer"] for n in wer},
+        **{f"mean_wer_{n}": wer[n]["mean_utterance_wer"] for n in wer},
+        **{f"cer_{n}": cer[n]["cer"] for n in cer},
+        "sim_prompt": _mean(r["sim_prompt"] for r in rows),
+        "sim_reference": _mean(r["sim_reference"] for r in rows),
+        **{f"quality_{k}": _mean((r["quality"] or {}).get(k) for r in rows) for k in quality_keys},
+        "silent": sum(r["silent"] for r in rows),
+        "no_eos": sum(not r["eos_reached"] for r in rows),
+        "missing": len(testset.missing),
+        "skipped": len(testset.skipped),
+        "failed": len(failed),
+        "rtf": sum(r["generation_seconds"] for r in rows) / audio if audio else None,
+        "ttfa_seconds": statistics.median(r["ttfa_seconds"] for r in rows),
+        "audio_seconds": audio,
+    }
+    return {
+        "results_dir": str(out),
+        "knobs": knobs,
+        "summary": summary,
+        "wer": wer,
+        "cer": cer,
+        "missing": [{"id": i, "path": str(p)} for i, p in testset.missing],
+        "skipped": [{"id": i, "reason": r} for i, r in testset.skipped],
+        "failed": failed,
+        "quality_primary": settings["quality_primary"],
+        "checkpoint": settings["checkpoint"],
+        "testset_options": settings["testset_options"],
+        "asr": settings["asr"],
+        "speaker_checkpoint": settings["speaker_checkpoint"],
+        "machine": {"cpu": _cpu_name(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__},
+    }
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _markdown(results: dict[str, Any]) -> str:
+    lines = [f"# {results['knobs']['testset']}: {results['knobs']['checkpoint']}", ""]
+    lines += markdown_table([results]).splitlines()
+    if results["missing"]:
+        lines += [
+            "",
+            f"Missing audio ({len(results['missing'])}): " + ", ".join(m["id"] for m in results["missing"]),
+        ]
+    if results["skipped"]:
+        lines += ["", "Skipped: " + ", ".join(f"{s['id']} ({s['reason']})" for s in results["skipped"])]
+    if results["failed"]:
+        lines += ["", "Failed items: " + ", ".join(f"{f['id']} ({f['error']})" for f in results["failed"])]
+    lines += ["", f"Results directory: `{results['results_dir']}`", ""]
+    return "\n".join(lines)
+
+
+def run(cfg) -> int:
+    """The ``eval.py`` job: evaluate, print the table; exit code 1 with the reason logged on bad input."""
+    try:
+        results = evaluate(cfg)
+    except (EvalError, TestSetError, AudioError, FileNotFoundError, ValueError) as err:
+        log.error("%s", err)
+        return 1
+    print((Path(results["results_dir"]) / "results.md").read_text())
+    return 0

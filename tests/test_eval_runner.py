@@ -1,0 +1,188 @@
+"""The evaluation runner: results-directory naming from every knob, a tiny end-to-end evaluation with
+real Whisper tiny.en (transcripts, WER/CER under both normalisers, speaker similarity, quality,
+failure counts, missing audio by id), resuming without redoing written items, refusing to mix
+settings, and ``eval.py``'s exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+import torch
+
+from pockettts.eval.runner import (
+    EvalError,
+    checkpoint_info,
+    dirname_for_testset,
+    eval_knobs,
+    evaluate,
+    results_name,
+)
+from pockettts.eval.wer import character_error_rate, word_error_rate
+from pockettts.models.flow_lm import FlowLM
+from pockettts.models.vae import load_vae
+from pockettts.schema import EvalConfig
+from tests.test_tts import tts  # noqa: F401 (fixture: a random-weight TextToSpeech export in tmp_path)
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = dict(head={"kind": "lsd", "dim": 8, "depth": 1}, d_model=16, num_heads=2, num_layers=1,
+             dim_feedforward=32, vocab_size=16, latent_dim=4)  # fmt: skip
+
+
+def _export(path: Path, metadata=None, **config) -> Path:
+    torch.manual_seed(0)
+    return FlowLM(**{**SMALL, **config}).save(path, metadata)
+
+
+def test_checkpoint_info_reads_name_step_ema_and_noise_level(tmp_path):
+    plain = checkpoint_info(_export(tmp_path / "student.safetensors"))
+    assert (plain["name"], plain["step"], plain["ema"], plain["context_noise"]) == (
+        "student",
+        None,
+        None,
+        0.0,
+    )
+    noisy = checkpoint_info(_export(
+        tmp_path / "noise_max_0.5" / "export" / "teacher.safetensors", {"step": "1200", "ema": "true"},
+        context_noise={"max_level": 0.5},
+    ))  # fmt: skip
+    assert noisy["name"] == "noise_max_0.5-teacher-step1200-ema"
+    assert noisy["context_noise"] == 0.5 and noisy["num_layers"] == 1 and len(noisy["sha256"]) == 64
+    with pytest.raises(EvalError, match="does not exist"):
+        checkpoint_info(tmp_path / "absent.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"not a model")
+    with pytest.raises(EvalError, match="junk.safetensors"):
+        checkpoint_info(tmp_path / "junk.safetensors")
+
+
+def test_results_name_encodes_every_knob(tmp_path):
+    checkpoint = checkpoint_info(_export(tmp_path / "run" / "export" / "student.safetensors"))
+    sha = checkpoint["sha256"][:8]
+    cfg = EvalConfig(checkpoint="unused", cfg_scale=1.5, temperature=0.3, eos_threshold=-4.0, seed=0)
+    name = results_name(eval_knobs(cfg, checkpoint, "demo"))
+    tail = "seed0-asr_tiny.en-norm_whisper+plain-sim_resemblyzer-q_dnsmos"
+    assert name == f"run-student-{sha}-cfg1.5-t0.3-eos-4-{tail}"
+    changed = EvalConfig(
+        checkpoint="unused", cfg_scale=2.0, temperature=0.7, eos_threshold=-1.0, noise_clamp=3.0,
+        frames_after_eos=2, max_tokens=30, max_items=8, seed=2, whisper="/w/large-v3.pt", beam_size=5,
+        normalizers=["plain"], speaker_embedder=None, quality_scorer=None,
+    )  # fmt: skip
+    assert results_name(eval_knobs(changed, checkpoint, "demo")) == (
+        f"run-student-{sha}-cfg2-t0.7-eos-1-clamp3-after2-tok30-first8-seed2-asr_large-v3_beam5-norm_plain"
+    )
+    assert dirname_for_testset("demo", {"data_dir": "/x", "prompt_seconds": 3.0}) == "demo-prompt3s"
+    assert dirname_for_testset("seed_tts", {"meta_path": "/m/meta.lst"}) == "seed_tts"
+
+
+@pytest.fixture
+def meta(tiny_corpus, tmp_path) -> Path:
+    """A Seed-TTS meta file over the tiny corpus: two items (one with a ground-truth recording) and
+    one whose prompt file does not exist."""
+    rows = [json.loads(line) for line in (tiny_corpus / "train.jsonl").read_text().splitlines()]
+    by_speaker = {}
+    for row in rows:
+        by_speaker.setdefault(row["speaker"], row)
+    first, second = list(by_speaker.values())[:2]
+    audio = lambda row: str(tiny_corpus / row["audio"])  # noqa: E731
+    lines = [
+        f"a1|{first['text']}|{audio(first)}|The bus is leaving now.|{audio(second)}",
+        f"b2|{second['text']}|{audio(second)}|Quick, bring the map!",
+        f"gone|x|{tmp_path / 'absent.wav'}|Nobody will say this.",
+    ]
+    path = tmp_path / "meta" / "meta.lst"
+    path.parent.mkdir()
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _config(tmp_path: Path, whisper: Path, meta: Path, **overrides) -> EvalConfig:
+    return EvalConfig(**{
+        "checkpoint": str(tmp_path / "export" / "flow_lm.safetensors"), "testset": "seed_tts",
+        "testset_options": {"meta_path": str(meta), "audio_root": None}, "whisper": str(whisper),
+        "results_root": str(tmp_path / "results"), "asr_batch_size": 1, **overrides,
+    })  # fmt: skip
+
+
+def _louder(vae_path: Path) -> None:
+    """The random tiny codec whispers (peaks near -40 dBFS, "silent" by the -50 dB frame rule):
+    scale its last decoder layer so the output is audible and every metric has something to score."""
+    vae = load_vae(vae_path)
+    last = vae.decoder.model[-1].conv
+    with torch.no_grad():
+        last.weight.mul_(40.0)
+        last.bias.mul_(40.0)
+    vae.save(vae_path)
+
+
+def test_tiny_end_to_end_eval_resumes_and_counts_missing(tts, tiny_en, meta, tmp_path):  # noqa: F811
+    _louder(tmp_path / "export" / "vae.safetensors")
+    cfg = _config(tmp_path, tiny_en[0], meta)
+    results = evaluate(cfg)
+    out = Path(results["results_dir"])
+    assert out.parent == tmp_path / "results" / "seed_tts" and out.name.startswith(
+        f"{tmp_path.name}-flow_lm-"
+    )
+    rows = [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["a1", "b2"] and [r["seed"] for r in rows] == [0, 1]
+    for row in rows:
+        data, rate = sf.read(out / row["wav"])
+        assert rate == tts.vae.sample_rate and len(data) / rate == pytest.approx(row["audio_seconds"])
+        assert isinstance(row["transcript"], str) and set(row["wer"]) == set(row["cer"]) == {
+            "whisper",
+            "plain",
+        }
+        assert row["wer"]["plain"] == word_error_rate([row["text"]], [row["transcript"]], "plain")["wer"]
+        assert not row["silent"] and -1 <= row["sim_prompt"] <= 1 and row["ttfa_seconds"] > 0
+        assert set(row["quality"]) == {"dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak", "dnsmos_p808"}
+        assert row["eos_reached"] is False  # the fixture's EOS bias is -100: it never stops
+    assert rows[0]["sim_reference"] is not None and rows[1]["sim_reference"] is None
+    summary = results["summary"]
+    texts, hyps = [r["text"] for r in rows], [r["transcript"] for r in rows]
+    assert summary["wer_whisper"] == word_error_rate(texts, hyps, "whisper")["wer"]
+    assert summary["cer_plain"] == character_error_rate(texts, hyps, "plain")["cer"]
+    assert summary["no_eos"] == 2 and summary["missing"] == 1 and summary["items"] == 2
+    assert results["missing"] == [{"id": "gone", "path": str(tmp_path / "absent.wav")}]
+    assert summary["rtf"] == pytest.approx(
+        sum(r["generation_seconds"] for r in rows) / sum(r["audio_seconds"] for r in rows)
+    )
+    assert results["asr"]["dims"]["n_text_layer"] == 4 and results["knobs"]["asr"] == "tiny.en"
+    assert json.loads((out / "results.json").read_text()) == results
+    table = (out / "results.md").read_text()
+    assert (
+        "| items | WER-P % | WER-W % | CER-W % | SIM-o | SIM-r |" in table
+        and "Missing audio (1): gone" in table
+    )
+
+    # a crash after the first item: its row is written, the second row only half
+    lines = (out / "items.jsonl").read_text().splitlines()
+    (out / "items.jsonl").write_text(lines[0] + "\n" + lines[1][:40])
+    kept = (out / rows[0]["wav"]).stat().st_mtime_ns
+    again = evaluate(cfg)
+    redone = [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines()[1:]]
+    assert [r["id"] for r in redone] == ["b2"] and redone[0]["transcript"] == rows[1]["transcript"]
+    assert (out / rows[0]["wav"]).stat().st_mtime_ns == kept  # the finished item was not regenerated
+    assert again["summary"]["wer_whisper"] == summary["wer_whisper"]
+
+    # same directory, other settings (the audio root of the meta file is not in the name): refused
+    with pytest.raises(EvalError, match="testset_options differ"):
+        options = {"meta_path": str(meta), "audio_root": str(meta.parent)}
+        evaluate(_config(tmp_path, tiny_en[0], meta, testset_options=options))
+
+
+def _eval_py(*overrides: str, cwd: Path) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(ROOT / "eval.py"), *overrides, f"hydra.run.dir={cwd / 'hydra'}"]
+    return subprocess.run(command, capture_output=True, text=True, cwd=cwd)
+
+
+def test_eval_py_bad_input_exits_non_zero_with_the_reason(tmp_path):
+    result = _eval_py(f"checkpoint={tmp_path / 'absent.safetensors'}", cwd=tmp_path)
+    assert result.returncode == 1 and "absent.safetensors does not exist" in result.stderr + result.stdout
+    checkpoint = _export(tmp_path / "m.safetensors")
+    result = _eval_py(f"checkpoint={checkpoint}", "testset=librispeech_pc", cwd=tmp_path)
+    assert result.returncode == 1 and "needs librispeech_root" in result.stderr + result.stdout
+    result = _eval_py(f"checkpoint={checkpoint}", "cfg_scal=2", cwd=tmp_path)
+    assert result.returncode != 0 and "cfg_scal" in result.stderr
