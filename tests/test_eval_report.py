@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,8 @@ from pockettts.eval.report import (
     parse_baseline,
     varying_knobs,
 )
+from tests.test_eval_runner import _louder, meta  # noqa: F401 (fixture)
+from tests.test_tts import tts  # noqa: F401 (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -117,3 +121,26 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
     assert "baseline knob 'cfg' is not a knob" in capsys.readouterr().err
     assert main([str(tmp_path), "--out", str(tmp_path / "out"), "--baseline", "cfg_scale=3"]) == 1
     assert "no result has the baseline setting" in capsys.readouterr().err
+
+
+def test_two_point_cfg_sweep_through_eval_py_gives_its_table_and_plot(tts, tiny_en, meta, tmp_path):  # noqa: F811
+    _louder(tmp_path / "export" / "vae.safetensors")
+    command = [
+        sys.executable, str(ROOT / "eval.py"), "-m", "+sweep=cfg_temperature", "cfg_scale=1,2",
+        "temperature=0.3",
+        f"checkpoint={tmp_path / 'export' / 'flow_lm.safetensors'}", "testset=seed_tts",
+        f"testset_options.meta_path={meta}", f"whisper={tiny_en[0]}", "max_items=1", "quality_scorer=null",
+        f"paths.log_dir={tmp_path / 'logs'}", f"hydra.sweep.dir={tmp_path / 'multirun'}",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweep = tmp_path / "logs" / "eval" / "sweeps" / "cfg_temperature"
+    assert len(list(sweep.rglob("results.json"))) == 2  # the command line replaced the 4 x 4 grid
+    assert main([str(sweep), "--out", str(tmp_path / "report")]) == 0
+    table = (tmp_path / "report" / "results.md").read_text().splitlines()
+    rows = [line for line in table if line.startswith("| 1 |") or line.startswith("| 2 |")]
+    assert len(rows) == 2 and rows[0].endswith("★ |") and not rows[1].endswith("★ |")
+    assert table[2].startswith("| CFG | items | WER-P % |")
+    with Image.open(tmp_path / "report" / "vs_cfg_scale.png") as image:
+        assert image.size[0] > 1000
+    assert not (tmp_path / "report" / "vs_temperature.png").exists()  # temperature did not vary

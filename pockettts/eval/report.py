@@ -88,7 +88,11 @@ def _columns(results: Sequence[dict[str, Any]]) -> list[tuple[str, str, int]]:
     keys = {k for r in results for k, v in r["summary"].items() if v is not None}
     quality = _quality_metrics(results)
     columns = _COLUMNS + [(k, _header(k), 1) for k in quality] + _TAIL
-    return [c for c in columns if c[0] in keys]
+    # rarely non-zero counts get a column only when some result has one
+    rare = {"skipped", "failed"}
+    return [
+        c for c in columns if c[0] in keys and (c[0] not in rare or any(r["summary"][c[0]] for r in results))
+    ]
 
 
 def _quality_metrics(results: Sequence[dict[str, Any]]) -> list[str]:

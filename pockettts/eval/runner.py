@@ -261,7 +261,10 @@ def evaluate(cfg) -> dict[str, Any]:
     checkpoint = checkpoint_info(cfg.checkpoint)
     # null options mean "the loader's default"
     options = {k: v for k, v in dict(cfg.testset_options or {}).items() if v is not None}
-    testset = load_testset(cfg.testset, **options)
+    try:
+        testset = load_testset(cfg.testset, **options)
+    except TypeError as err:  # an option the chosen test set does not take
+        raise EvalError(f"test set {cfg.testset!r}: {err} (options given: {sorted(options)})") from err
     items = list(testset.items)[: cfg.max_items]
     if not items:
         raise EvalError(f"test set {testset.name!r} has no usable items ({len(testset.missing)} missing)")
