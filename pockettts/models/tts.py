@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from pockettts.audio import AudioError, end_on_pause, is_silent, resample, to_mono
 from pockettts.models.flow_lm import FlowLM, load_flow_lm, read_flow_lm_metadata
+from pockettts.models.heads import sample_noise
 from pockettts.models.vae import AudioVAE, load_vae
 from pockettts.modules.streaming import State, copy_state, flatten_state, unflatten_state
 from pockettts.text import Tokenizer, normalize_text
@@ -52,14 +53,28 @@ def split_text(text: str, tokenizer: Tokenizer, max_tokens: int = 50) -> list[st
     return chunks
 
 
+_SENTENCE_MARKS = ".!?"
+_WEAK_MARKS = ",;:-"
+_CLOSERS = "\"')]"
+
+
 def prepare_text(text: str) -> str:
-    """Pocket TTS's inference text: capitalised first letter, a final period after a bare word."""
+    """Pocket TTS's inference text: a capitalised first letter and a sentence mark at the end.
+
+    A text ending on a sentence mark (possibly inside closing quotes or brackets) is kept; a
+    trailing ``, ; : -`` becomes a period; anything else gets a period after its closers. The model
+    was trained on whole sentences: without the mark the last word is often garbled or repeated.
+    """
     text = normalize_text(text)
     if text and text[0].islower():
         text = text[0].upper() + text[1:]
-    if text and text[-1].isalnum():
-        text += "."
-    return text
+    core = text.rstrip(_CLOSERS + " ")
+    closers = text[len(core) :].strip()
+    if not core or core[-1] in _SENTENCE_MARKS:
+        return text
+    if core[-1] in _WEAK_MARKS:
+        return core.rstrip(_WEAK_MARKS + " ") + "." + closers
+    return text + "."
 
 
 @dataclass
@@ -135,9 +150,9 @@ class TextToSpeech:
     @torch.no_grad()
     def _latents(
         self, text: str, voice: VoiceState, options: SynthesisOptions, eos: list[bool]
-    ) -> Iterator[torch.Tensor]:
-        """Raw latents ``[1, latent_dim]`` of one request, frame by frame; appends to ``eos`` whether
-        each chunk ended on EOS."""
+    ) -> Iterator[tuple[torch.Tensor, bool]]:
+        """One request's raw latents ``[1, latent_dim]`` frame by frame, each with whether it opens a
+        text chunk; appends to ``eos`` whether each chunk ended on EOS."""
         generator = torch.Generator().manual_seed(options.seed)
         guided = options.cfg_scale != 1.0
         for chunk in self._chunks(text, options.max_tokens, options.frames_after_eos):
@@ -145,35 +160,57 @@ class TextToSpeech:
                 state = self.flow_lm.prefill_batch([(voice.latents, chunk.tokens)], with_null=True)
             else:
                 state = self.flow_lm.prefill_text(copy_state(voice.backbone), chunk.tokens)
+            self._discard_prefill_draw(generator, options)
             sampler = self.flow_lm.frames(
-                state,
-                chunk.max_frames,
-                generators=generator,
-                frames_after_eos=chunk.frames_after_eos,
+                state, chunk.max_frames, frames_after_eos=chunk.frames_after_eos, generators=generator,
                 **options.sampling(),
-            )
-            for frame in sampler:
-                yield frame.latents
+            )  # fmt: skip
+            for index, frame in enumerate(sampler):
+                yield frame.latents, index == 0
             eos.append(sampler.eos_steps[0] is not None)
+
+    def _discard_prefill_draw(self, generator: torch.Generator, options: SynthesisOptions) -> None:
+        """Pocket TTS samples (and discards) one noise vector when it reads a chunk's text; drawing it
+        too makes a seed give the same frames in both implementations."""
+        sample_noise((self.flow_lm.latent_dim,), options.temperature, options.noise_clamp, generator)
+
+    def _fade_in(self, audio: torch.Tensor) -> torch.Tensor:
+        """A fresh decoder state starts with a small step (a click): fade in its first 5 ms, in place."""
+        fade = min(self.vae.sample_rate // 200, audio.shape[-1])
+        audio[..., :fade] *= torch.linspace(0, 1, self.vae.sample_rate // 200)[:fade].to(audio)
+        return audio
 
     @torch.no_grad()
     def stream(self, text: str, voice: VoiceState, **options) -> Iterator[torch.Tensor]:
         """Yield waveform chunks ``[frame_size]`` (80 ms) as the frames are generated
-        (``options``: the fields of ``SynthesisOptions``)."""
-        decoder = self.vae.init_state(1)
-        for latent in self._latents(text, voice, SynthesisOptions(**options), []):
-            yield self.vae.decode(latent[None], decoder)[0, 0]
+        (``options``: the fields of ``SynthesisOptions``). Each text chunk is decoded from a fresh
+        decoder state, as in Pocket TTS."""
+        yield from self._stream(text, voice, SynthesisOptions(**options), [], None)
+
+    def _stream(
+        self, text: str, voice: VoiceState, options: SynthesisOptions, eos: list[bool],
+        latents: list[torch.Tensor] | None,
+    ) -> Iterator[torch.Tensor]:  # fmt: skip
+        decoder: State = {}
+        for latent, opens_chunk in self._latents(text, voice, options, eos):
+            if latents is not None:
+                latents.append(latent)
+            if opens_chunk:
+                decoder = self.vae.init_state(1)
+            audio = self.vae.decode(latent[None], decoder)[0, 0]
+            yield self._fade_in(audio) if opens_chunk else audio
 
     @torch.no_grad()
     def generate(self, text: str, voice: VoiceState, **options) -> Generation:
         """One request, streamed internally: audio, latents and whether every chunk reached EOS."""
         eos: list[bool] = []
-        decoder = self.vae.init_state(1)
-        latents, audio = [], []
-        for latent in self._latents(text, voice, SynthesisOptions(**options), eos):
-            latents.append(latent)
-            audio.append(self.vae.decode(latent[None], decoder)[0, 0])
-        return Generation.of(audio, latents, all(eos), self.flow_lm.latent_dim)
+        latents: list[torch.Tensor] = []
+        audio = list(self._stream(text, voice, SynthesisOptions(**options), eos, latents))
+        return Generation(
+            torch.cat(audio) if audio else torch.zeros(0),
+            torch.cat(latents) if latents else torch.zeros(0, self.flow_lm.latent_dim),
+            all(eos),
+        )
 
     def synthesize(self, text: str, voice: VoiceState, **options) -> torch.Tensor:
         """The whole waveform ``[T]`` at ``vae.sample_rate`` (``options``: those of ``stream``)."""
@@ -191,7 +228,8 @@ class TextToSpeech:
 
         Each request gets what ``generate`` would give it alone with seed ``seeds[i]`` (default:
         the ``seed`` option for all), up to float rounding: request ``i``'s chunks are generated in
-        rounds (round ``r`` batches every request's ``r``-th chunk) with its own noise generator.
+        rounds (round ``r`` batches every request's ``r``-th chunk) with its own noise generator,
+        and each chunk is decoded in one call (a causal decoder: the same as frame by frame).
         """
         if len(texts) != len(voices):
             raise ValueError(f"{len(texts)} texts but {len(voices)} voices")
@@ -199,7 +237,7 @@ class TextToSpeech:
         seeds = list(seeds) if seeds is not None else [opts.seed] * len(texts)
         generators = [torch.Generator().manual_seed(seed) for seed in seeds]
         plans = [self._chunks(text, opts.max_tokens, opts.frames_after_eos) for text in texts]
-        latents: list[list[torch.Tensor]] = [[] for _ in texts]
+        chunk_latents: list[list[torch.Tensor]] = [[] for _ in texts]
         eos: list[list[bool]] = [[] for _ in texts]
         for round_ in range(max(len(plan) for plan in plans)):
             members = [i for i, plan in enumerate(plans) if round_ < len(plan)]
@@ -208,22 +246,30 @@ class TextToSpeech:
                 [(voices[i].latents, c.tokens) for i, c in zip(members, chunks)],
                 with_null=opts.cfg_scale != 1.0,
             )
+            for i in members:
+                self._discard_prefill_draw(generators[i], opts)
             sampler = self.flow_lm.frames(
                 state, [c.max_frames for c in chunks], frames_after_eos=[c.frames_after_eos for c in chunks],
                 generators=[generators[i] for i in members], **opts.sampling(),
             )  # fmt: skip
+            frames = [[] for _ in members]
             for frame in sampler:
-                for row, i in enumerate(members):
+                for row in range(len(members)):
                     if frame.emitting[row]:
-                        latents[i].append(frame.latents[row : row + 1])
+                        frames[row].append(frame.latents[row])
             for row, i in enumerate(members):
+                chunk_latents[i].append(torch.stack(frames[row]) if frames[row] else None)
                 eos[i].append(sampler.eos_steps[row] is not None)
-        return [self._decode(frames, all(ended)) for frames, ended in zip(latents, eos)]
-
-    def _decode(self, latents: list[torch.Tensor], eos_reached: bool) -> Generation:
-        stacked = torch.cat(latents) if latents else torch.zeros(0, self.flow_lm.latent_dim)
-        audio = self.vae.decode(stacked[None])[0, 0] if latents else torch.zeros(0)
-        return Generation(audio, stacked, eos_reached)
+        results = []
+        for chunks, ended in zip(chunk_latents, eos):
+            spoken = [c for c in chunks if c is not None]
+            audio = [self._fade_in(self.vae.decode(c[None])[0, 0]) for c in spoken]
+            results.append(Generation(
+                torch.cat(audio) if audio else torch.zeros(0),
+                torch.cat(spoken) if spoken else torch.zeros(0, self.flow_lm.latent_dim),
+                all(ended),
+            ))  # fmt: skip
+        return results
 
 
 @dataclass
@@ -260,11 +306,3 @@ class Generation:
     audio: torch.Tensor
     latents: torch.Tensor
     eos_reached: bool
-
-    @classmethod
-    def of(cls, audio: list[torch.Tensor], latents: list[torch.Tensor], eos_reached: bool, latent_dim: int):
-        return cls(
-            torch.cat(audio) if audio else torch.zeros(0),
-            torch.cat(latents) if latents else torch.zeros(0, latent_dim),
-            eos_reached,
-        )
