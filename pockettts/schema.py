@@ -65,6 +65,7 @@ class EvalConfig(RunConfig):
     language: str | None = "en"
     beam_size: int | None = None
     asr_batch_size: int = 16
+    generation_batch_size: int = 1
     normalizers: list[str] = field(default_factory=lambda: ["whisper", "plain"])
     speaker_embedder: str | None = "resemblyzer"
     speaker_checkpoint: str | None = None

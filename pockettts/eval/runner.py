@@ -44,7 +44,7 @@ from pockettts.eval.testsets import (
 )
 from pockettts.eval.wer import character_error_rate, word_error_rate
 from pockettts.models.flow_lm import read_flow_lm_metadata
-from pockettts.models.tts import TextToSpeech, VoiceState
+from pockettts.models.tts import Generation, TextToSpeech, VoiceState
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +130,7 @@ def results_name(knobs: dict[str, Any]) -> str:
         ("max_tokens", "tok"),
         ("max_voice_seconds", "voice"),
         ("max_items", "first"),
+        ("generation_batch_size", "bs"),
     ]
     parts += [f"{tag}{_num(knobs[key])}" for key, tag in optional if knobs.get(key) is not None]
     if knobs.get("vae"):
@@ -160,6 +161,7 @@ def eval_knobs(cfg, checkpoint: dict[str, Any], testset: str) -> dict[str, Any]:
         "max_tokens": None if cfg.max_tokens == 50 else cfg.max_tokens,
         "max_voice_seconds": None if cfg.max_voice_seconds == 30 else cfg.max_voice_seconds,
         "max_items": cfg.max_items,
+        "generation_batch_size": None if cfg.generation_batch_size == 1 else cfg.generation_batch_size,
         "vae": cfg.vae,
         "seed": int(cfg.seed),
         "asr": asr_name(cfg.whisper, cfg.beam_size, cfg.language),
@@ -189,32 +191,37 @@ def build_scorers(cfg) -> Scorers:
 
 
 # -- one item -----------------------------------------------------------------------------------------
-def _generation_options(cfg, seed: int) -> dict[str, Any]:
+def _generation_options(cfg) -> dict[str, Any]:
+    """``SynthesisOptions`` fields except the seed (per item)."""
     return dict(
         cfg_scale=cfg.cfg_scale, temperature=cfg.temperature, noise_clamp=cfg.noise_clamp,
-        eos_threshold=cfg.eos_threshold, frames_after_eos=cfg.frames_after_eos,
-        max_tokens=cfg.max_tokens, seed=seed,
+        eos_threshold=cfg.eos_threshold, frames_after_eos=cfg.frames_after_eos, max_tokens=cfg.max_tokens,
     )  # fmt: skip
 
 
-def speak(tts: TextToSpeech, text: str, voice: VoiceState, options: dict[str, Any]) -> dict[str, Any]:
-    """Generate once for the audio and the EOS flag, and time the streaming path's first chunk.
-
-    Returns ``audio [T]``, ``eos_reached``, ``generation_seconds`` and ``ttfa_seconds``."""
+def time_to_first_audio(tts: TextToSpeech, text: str, voice: VoiceState, **options) -> float:
+    """Seconds until the streaming path yields its first 80 ms chunk (text prefill + one frame + decode)."""
     start = time.perf_counter()
     stream = tts.stream(text, voice, **options)
     next(stream, None)
-    ttfa = time.perf_counter() - start
-    stream.close()
-    start = time.perf_counter()
-    generation = tts.generate(text, voice, **options)
     seconds = time.perf_counter() - start
-    return {
-        "audio": generation.audio,
-        "eos_reached": bool(generation.eos_reached),
-        "generation_seconds": seconds,
-        "ttfa_seconds": ttfa,
-    }
+    stream.close()
+    return seconds
+
+
+def generate_group(
+    tts: TextToSpeech, texts: list[str], voices: list[VoiceState], seeds: list[int], options: dict[str, Any]
+) -> list[tuple[Generation, float]]:
+    """``(generation, wall seconds)`` per request: ``generate`` for one, ``generate_batch`` for several
+    (the batch's wall time shared out by audio length; the total is exact)."""
+    start = time.perf_counter()
+    if len(texts) == 1:
+        generations = [tts.generate(texts[0], voices[0], seed=seeds[0], **options)]
+    else:
+        generations = tts.generate_batch(texts, voices, seeds=seeds, **options)
+    wall = time.perf_counter() - start
+    total = sum(g.audio.numel() for g in generations)
+    return [(g, wall * g.audio.numel() / total if total else wall / len(generations)) for g in generations]
 
 
 def _wav_name(item_id: str) -> str:
@@ -284,17 +291,15 @@ def evaluate(cfg) -> dict[str, Any]:
     if todo:
         tts = TextToSpeech.load(cfg.checkpoint, cfg.vae)
         cache = _EmbeddingCache(scorers.speaker, tts.vae.sample_rate) if scorers.speaker else None
-        batch: list[tuple[EvalItem, dict[str, Any], torch.Tensor]] = []
-        for index, item in tqdm(todo, desc=f"eval {testset.name}"):
-            try:
-                batch.append((item, *_generate_item(tts, cfg, item, cfg.seed + index, out)))
-            except Exception as err:  # one bad item (unreadable prompt, unspeakable text) is not the run
-                log.error("item %s: %s", item.id, err)
-                failed.append({"id": item.id, "error": f"{type(err).__name__}: {err}"})
-            if len(batch) == cfg.asr_batch_size or (batch and index == todo[-1][0]):
-                rows = _score_batch(batch, scorers, cache, cfg.normalizers, tts.vae.sample_rate)
-                _append_rows(out / "items.jsonl", rows)
-                batch = []
+        progress = tqdm(total=len(todo), desc=f"eval {testset.name}")
+        for start in range(0, len(todo), cfg.asr_batch_size):
+            spoken = _speak(tts, cfg, todo[start : start + cfg.asr_batch_size], out, failed, progress)
+            if spoken:
+                _append_rows(
+                    out / "items.jsonl",
+                    _score_batch(spoken, scorers, cache, cfg.normalizers, tts.vae.sample_rate),
+                )
+        progress.close()
     rows = _read_rows(out / "items.jsonl")
     done_rows = [rows[item.id] for item in items if item.id in rows]
     results = _aggregate(done_rows, settings, testset, failed, out)
@@ -319,31 +324,86 @@ def _claim(out: Path, settings: dict[str, Any]) -> None:
     path.write_text(json.dumps(settings, indent=2) + "\n")
 
 
-def _generate_item(
-    tts: TextToSpeech, cfg, item: EvalItem, seed: int, out: Path
-) -> tuple[dict[str, Any], torch.Tensor]:
-    """Speak one item, keep its wav; the row so far (no transcript yet) and the audio ``[T]``."""
+def _speak(
+    tts: TextToSpeech, cfg, todo: list[tuple[int, EvalItem]], out: Path, failed: list, progress
+) -> list[tuple[EvalItem, dict[str, Any], torch.Tensor]]:
+    """Voice states, then generation in groups of ``generation_batch_size``; the wavs are kept.
+    Returns ``(item, row without transcript, audio [T])``; a failing item is logged in ``failed``."""
     rate = tts.vae.sample_rate
-    start = time.perf_counter()
-    # the prompt window, mono, at the training loudness (-23 LUFS), as the model saw voices in training
-    voice = tts.voice(load_prompt_audio(item, rate), rate, cfg.max_voice_seconds)
-    voice_seconds = time.perf_counter() - start
-    spoken = speak(tts, item.text, voice, _generation_options(cfg, seed))
-    audio = spoken.pop("audio")
+    options = _generation_options(cfg)
+    ready = []
+    for index, item in todo:
+        try:
+            start = time.perf_counter()
+            # the prompt window, mono, at the training loudness (-23 LUFS), as voices were in training
+            voice = tts.voice(load_prompt_audio(item, rate), rate, cfg.max_voice_seconds)
+            ttfa = time_to_first_audio(tts, item.text, voice, seed=cfg.seed + index, **options)
+            ready.append((index, item, voice, time.perf_counter() - start - ttfa, ttfa))
+        except Exception as err:  # one bad item (unreadable prompt, unspeakable text) is not the run
+            _fail(item, err, failed, progress)
+    spoken = []
+    size = cfg.generation_batch_size
+    for group in [ready[i : i + size] for i in range(0, len(ready), size)]:
+        for (index, item, _, voice_seconds, ttfa), result in zip(group, _generate_safely(tts, cfg, group)):
+            if isinstance(result, Exception):
+                _fail(item, result, failed, progress)
+                continue
+            generation, seconds = result
+            row = _row(item, cfg.seed + index, generation, seconds, voice_seconds, ttfa, out, rate)
+            spoken.append((item, row, generation.audio))
+            progress.update()
+    return spoken
+
+
+def _generate_safely(
+    tts: TextToSpeech, cfg, group: list[tuple]
+) -> list[tuple[Generation, float] | Exception]:
+    """``generate_group`` over ``(index, item, voice, ...)`` members; when that raises, each member
+    alone, so that only the bad request fails."""
+
+    def attempt(members):
+        seeds = [cfg.seed + m[0] for m in members]
+        texts, voices = [m[1].text for m in members], [m[2] for m in members]
+        return generate_group(tts, texts, voices, seeds, _generation_options(cfg))
+
+    try:
+        return attempt(group)
+    except Exception as err:
+        if len(group) == 1:
+            return [err]
+    results: list[tuple[Generation, float] | Exception] = []
+    for member in group:
+        try:
+            results += attempt([member])
+        except Exception as err:
+            results.append(err)
+    return results
+
+
+def _fail(item: EvalItem, err: BaseException, failed: list, progress) -> None:
+    log.error("item %s: %s", item.id, err)
+    failed.append({"id": item.id, "error": f"{type(err).__name__}: {err}"})
+    progress.update()
+
+
+def _row(item: EvalItem, seed: int, generation: Generation, generation_seconds: float, voice_seconds: float,
+         ttfa: float, out: Path, rate: int) -> dict[str, Any]:  # fmt: skip
+    """An item's row before scoring; writes its wav (none for empty output)."""
+    audio = generation.audio
     seconds = audio.shape[-1] / rate
     wav = Path("wavs") / _wav_name(item.id)
     if seconds:
         save_audio(out / wav, audio[None], rate)
-    row = {
+    return {
         "id": item.id, "text": item.text, "speaker": item.speaker, "seed": seed,
         "prompt_audio": str(item.prompt_audio), "prompt_offset": item.prompt_offset,
         "prompt_duration": item.prompt_duration,
         "reference_audio": str(item.reference_audio) if item.reference_audio else None,
         "wav": str(wav) if seconds else None, "audio_seconds": seconds, "voice_seconds": voice_seconds,
-        **spoken, "rtf": spoken["generation_seconds"] / seconds if seconds else None,
+        "generation_seconds": generation_seconds, "rtf": generation_seconds / seconds if seconds else None,
+        "ttfa_seconds": ttfa, "eos_reached": bool(generation.eos_reached),
         "silent": seconds == 0 or is_silent(audio[None], rate),
     }  # fmt: skip
-    return row, audio
 
 
 @torch.no_grad()
