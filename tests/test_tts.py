@@ -3,6 +3,7 @@ equals decoding all generated latents at once, and clear errors on bad input."""
 
 from __future__ import annotations
 
+import copy
 import shutil
 
 import pytest
@@ -170,3 +171,33 @@ def test_infer_py_bad_input_exits_nonzero_with_the_reason(tts, tmp_path):
         f"out={tmp_path / 'x.wav'}",
     )
     assert result.returncode != 0 and "..." in result.stdout + result.stderr
+
+
+def test_overlapped_decoding_equals_one_thread(tts):
+    voice = tts.voice(_voice_audio(), 44_100)
+    text = "Quick! Run to the station, the last train leaves at nine tonight."
+    overlapped = tts.generate(text, voice, seed=2, max_tokens=12)
+    tts.overlap_decoding = False
+    try:
+        sequential = tts.generate(text, voice, seed=2, max_tokens=12)
+    finally:
+        tts.overlap_decoding = True
+    torch.testing.assert_close(overlapped.latents, sequential.latents)
+    torch.testing.assert_close(overlapped.audio, sequential.audio, atol=1e-5, rtol=1e-5)
+    threads = torch.get_num_threads()
+    next(tts.stream(text, voice))  # abandoned after one chunk: the worker stops, threads restored
+    assert torch.get_num_threads() == threads
+
+
+def test_int8_precision_stays_close_to_float32(tts, tmp_path):
+    voice = tts.voice(_voice_audio(), 44_100)
+    exact = tts.generate("The bus is leaving.", voice, seed=4)
+    flow_lm, vae = copy.deepcopy(tts.flow_lm), copy.deepcopy(tts.vae)
+    quantized = TextToSpeech(flow_lm, vae, tts.tokenizer, precision="int8")
+    assert isinstance(flow_lm.transformer.layers[0].linear1, torch.ao.nn.quantized.dynamic.Linear)
+    approx = quantized.generate("The bus is leaving.", quantized.voice(_voice_audio(), 44_100), seed=4)
+    first = slice(0, 8)  # before autoregressive drift compounds
+    error = (approx.latents[first] - exact.latents[first]).abs().mean() / exact.latents[first].std()
+    assert error < 0.1
+    with pytest.raises(ValueError, match="precision"):
+        TextToSpeech(tts.flow_lm, tts.vae, tts.tokenizer, precision="fp8")

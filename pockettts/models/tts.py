@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from queue import Empty, Queue
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -21,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from pockettts.audio import AudioError, end_on_pause, is_silent, resample, to_mono
 from pockettts.models.flow_lm import FlowLM, load_flow_lm, read_flow_lm_metadata
 from pockettts.models.heads import sample_noise
+from pockettts.models.quantize import set_precision
 from pockettts.models.vae import AudioVAE, load_vae
 from pockettts.modules.streaming import State, copy_state, flatten_state, unflatten_state
 from pockettts.text import Tokenizer, normalize_text
@@ -102,17 +105,35 @@ class VoiceState:
 
 
 class TextToSpeech:
-    """``FlowLM`` + ``AudioVAE`` + ``Tokenizer``: voice states, streaming synthesis."""
+    """``FlowLM`` + ``AudioVAE`` + ``Tokenizer``: voice states, streaming synthesis.
 
-    def __init__(self, flow_lm: FlowLM, vae: AudioVAE, tokenizer: Tokenizer):
+    Args:
+        precision: ``"float32"`` (exact) or ``"int8"`` (dynamic int8 linears in the backbone, head
+            and decoder transformer; see ``pockettts.models.quantize``). Applied in place.
+        overlap_decoding: ``stream``/``generate`` run generation in a background thread while the
+            caller's thread decodes every frame queued so far in one call, each with half the
+            intra-op threads (a frame's decoding then hides behind the next frame's generation).
+            ``False`` decodes frame by frame in one thread.
+    """
+
+    def __init__(
+        self,
+        flow_lm: FlowLM,
+        vae: AudioVAE,
+        tokenizer: Tokenizer,
+        precision: str = "float32",
+        overlap_decoding: bool = True,
+    ):
         if tokenizer.vocab_size != flow_lm.vocab_size:
             raise ValueError(
                 f"tokenizer has {tokenizer.vocab_size} pieces, the model expects {flow_lm.vocab_size}"
             )
         self.flow_lm, self.vae, self.tokenizer = flow_lm.eval(), vae.eval(), tokenizer
+        set_precision(self.flow_lm, self.vae, precision)
+        self.precision, self.overlap_decoding = precision, overlap_decoding
 
     @classmethod
-    def load(cls, flow_lm: str | Path, vae: str | Path | None = None) -> TextToSpeech:
+    def load(cls, flow_lm: str | Path, vae: str | Path | None = None, **options) -> TextToSpeech:
         """From an exported FlowLM (teacher or student) with its tokenizer (``.model`` or
         ``tokenizer.json``) beside it; the VAE is the one recorded in the export unless given."""
         metadata = read_flow_lm_metadata(flow_lm)
@@ -123,7 +144,7 @@ class TextToSpeech:
         names = ("tokenizer.model", "tokenizer.json")
         default = next((n for n in names if (folder / n).is_file()), names[0])
         tokenizer = folder / metadata.get("tokenizer", default)
-        return cls(load_flow_lm(flow_lm), load_vae(vae or metadata["vae"]), Tokenizer(tokenizer))
+        return cls(load_flow_lm(flow_lm), load_vae(vae or metadata["vae"]), Tokenizer(tokenizer), **options)
 
     @torch.no_grad()
     def voice(self, audio: torch.Tensor, sample_rate: int, max_seconds: float = 30.0) -> VoiceState:
@@ -191,14 +212,21 @@ class TextToSpeech:
         self, text: str, voice: VoiceState, options: SynthesisOptions, eos: list[bool],
         latents: list[torch.Tensor] | None,
     ) -> Iterator[torch.Tensor]:  # fmt: skip
+        frames = self._latents(text, voice, options, eos)
+        batches = _overlapped(frames) if self.overlap_decoding else ([item] for item in frames)
         decoder: State = {}
-        for latent, opens_chunk in self._latents(text, voice, options, eos):
+        for batch in batches:
+            stacked = torch.cat([latent for latent, _ in batch])  # [F, latent_dim], one text chunk
             if latents is not None:
-                latents.append(latent)
+                latents.append(stacked)
+            opens_chunk = batch[0][1]
             if opens_chunk:
                 decoder = self.vae.init_state(1)
-            audio = self.vae.decode(latent[None], decoder)[0, 0]
-            yield self._fade_in(audio) if opens_chunk else audio
+            with torch.no_grad():
+                audio = self.vae.decode(stacked[None], decoder)[0, 0]
+            if opens_chunk:
+                self._fade_in(audio)
+            yield from audio.split(self.vae.frame_size)
 
     @torch.no_grad()
     def generate(self, text: str, voice: VoiceState, **options) -> Generation:
@@ -270,6 +298,55 @@ class TextToSpeech:
                 all(ended),
             ))  # fmt: skip
         return results
+
+
+def _overlapped(frames: Iterator[tuple[torch.Tensor, bool]]) -> Iterator[list[tuple[torch.Tensor, bool]]]:
+    """Run ``frames`` in a background thread; yield what it has queued since the last call (at least
+    one frame, never across a text chunk's start), each side on half the intra-op threads."""
+    queue: Queue = Queue()
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for item in frames:
+                if stop.is_set():
+                    return
+                queue.put(item)
+            queue.put(done)
+        except BaseException as error:  # handed to the consumer, which raises it
+            queue.put(error)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads // 2))
+    worker = threading.Thread(target=produce, daemon=True)
+    worker.start()
+    pending = None
+    try:
+        while True:
+            item = pending if pending is not None else queue.get()
+            pending = None
+            batch = []
+            while True:
+                if item is done:
+                    if batch:
+                        yield batch
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                if batch and item[1]:  # a new text chunk starts a new decoder: next batch
+                    pending = item
+                    break
+                batch.append(item)
+                try:
+                    item = queue.get_nowait()
+                except Empty:
+                    break
+            yield batch
+    finally:
+        stop.set()
+        worker.join()
+        torch.set_num_threads(threads)
 
 
 @dataclass
