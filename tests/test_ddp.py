@@ -9,7 +9,8 @@ context noise, the head's noise and times) is seeded from (seed, step, share), n
 DDP averages over ranks exactly as accumulation averages ``loss / 2`` over micro-batches. What may
 differ is the order of floating-point additions in the gradient sum (DDP's bucketed all-reduce vs
 autograd accumulation), hence a tolerance of 1e-5 after a few AdamW steps, which is far below the
-size of the updates themselves (checked too, so an untrained model cannot pass).
+size of the updates themselves (checked too, so an untrained model cannot pass). In practice the
+weights come out bit-identical (two-rank gloo all-reduce of halves adds the same two numbers).
 
 Compared against one process taking the whole global batch in a single micro-batch the runs would
 differ: the loss is a mean over the frames of a micro-batch, so two shares of unequal length weigh
