@@ -194,3 +194,16 @@ def test_state_survives_flatten_and_restore():
     torch.testing.assert_close(torch.cat([first, rest], 1), transformer(x))
     with pytest.raises(KeyError, match="unknown"):
         unflatten_state({**flatten_state(state), "bogus": torch.zeros(1)}, transformer.init_state(1))
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_inference_transposed_conv_equals_torch(bias):
+    """The no-grad CPU path (one matrix product + overlap-add) computes what nn.ConvTranspose1d does."""
+    torch.manual_seed(0)
+    layer = StreamingConvTranspose1d(6, 5, kernel_size=12, stride=6, bias=bias)
+    x = torch.randn(2, 6, 9)
+    with torch.no_grad():
+        fast = layer._transposed_conv(x)
+    torch.testing.assert_close(fast, layer.convtr(x))
+    with torch.no_grad():
+        torch.testing.assert_close(_streamed(layer, x, max_chunk=2), layer(x))

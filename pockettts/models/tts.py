@@ -158,14 +158,15 @@ class TextToSpeech:
         latents = self.vae.encode(wav[None])[0]
         return VoiceState(latents, self.flow_lm.prefill(latents, None))
 
-    def _chunks(self, text: str, max_tokens: int, frames_after_eos: int | None) -> list[_Chunk]:
+    def _chunks(self, text: str, options: SynthesisOptions) -> list[_Chunk]:
         chunks = []
-        for chunk in split_text(prepare_text(text), self.tokenizer, max_tokens):
+        for chunk in split_text(prepare_text(text), self.tokenizer, options.max_tokens):
             tokens = torch.tensor(self.tokenizer.encode(chunk), dtype=torch.long)
-            after = (
-                frames_after_eos if frames_after_eos is not None else (5 if len(chunk.split()) <= 4 else 3)
-            )
-            chunks.append(_Chunk(tokens, math.ceil((len(tokens) / 3 + 2) * self.vae.frame_rate), after))
+            after = options.frames_after_eos
+            if after is None:
+                after = 5 if len(chunk.split()) <= 4 else 3
+            budget = options.max_frames or math.ceil((len(tokens) / 3 + 2) * self.vae.frame_rate)
+            chunks.append(_Chunk(tokens, budget, after))
         return chunks
 
     @torch.no_grad()
@@ -176,7 +177,7 @@ class TextToSpeech:
         text chunk; appends to ``eos`` whether each chunk ended on EOS."""
         generator = torch.Generator().manual_seed(options.seed)
         guided = options.cfg_scale != 1.0
-        for chunk in self._chunks(text, options.max_tokens, options.frames_after_eos):
+        for chunk in self._chunks(text, options):
             if guided:  # both passes in one batch; the voice prefix is read again
                 state = self.flow_lm.prefill_batch([(voice.latents, chunk.tokens)], with_null=True)
             else:
@@ -264,7 +265,7 @@ class TextToSpeech:
         opts = SynthesisOptions(**options)
         seeds = list(seeds) if seeds is not None else [opts.seed] * len(texts)
         generators = [torch.Generator().manual_seed(seed) for seed in seeds]
-        plans = [self._chunks(text, opts.max_tokens, opts.frames_after_eos) for text in texts]
+        plans = [self._chunks(text, opts) for text in texts]
         chunk_latents: list[list[torch.Tensor]] = [[] for _ in texts]
         eos: list[list[bool]] = [[] for _ in texts]
         for round_ in range(max(len(plan) for plan in plans)):
@@ -359,7 +360,8 @@ class _Chunk:
 @dataclass
 class SynthesisOptions:
     """Generation knobs (Pocket TTS's defaults); ``frames_after_eos=None`` uses its guess (5 frames
-    after EOS for chunks of at most 4 words, else 3)."""
+    after EOS for chunks of at most 4 words, else 3); ``max_frames=None`` its frame budget per text
+    chunk (2 s more than 3 tokens per second)."""
 
     cfg_scale: float = 1.0
     temperature: float = 0.3
@@ -367,6 +369,7 @@ class SynthesisOptions:
     eos_threshold: float = -4.0
     frames_after_eos: int | None = None
     max_tokens: int = 50
+    max_frames: int | None = None
     seed: int = 0
 
     def sampling(self) -> dict:
