@@ -303,9 +303,10 @@ class TextToSpeech:
 
 def _overlapped(frames: Iterator[tuple[torch.Tensor, bool]]) -> Iterator[list[tuple[torch.Tensor, bool]]]:
     """Run ``frames`` in a background thread; yield what it has queued since the last call (at least
-    one frame, never across a text chunk's start), each side on half the intra-op threads."""
+    one frame, never across a text chunk's start), each side on half the intra-op threads until
+    generation ends."""
     queue: Queue = Queue()
-    stop = threading.Event()
+    stop, finished = threading.Event(), threading.Event()
     done = object()
 
     def produce() -> None:
@@ -317,6 +318,8 @@ def _overlapped(frames: Iterator[tuple[torch.Tensor, bool]]) -> Iterator[list[tu
             queue.put(done)
         except BaseException as error:  # handed to the consumer, which raises it
             queue.put(error)
+        finally:
+            finished.set()
 
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, threads // 2))
@@ -326,6 +329,8 @@ def _overlapped(frames: Iterator[tuple[torch.Tensor, bool]]) -> Iterator[list[tu
     try:
         while True:
             item = pending if pending is not None else queue.get()
+            if finished.is_set():  # generation is over: the decoder may use every thread
+                torch.set_num_threads(threads)
             pending = None
             batch = []
             while True:
