@@ -51,7 +51,9 @@ def _voice(tts: TextToSpeech, cfg) -> VoiceState:
 def run(cfg) -> int:
     """Exit code 0 when every text was spoken; 1 (with the reason logged) otherwise."""
     try:
-        tts = TextToSpeech.load(cfg.checkpoint, cfg.vae)
+        tts = TextToSpeech.load(
+            cfg.checkpoint, cfg.vae, precision=cfg.precision, overlap_decoding=cfg.overlap_decoding
+        )
         voice = _voice(tts, cfg)
         jobs = _texts(cfg)
     except (AudioError, TextError, FileNotFoundError, ValueError, KeyError) as err:
@@ -60,22 +62,27 @@ def run(cfg) -> int:
     failures = 0
     for text, out in jobs:
         start = time.perf_counter()
+        chunks, first_audio = [], None
         try:
-            audio = tts.synthesize(
+            for chunk in tts.stream(
                 text, voice, cfg_scale=cfg.cfg_scale, temperature=cfg.temperature,
                 noise_clamp=cfg.noise_clamp, eos_threshold=cfg.eos_threshold,
                 frames_after_eos=cfg.frames_after_eos, max_tokens=cfg.max_tokens, seed=cfg.seed,
-            )  # fmt: skip
+            ):  # fmt: skip
+                first_audio = first_audio or time.perf_counter() - start
+                chunks.append(chunk)
         except TextError as err:
             log.error("text %r: %s", text[:80], err)
             failures += 1
             continue
         elapsed = time.perf_counter() - start
+        audio = torch.cat(chunks) if chunks else torch.zeros(0)
         seconds = audio.shape[-1] / tts.vae.sample_rate
         save_audio(out, audio[None], tts.vae.sample_rate)
         rtf = elapsed / seconds if seconds else float("inf")
         threads = torch.get_num_threads()
         print(
-            f"{out}: {seconds:.2f} s of audio in {elapsed:.2f} s (real-time factor {rtf:.3f}, {threads} thr.)"
+            f"{out}: {seconds:.2f} s of audio in {elapsed:.2f} s (real-time factor {rtf:.3f}, first audio "
+            f"after {1000 * (first_audio or 0):.0f} ms, {cfg.precision}, {threads} thr.)"
         )
     return 1 if failures else 0

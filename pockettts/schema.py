@@ -96,6 +96,8 @@ class InferConfig(RunConfig):
     eos_threshold: float = -4.0
     frames_after_eos: int | None = None
     max_tokens: int = 50
+    precision: str = "int8"
+    overlap_decoding: bool = True
 
 
 def register_schemas() -> None:

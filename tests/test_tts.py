@@ -138,10 +138,11 @@ def test_infer_py_speaks_texts_and_reports_speed(tts, tmp_path):
     result = _infer(tmp_path, f"checkpoint={checkpoint}", "text='The bus is leaving.'", f"voice={voice_wav}",
                     f"out={tmp_path / 'out.wav'}", f"save_voice={saved}")  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "real-time factor" in result.stdout and (tmp_path / "out.wav").is_file()
+    assert "real-time factor" in result.stdout and "int8" in result.stdout  # the default precision
+    assert (tmp_path / "out.wav").is_file()
     lines = tmp_path / "texts.txt"
     lines.write_text("First line.\n\nSecond one here.\n")
-    result = _infer(tmp_path, f"checkpoint={checkpoint}", f"text_file={lines}",
+    result = _infer(tmp_path, f"checkpoint={checkpoint}", f"text_file={lines}", "precision=float32",
                     f"voice={tmp_path / 'voice.safetensors'}", f"out={tmp_path / 'many'}")  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert sorted(p.name for p in (tmp_path / "many").glob("*.wav")) == ["0000.wav", "0001.wav"]
