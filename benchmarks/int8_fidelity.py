@@ -86,9 +86,8 @@ def transcript_agreement(checkpoint: Path, voice: Path, whisper: Path, texts: li
     agreement = word_error_rate(heard["float32"], heard["int8"])["wer"] if any(heard["float32"]) else None
     for text, exact, approx in zip(texts, heard["float32"], heard["int8"]):
         print(f"  {text!r}\n    float32: {exact!r}\n    int8:    {approx!r}")
-    print(
-        f"  WER of int8 transcripts against float32 ones: {agreement if agreement is None else f'{agreement:.1%}'}"
-    )
+    shown = "n/a (nothing transcribed)" if agreement is None else f"{agreement:.1%}"
+    print(f"  WER of int8 transcripts against float32 ones: {shown}")
 
 
 def main() -> None:
