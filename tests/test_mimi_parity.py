@@ -42,7 +42,7 @@ def _audio(frames: int, seed: int = 1) -> torch.Tensor:
     return (tone + 0.05 * torch.randn(2, 1, t.numel(), generator=generator)).float()
 
 
-@pytest.mark.parametrize("config_name", ["english", "english_2m_refl_2026-10"])
+@pytest.mark.parametrize("config_name", ["english", "english_2026-01", "english_2m_refl_2026-10"])
 def test_converted_codec_matches_reference(config_name, tmp_path):
     reference, mimi_config = _reference_codec(config_name)
     path = tmp_path / "model.safetensors"
@@ -50,13 +50,16 @@ def test_converted_codec_matches_reference(config_name, tmp_path):
     ours = load_mimi_codec(path, mimi_config)
     audio = _audio(frames=20)
     with torch.no_grad():
-        expected_latent = reference.encode_to_latent(audio)
-        latent = ours.encode(audio)
-        torch.testing.assert_close(latent, expected_latent, atol=1e-4, rtol=1e-4)
-        expected_audio = reference.decode_from_latent(
-            expected_latent, init_states(reference, 2, 16 * latent.shape[1])
-        )
-        torch.testing.assert_close(ours.decode(expected_latent), expected_audio, atol=1e-4, rtol=1e-4)
+        # What the reference encodes is what its FlowLM reads: the latent (v2), 512-d features (v1).
+        expected_features = reference.encode_to_latent(audio)
+        features = ours.voice_features(audio, expected_features.shape[-1])
+        torch.testing.assert_close(features, expected_features, atol=1e-4, rtol=1e-4)
+        latent = torch.randn(2, 20, 32, generator=torch.Generator().manual_seed(1))
+        expected_audio = reference.decode_from_latent(latent, init_states(reference, 2, 16 * latent.shape[1]))
+        torch.testing.assert_close(ours.decode(latent), expected_audio, atol=1e-4, rtol=1e-4)
+    if config_name == "english_2026-01":
+        with pytest.raises(RuntimeError, match="v1"):
+            ours.encode(audio)
 
 
 def test_our_vae_runs_in_reference_package():

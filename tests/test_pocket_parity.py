@@ -26,8 +26,8 @@ from pocket_tts.utils.config import CONFIGS_DIR, Config  # noqa: E402
 VOCAB = 64
 
 
-def _config(tokenizer_path) -> dict:
-    config = yaml.safe_load((CONFIGS_DIR / "english.yaml").read_text())
+def _config(tokenizer_path, name: str = "english") -> dict:
+    config = yaml.safe_load((CONFIGS_DIR / f"{name}.yaml").read_text())
     config.pop("weights_path", None)
     config.pop("weights_path_without_voice_cloning", None)
     config["flow_lm"]["transformer"]["num_layers"] = 2
@@ -38,13 +38,10 @@ def _config(tokenizer_path) -> dict:
     return config
 
 
-@pytest.fixture(scope="module")
-def models(tiny_corpus, tmp_path_factory):
-    """(reference TTSModel, our TextToSpeech) with the same random weights, a voice prompt, and
-    texts made of corpus sentences (a 64-piece tokenizer cannot spell arbitrary words)."""
-    folder = tmp_path_factory.mktemp("pocket_parity")
+def _build(tiny_corpus, folder, name: str = "english"):
+    """(reference TTSModel, our TextToSpeech, prompt [1, T]) with the same random weights."""
     tokenizer_path = train_tokenizer([tiny_corpus / "train.jsonl"], folder / "tok", vocab_size=VOCAB)
-    config = _config(tokenizer_path)
+    config = _config(tokenizer_path, name)
     torch.manual_seed(0)
     reference = TTSModel._from_pydantic_config_with_weights(
         Config(**config), temp=0.3, sampler_decode_steps=1, noise_clamp=None, eos_threshold=-4.0
@@ -70,6 +67,15 @@ def models(tiny_corpus, tmp_path_factory):
     ours = TextToSpeech(ours_lm, ours_vae, Tokenizer(tokenizer_path))
     manifest = [json.loads(line) for line in (tiny_corpus / "train.jsonl").read_text().splitlines()]
     prompt = load_audio(tiny_corpus / manifest[0]["audio"], sample_rate=24_000)  # [1, T]
+    return reference, ours, prompt
+
+
+@pytest.fixture(scope="module")
+def models(tiny_corpus, tmp_path_factory):
+    """``_build``'s models and prompt, and texts made of corpus sentences (a 64-piece tokenizer
+    cannot spell arbitrary words)."""
+    reference, ours, prompt = _build(tiny_corpus, tmp_path_factory.mktemp("pocket_parity"))
+    manifest = [json.loads(line) for line in (tiny_corpus / "train.jsonl").read_text().splitlines()]
     sentences = sorted(
         {s for item in manifest for s in re.split(r"(?<=[.!?])\s+", item["text"]) if len(s.split()) >= 5},
         key=len,
@@ -100,7 +106,17 @@ def _reference_latents(reference, voice_state, text, seed, max_tokens):
 
 
 def test_voice_state_matches_the_reference(models):
-    reference, ours, prompt, _ = models
+    _assert_same_voice_state(*models[:3])
+
+
+def test_v1_codec_model_voice_state_matches_the_reference(tiny_corpus, tmp_path):
+    """The first release (english_2026-01): 512-d encoder features feed a 1024x512 voice projection."""
+    reference, ours, prompt = _build(tiny_corpus, tmp_path, "english_2026-01")
+    assert ours.flow_lm.speaker_proj_weight.shape[1] == 512
+    _assert_same_voice_state(reference, ours, prompt)
+
+
+def _assert_same_voice_state(reference, ours, prompt):
     reference_state = reference.get_state_for_audio_prompt(prompt)
     voice = ours.voice(prompt, 24_000)
     caches = [value for value in reference_state.values() if "cache" in value]
@@ -109,7 +125,8 @@ def test_voice_state_matches_the_reference(models):
     for index, cache in enumerate(caches):
         attention = ours_layers[f"layers.{index}"]["self_attn"]
         length = int(attention["length"])
-        assert int(cache["offset"].view(-1)[0]) == length == voice.latents.shape[0] + 1
+        opening = 0 if ours.flow_lm.bos_before_voice is None else 1  # v1 models have none
+        assert int(cache["offset"].view(-1)[0]) == length == voice.latents.shape[0] + opening
         for slot, name in enumerate(("keys", "values")):
             theirs = cache["cache"][slot, 0, :length]  # [T, H, Dh]
             mine = attention[name][0, :, :length].transpose(0, 1)

@@ -115,6 +115,10 @@ def load_mimi_codec(weights: str | Path, mimi_config: dict[str, Any]) -> AudioVA
     converted = mimi_to_vae_state_dict(tensors)
     expected = set(vae.state_dict())
     missing = sorted(expected - set(converted) - set(_OUR_TRAINING_ONLY))
+    if missing == ["quantizer.input_proj.weight"]:
+        # v1 files (english_2026-01) carry no bottleneck projection: the FlowLM reads the 512-d
+        # features for voice prompts, so the codec still decodes latents and encodes prompts.
+        vae.quantizer.input_proj_loaded, missing = False, []
     unexpected = sorted(set(converted) - expected)
     if missing or unexpected:
         raise KeyError(
@@ -140,7 +144,13 @@ def main(argv: list[str] | None = None) -> int:
     config = yaml.safe_load(Path(args.config).read_text())
     if "mimi" not in config:
         raise SystemExit(f"{args.config} has no `mimi` section")
-    path = load_mimi_codec(args.weights, config["mimi"]).save(args.out)
+    vae = load_mimi_codec(args.weights, config["mimi"])
+    if not vae.quantizer.input_proj_loaded:
+        raise SystemExit(
+            f"{args.weights} is a v1 codec without its latent projection: it cannot encode training "
+            "latents; use the whole model for inference (python -m pockettts.compat.pocket)"
+        )
+    path = vae.save(args.out)
     print(f"wrote {path}")
     return 0
 

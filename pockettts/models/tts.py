@@ -82,7 +82,8 @@ def prepare_text(text: str) -> str:
 
 @dataclass
 class VoiceState:
-    """A voice prompt ready to speak: raw codec latents ``[F, voice_dim]`` and the backbone state."""
+    """A voice prompt ready to speak: its codec features ``[F, voice_dim]`` (latents; v1 codecs: the
+    512-d encoder features) and the backbone state."""
 
     latents: torch.Tensor
     backbone: State
@@ -155,7 +156,7 @@ class TextToSpeech:
         if wav.shape[-1] == 0 or is_silent(wav, self.vae.sample_rate):
             raise AudioError("the voice prompt is empty or silent")
         wav = end_on_pause(wav[..., : int(max_seconds * self.vae.sample_rate)], self.vae.sample_rate)
-        latents = self.vae.encode(wav[None])[0]
+        latents = self.vae.voice_features(wav[None], self.flow_lm.speaker_proj_weight.shape[1])[0]
         return VoiceState(latents, self.flow_lm.prefill(latents, None))
 
     def _chunks(self, text: str, options: SynthesisOptions) -> list[_Chunk]:

@@ -53,10 +53,19 @@ class GaussianBottleneck(nn.Module):
         nn.init.zeros_(self.logvar_proj.weight)
         self.logvar_param = nn.Parameter(torch.full((latent_dim,), float(logvar_init)))
         self.output_proj = nn.Conv1d(latent_dim, output_dimension, 1, bias=False)
+        # False for a released v1 codec, whose files do not carry ``input_proj`` (see compat.mimi).
+        self.input_proj_loaded = True
 
     def mean(self, features: torch.Tensor) -> torch.Tensor:
         """``[B, inner_dim, F]`` -> latent mean ``[B, latent_dim, F]``."""
-        return features if self.input_proj is None else self.input_proj(features)
+        if self.input_proj is None:
+            return features
+        if not self.input_proj_loaded:
+            raise RuntimeError(
+                "this codec (a released v1 file) ships no 512 -> latent projection: it decodes latents "
+                "and encodes voice prompts (voice_features), but cannot encode latents"
+            )
+        return self.input_proj(features)
 
     def logvar(self, mean: torch.Tensor) -> torch.Tensor:
         """``[B, latent_dim, F]`` -> log-variance, clamped to keep ``exp`` finite."""
@@ -126,18 +135,39 @@ class AudioVAE(StreamingModule):
         A full pass zero-pads ``T`` up to a whole number of frames; a stream emits a frame as soon
         as its ``frame_size`` samples have arrived (``F`` may be 0 for a short chunk).
         """
+        features = self.encode_features(audio, state)
+        if features.shape[-1] == 0:
+            return features.new_zeros(features.shape[0], self.latent_dim, 0)
+        return self.quantizer.mean(features)
+
+    def encode_features(self, audio: torch.Tensor, state: State | None = None) -> torch.Tensor:
+        """``audio`` ``[B, 1, T]`` -> downsampled encoder features ``[B, inner_dim, F]`` (the latent mean
+        itself when ``inner_dim == latent_dim``, v2; the bottleneck's input in v1)."""
         if audio.dim() != 3 or audio.shape[1] != 1:
             raise ValueError(f"expected mono audio [B, 1, T], got shape {tuple(audio.shape)}")
         if state is None:
             audio = nn.functional.pad(audio, (0, -audio.shape[-1] % self.frame_size))
         features = self.encoder(audio, child_state(state, "encoder"))
         if features.shape[-1] == 0:
-            return features.new_zeros(features.shape[0], self.latent_dim, 0)
+            return features.new_zeros(features.shape[0], self.inner_dim, 0)
         features = self.encoder_transformer(features, child_state(state, "encoder_transformer"))
-        features = self.downsample(features, child_state(state, "downsample"))
-        if features.shape[-1] == 0:
-            return features.new_zeros(features.shape[0], self.latent_dim, 0)
-        return self.quantizer.mean(features)
+        return self.downsample(features, child_state(state, "downsample"))
+
+    def voice_features(self, audio: torch.Tensor, voice_dim: int) -> torch.Tensor:
+        """What a FlowLM whose voice projection reads ``voice_dim`` features gets from a prompt
+        ``[B, 1, T]``: ``[B, F, voice_dim]``, the latents (v2) or the encoder features (v1, 512-d)."""
+        if voice_dim == self.latent_dim:
+            return self.encode(audio)
+        if voice_dim == self.inner_dim:
+            return self.encode_features(audio).transpose(1, 2)
+        raise ValueError(
+            f"the codec gives {self.latent_dim}- or {self.inner_dim}-d voice features, "
+            f"the model reads {voice_dim}"
+        )
+
+    @property
+    def inner_dim(self) -> int:
+        return self.downsample.conv.conv.out_channels
 
     def encode_distribution(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Training-time posterior ``(mean, logvar)``, each ``[B, latent_dim, F]``."""
