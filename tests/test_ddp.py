@@ -27,10 +27,13 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
 from pockettts.data.datamodule import CropDataModule, UtteranceDataModule
 from pockettts.models.flow_lm import FlowLM, load_flow_lm
+from pockettts.schema import register_schemas
 from pockettts.training.run import log_batch_split, take_accumulation
 from pockettts.training.teacher_module import TeacherTrainingModule
 from pockettts.training.vae_module import VAETrainingModule
@@ -165,3 +168,27 @@ def test_manual_optimisation_modules_take_the_accumulation_or_refuse_it(tiny_vae
     with pytest.raises(ValueError, match="VAETrainingModule optimises manually and does not accumulate"):
         take_accumulation(config, vae)
     assert take_accumulation(_trainer_config(), vae) == {"accumulate_grad_batches": 1}
+
+
+def _run_dir(monkeypatch, **env: str) -> str:
+    for name in ("SLURM_JOB_ID", "SLURM_STEP_ID", "POCKETTTS_RUN_ID"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    register_schemas()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=["paths.log_dir=/logs"], return_hydra_config=True)
+    return str(cfg.hydra.run.dir)
+
+
+def test_run_directory_is_the_same_for_every_srun_task(monkeypatch):
+    """srun starts every rank itself, so each composes its own config: under SLURM the directory
+    may depend only on the job and step, not on the time a process started."""
+    slurm = dict(SLURM_JOB_ID="4242", SLURM_STEP_ID="0")
+    first, second = _run_dir(monkeypatch, **slurm), _run_dir(monkeypatch, **slurm)
+    assert first == second == "/logs/train/runs/4242_0"
+    assert _run_dir(monkeypatch, POCKETTTS_RUN_ID="exp1", **slurm) == "/logs/train/runs/exp1"
+    # Locally, two runs started at different times get two directories (Lightning hands rank 0's
+    # directory to the processes it starts, tested above).
+    assert _run_dir(monkeypatch) != _run_dir(monkeypatch)
