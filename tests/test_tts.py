@@ -12,7 +12,9 @@ import torch
 from pockettts.audio import AudioError
 from pockettts.models.flow_lm import FlowLM
 from pockettts.models.tts import TextToSpeech, VoiceState, prepare_text, split_text
+from pockettts.models.vae import AudioVAE
 from pockettts.text import TextError, train_tokenizer
+from tests.conftest import TINY_VAE
 
 VOCAB = 48
 
@@ -172,6 +174,22 @@ def test_infer_py_bad_input_exits_nonzero_with_the_reason(tts, tmp_path):
         f"out={tmp_path / 'x.wav'}",
     )
     assert result.returncode != 0 and "..." in result.stdout + result.stderr
+    garbage = tmp_path / "garbage.wav"
+    garbage.write_bytes(b"RIFF not really a wav file")
+    other_vae = tmp_path / "other_vae.safetensors"
+    AudioVAE(**{**TINY_VAE, "latent_dim": 4}).save(other_vae)
+    for overrides, reason in [
+        (["text=''", f"voice={voice_wav}"], "nothing to say"),
+        (["text='Hello.'", f"voice={garbage}"], "garbage.wav"),
+        (["text='Hello.'", f"voice={voice_wav}", f"vae={other_vae}"], "codec decodes 4-d"),
+    ]:
+        result = _infer(tmp_path, f"checkpoint={checkpoint}", *overrides, f"out={tmp_path / 'x.wav'}")
+        output = result.stdout + result.stderr
+        assert result.returncode != 0 and reason in output, output[-1500:]
+    result = _infer(tmp_path, f"checkpoint={checkpoint}", "text='Hello.'", f"voice={voice_wav}",
+                    "max_voice_seconds=0.5", f"out={tmp_path / 'short.wav'}")  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 0 and "using its first" in output, output[-1500:]  # trimmed, warned
 
 
 def test_overlapped_decoding_equals_one_thread(tts):

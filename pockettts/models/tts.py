@@ -129,6 +129,11 @@ class TextToSpeech:
             raise ValueError(
                 f"tokenizer has {tokenizer.vocab_size} pieces, the model expects {flow_lm.vocab_size}"
             )
+        if flow_lm.latent_dim != vae.latent_dim:
+            raise ValueError(
+                f"the model generates {flow_lm.latent_dim}-d latents, "
+                f"the codec decodes {vae.latent_dim}-d ones"
+            )
         self.flow_lm, self.vae, self.tokenizer = flow_lm.eval(), vae.eval(), tokenizer
         set_precision(self.flow_lm, self.vae, precision)
         self.precision, self.overlap_decoding = precision, overlap_decoding
