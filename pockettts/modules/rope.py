@@ -30,8 +30,11 @@ class _RotationTable:
         cos, sin = self.tables.get(key, (None, None))
         if cos is None or cos.shape[0] < start + length:
             size = max(2 * (start + length), 1024)
-            angles = rope_angles(torch.arange(size, device=device), head_dim, max_period)
-            cos, sin = angles.cos(), angles.sin()
+            # never inference tensors: a table first built under inference_mode (latent caching,
+            # validation) is reused by training steps, and autograd refuses inference tensors
+            with torch.inference_mode(False):
+                angles = rope_angles(torch.arange(size, device=device), head_dim, max_period)
+                cos, sin = angles.cos(), angles.sin()
             self.tables[key] = (cos, sin)
         return cos[start : start + length, None, :], sin[start : start + length, None, :]  # [T, 1, D/2]
 
