@@ -88,11 +88,14 @@ def first_of_each_sweep(overrides: list[str]) -> list[str]:
     return out
 
 
-def compose_command(config_name: str, overrides: list[str]) -> None:
+def compose_command(config_name: str, overrides: list[str], multirun: bool) -> None:
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name, overrides=first_of_each_sweep(overrides), return_hydra_config=True)
     assert cfg.task_name
+    if multirun:
+        # The launching process resolves the sweep directory before Hydra's runtime exists.
+        assert cfg.hydra.sweep.dir
 
 
 def check_command(command: list[str], where: str) -> str:
@@ -102,7 +105,7 @@ def check_command(command: list[str], where: str) -> str:
         i = scripts[0]
         overrides = [t for t in command[i + 1 :] if not t.startswith("-")]
         try:
-            compose_command(ENTRY_POINTS[Path(command[i]).name], overrides)
+            compose_command(ENTRY_POINTS[Path(command[i]).name], overrides, multirun="-m" in command[i + 1 :])
         except Exception as err:  # noqa: BLE001 - name the command in the failure
             pytest.fail(f"{where}: `{shlex.join(command)}` does not compose: {err}")
         return "hydra"
