@@ -21,6 +21,7 @@ from pockettts.eval.runner import (
     eval_knobs,
     evaluate,
     results_name,
+    spread,
 )
 from pockettts.eval.wer import character_error_rate, word_error_rate
 from pockettts.models.flow_lm import FlowLM
@@ -72,8 +73,9 @@ def test_results_name_encodes_every_knob(tmp_path):
         normalizers=["plain"], speaker_embedder=None, quality_scorer=None,
     )  # fmt: skip
     assert results_name(eval_knobs(changed, checkpoint, "demo")) == (
-        f"run-student-{sha}-cfg2-t0.7-eos-1-clamp3-after2-tok30-first8-seed2-asr_large-v3_beam5-norm_plain"
+        f"run-student-{sha}-cfg2-t0.7-eos-1-clamp3-after2-tok30-n8-seed2-asr_large-v3_beam5-norm_plain"
     )
+    assert spread(84, 4) == [0, 21, 42, 63] and spread(3, None) == spread(3, 5) == [0, 1, 2]
     assert dirname_for_testset("demo", {"data_dir": "/x", "prompt_seconds": 3.0}) == "demo-prompt3s"
     assert dirname_for_testset("seed_tts", {"meta_path": "/m/meta.lst"}) == "seed_tts"
 

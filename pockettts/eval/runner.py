@@ -1,9 +1,10 @@
 """The evaluation run: speak every item of a test set, transcribe it, score it, write it down.
 
 For each item: a voice state from its prompt audio, generation (seeded by the item's position, so
-a resumed run speaks exactly what an uninterrupted one would), the wav kept under
-``<results>/wavs/<id>.wav``, wall time, real-time factor and time to first audio (the streaming
-path's first 80 ms chunk). Every ``asr_batch_size`` items the batch is transcribed by Whisper and
+a resumed run speaks exactly what an uninterrupted one would; one at a time, or ``generate_batch``
+over ``generation_batch_size`` items), the wav kept under ``<results>/wavs/<id>.wav``, wall time,
+real-time factor and time to first audio (the streaming path's first 80 ms chunk, timed on its
+own). Every ``asr_batch_size`` items the batch is transcribed by Whisper and
 scored (WER and CER under each normaliser, speaker similarity to the prompt and to the reference
 recording when there is one, a quality score, silent output, EOS reached) and appended to
 ``items.jsonl``, so a crash loses at most one batch and a rerun skips what is written.
@@ -83,7 +84,7 @@ def checkpoint_info(path: str | Path) -> dict[str, Any]:
         "path": str(path),
         "step": step,
         "ema": ema,
-        "context_noise": float(noise.get("max_level", 1.0)) if noise else 0.0,
+        "context_noise": float(noise.get("max_level", 1.0)) if noise else 0.0,  # ContextNoise's default
         "num_layers": config.get("num_layers"),
         "sha256": _sha256(path),
     }
@@ -129,7 +130,7 @@ def results_name(knobs: dict[str, Any]) -> str:
         ("frames_after_eos", "after"),
         ("max_tokens", "tok"),
         ("max_voice_seconds", "voice"),
-        ("max_items", "first"),
+        ("max_items", "n"),
         ("generation_batch_size", "bs"),
     ]
     parts += [f"{tag}{_num(knobs[key])}" for key, tag in optional if knobs.get(key) is not None]
@@ -263,6 +264,14 @@ def dirname_for_testset(name: str, options: dict[str, Any]) -> str:
     return _UNSAFE.sub("_", label)
 
 
+def spread(count: int, wanted: int | None) -> list[int]:
+    """Indices of ``wanted`` of ``count`` items spread evenly (all when ``wanted`` is None or not
+    smaller): a subset of a speaker-sorted manifest still covers every speaker."""
+    if wanted is None or wanted >= count:
+        return list(range(count))
+    return [i * count // wanted for i in range(wanted)]
+
+
 def evaluate(cfg) -> dict[str, Any]:
     """Run (or resume) the evaluation described by ``cfg``; returns the ``results.json`` content."""
     checkpoint = checkpoint_info(cfg.checkpoint)
@@ -272,7 +281,7 @@ def evaluate(cfg) -> dict[str, Any]:
         testset = load_testset(cfg.testset, **options)
     except TypeError as err:  # an option the chosen test set does not take
         raise EvalError(f"test set {cfg.testset!r}: {err} (options given: {sorted(options)})") from err
-    items = list(testset.items)[: cfg.max_items]
+    items = [(index, testset.items[index]) for index in spread(len(testset.items), cfg.max_items)]
     if not items:
         raise EvalError(f"test set {testset.name!r} has no usable items ({len(testset.missing)} missing)")
     scorers = build_scorers(cfg)
@@ -285,7 +294,7 @@ def evaluate(cfg) -> dict[str, Any]:
     }  # fmt: skip
     _claim(out, settings)
     done = _recover_rows(out / "items.jsonl")
-    todo = [(index, item) for index, item in enumerate(items) if item.id not in done]
+    todo = [(index, item) for index, item in items if item.id not in done]
     log.info("%s: %d items, %d already done, %d to go", out, len(items), len(items) - len(todo), len(todo))
     failed: list[dict[str, str]] = []
     if todo:
@@ -301,7 +310,7 @@ def evaluate(cfg) -> dict[str, Any]:
                 )
         progress.close()
     rows = _read_rows(out / "items.jsonl")
-    done_rows = [rows[item.id] for item in items if item.id in rows]
+    done_rows = [rows[item.id] for _, item in items if item.id in rows]
     results = _aggregate(done_rows, settings, testset, failed, out)
     _write_atomic(out / "results.json", json.dumps(results, indent=2) + "\n")
     _write_atomic(out / "results.md", _markdown(results))
