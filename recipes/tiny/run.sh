@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The main job on the embedded default data, on CPU: set up, build the offline multi-speaker demo
 # corpus, validate its manifests, train the tiny VAE for a fixed budget and report how much its
-# reconstructions improved over its untrained init, then train the tiny teacher on its latents and
-# compare Whisper transcripts of generated speech with those of the codec's own reconstructions.
-# Later stages (student, evaluation) are appended here as they land.
+# reconstructions improved over its untrained init, train the tiny teacher on its latents and
+# compare Whisper transcripts of generated speech with those of the codec's own reconstructions,
+# distil the 2-layer student from the teacher, and evaluate the student on the demo test split
+# (WER/CER, speaker similarity, quality, failures, real-time factor), ending with its results table.
 #   bash recipes/tiny/run.sh                                  # data under data/demo, runs under logs/tiny/
-#   VAE_STEPS=100 TEACHER_STEPS=100 bash recipes/tiny/run.sh  # shorter budgets
+#   VAE_STEPS=20 TEACHER_STEPS=20 STUDENT_STEPS=20 EVAL_ITEMS=4 bash recipes/tiny/run.sh  # smoke test
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bash scripts/setup.sh
@@ -14,10 +15,10 @@ DATA=${DATA:-data/demo}
 export WANDB_MODE=${WANDB_MODE:-offline}
 start=$(date +%s)
 
-echo "== 1/4 demo corpus (cached after the first run) =="
+echo "== 1/6 demo corpus (cached after the first run) =="
 $PY -m pockettts.data demo --out "$DATA"
 
-echo "== 2/4 validate manifests =="
+echo "== 2/6 validate manifests =="
 for split in train valid test; do
   $PY -m pockettts.data validate "$DATA/$split.jsonl" --out "$DATA/clean/$split.jsonl"
   $PY -m pockettts.data stats "$DATA/clean/$split.jsonl"
@@ -25,7 +26,7 @@ done
 
 VAE_STEPS=${VAE_STEPS:-600}
 VAE_RUN=${VAE_RUN:-logs/tiny/vae}
-echo "== 3/4 VAE (experiment=vae_tiny, $VAE_STEPS steps) =="
+echo "== 3/6 VAE (experiment=vae_tiny, $VAE_STEPS steps) =="
 $PY train.py experiment=vae_tiny data.data_dir="$DATA" data.train_manifest=clean/train.jsonl \
   data.valid_manifest=clean/valid.jsonl trainer.max_steps="$VAE_STEPS" hydra.run.dir="$VAE_RUN"
 for which in untrained trained; do
@@ -44,7 +45,7 @@ EOF_REPORT
 
 TEACHER_STEPS=${TEACHER_STEPS:-1000}
 TEACHER_RUN=${TEACHER_RUN:-logs/tiny/teacher}
-echo "== 4/4 teacher (experiment=teacher_tiny, $TEACHER_STEPS steps) =="
+echo "== 4/6 teacher (experiment=teacher_tiny, $TEACHER_STEPS steps) =="
 $PY train.py experiment=teacher_tiny data.data_dir="$DATA" data.vae="$VAE_RUN/export/vae.safetensors" \
   data.cache_dir="$DATA/latents" data.tokenizer="$DATA/tokenizer/tokenizer.model" \
   trainer.max_steps="$TEACHER_STEPS" hydra.run.dir="$TEACHER_RUN"
@@ -61,4 +62,19 @@ print(f"teacher on {s['items']} held-out prompts (Whisper tiny.en): WER generate
       f"(vs another item's latents {s['latent_mse_other_item']:.3f})")
 EOF_REPORT
 
-echo "== done in $(( $(date +%s) - start )) s: VAE in $VAE_RUN/export/, teacher in $TEACHER_RUN/export/ =="
+STUDENT_STEPS=${STUDENT_STEPS:-500}
+STUDENT_RUN=${STUDENT_RUN:-logs/tiny/student}
+echo "== 5/6 student (experiment=student_tiny, $STUDENT_STEPS steps, distilled from the teacher) =="
+$PY distill.py experiment=student_tiny teacher="$TEACHER_RUN/export/teacher.safetensors" \
+  data.data_dir="$DATA" data.vae="$VAE_RUN/export/vae.safetensors" data.cache_dir="$DATA/latents" \
+  data.tokenizer="$DATA/tokenizer/tokenizer.model" trainer.max_steps="$STUDENT_STEPS" hydra.run.dir="$STUDENT_RUN"
+
+EVAL_ITEMS=${EVAL_ITEMS:-24}  # spread over the 84 test utterances: 4 per speaker
+EVAL_RUN=${EVAL_RUN:-logs/tiny/eval}
+echo "== 6/6 evaluation of the student on $EVAL_ITEMS items of the demo test split =="
+# results in $EVAL_RUN/demo/<checkpoint and every knob>/ (items.jsonl, results.json, results.md, wavs/)
+$PY eval.py checkpoint="$STUDENT_RUN/export/student.safetensors" testset=demo testset_options.data_dir="$DATA" \
+  max_items="$EVAL_ITEMS" whisper="$WHISPER" results_root="$EVAL_RUN" hydra.run.dir="$EVAL_RUN/hydra"
+
+echo "== done in $(( $(date +%s) - start )) s: VAE in $VAE_RUN/export/, teacher in $TEACHER_RUN/export/, \
+student in $STUDENT_RUN/export/, evaluation in $EVAL_RUN/demo/ =="
