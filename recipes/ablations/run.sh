@@ -20,7 +20,7 @@ if [ "$SIZE" = tiny ]; then
   TESTSET=(testset=demo testset_options.data_dir="$DATA")
   MAX_ITEMS=${MAX_ITEMS:-6}
   EVAL_WHISPER=${EVAL_WHISPER:-checkpoints/whisper/tiny.en.pt}
-  CFG_SCALES=${CFG_SCALES:-1.0,2.0}
+  CFG_SCALES=${CFG_SCALES:-1.5,3.0}
 else
   # A corpus prepared by recipes/hifitts2 (or libritts_r): aligned manifests, tokenizer, latents
   # under its VAE (the same VAE for every teacher).
@@ -31,8 +31,9 @@ else
   LIBRISPEECH=${LIBRISPEECH:-data/LibriSpeech}
   TESTSET=(testset=librispeech_pc testset_options.librispeech_root="$LIBRISPEECH")
   MAX_ITEMS=${MAX_ITEMS:-}
-  CFG_SCALES=${CFG_SCALES:-1.0,1.5,2.0,3.0}
+  CFG_SCALES=${CFG_SCALES:-1.5,3.0,4.0}
 fi
+# The CFG sweep adds these scales to the 1 and 2 every teacher gets; the report puts them together.
 TEMPERATURES=${TEMPERATURES:-0.3}
 BEST=${BEST:-noise_calm}  # the teacher whose CFG scale is swept
 use_size
