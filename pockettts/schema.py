@@ -66,6 +66,7 @@ class EvalConfig(RunConfig):
     beam_size: int | None = None
     asr_batch_size: int = 16
     generation_batch_size: int = 1
+    precision: str = "float32"
     normalizers: list[str] = field(default_factory=lambda: ["whisper", "plain"])
     speaker_embedder: str | None = "resemblyzer"
     speaker_checkpoint: str | None = None

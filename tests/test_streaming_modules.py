@@ -207,3 +207,13 @@ def test_inference_transposed_conv_equals_torch(bias):
     torch.testing.assert_close(fast, layer.convtr(x))
     with torch.no_grad():
         torch.testing.assert_close(_streamed(layer, x, max_chunk=2), layer(x))
+
+
+def test_rope_table_first_built_in_inference_mode_serves_training():
+    """The cached cos/sin table is shared by inference and training (latent caching, then a step)."""
+    layer = StreamingTransformer(16, 2, 1, 32, max_period=12_345.0)  # a period no other test uses
+    with torch.inference_mode():
+        layer(torch.randn(1, 5, 16))
+    x = torch.randn(1, 5, 16, requires_grad=True)
+    layer(x).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()

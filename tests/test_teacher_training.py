@@ -17,7 +17,7 @@ import torch
 from pockettts.data.datamodule import TeacherDataModule
 from pockettts.data.examples import CutConfig, cut_item
 from pockettts.data.manifest import ManifestItem, TimedSpan
-from pockettts.models.flow_lm import FlowLM, load_flow_lm
+from pockettts.models.flow_lm import FlowLM, load_flow_lm, read_flow_lm_metadata
 from pockettts.training.teacher_module import TeacherTrainingModule, load_weights
 from tests.conftest import CONFIG_DIR, Crash, cpu_trainer
 from tests.conftest import crash_after as crash_after_step
@@ -164,6 +164,8 @@ def test_export_and_init_from_with_a_new_tokenizer(teacher_data, tmp_path):
     cpu_trainer(tmp_path, max_steps=2).fit(module, datamodule=teacher_data())
     exported = tmp_path / "export" / "teacher.safetensors"
     assert (tmp_path / "export" / "tokenizer.model").is_file()
+    metadata = read_flow_lm_metadata(exported)
+    assert (metadata["step"], metadata["ema"]) == ("2", str(module.ema is not None).lower())
     loaded = load_flow_lm(exported)
     with module.exported_weights() as model:
         for name, tensor in model.state_dict().items():

@@ -109,8 +109,8 @@ def asr_name(whisper: str, beam_size: int | None, language: str | None) -> str:
     return name
 
 
-def _num(value: float) -> str:
-    return f"{value:g}"
+def _num(value: float | str) -> str:
+    return value if isinstance(value, str) else f"{value:g}"
 
 
 def results_name(knobs: dict[str, Any]) -> str:
@@ -132,6 +132,7 @@ def results_name(knobs: dict[str, Any]) -> str:
         ("max_voice_seconds", "voice"),
         ("max_items", "n"),
         ("generation_batch_size", "bs"),
+        ("precision", ""),
     ]
     parts += [f"{tag}{_num(knobs[key])}" for key, tag in optional if knobs.get(key) is not None]
     if knobs.get("vae"):
@@ -163,6 +164,7 @@ def eval_knobs(cfg, checkpoint: dict[str, Any], testset: str) -> dict[str, Any]:
         "max_voice_seconds": None if cfg.max_voice_seconds == 30 else cfg.max_voice_seconds,
         "max_items": cfg.max_items,
         "generation_batch_size": None if cfg.generation_batch_size == 1 else cfg.generation_batch_size,
+        "precision": None if cfg.precision == "float32" else cfg.precision,
         "vae": cfg.vae,
         "seed": int(cfg.seed),
         "asr": asr_name(cfg.whisper, cfg.beam_size, cfg.language),
@@ -298,7 +300,7 @@ def evaluate(cfg) -> dict[str, Any]:
     log.info("%s: %d items, %d already done, %d to go", out, len(items), len(items) - len(todo), len(todo))
     failed: list[dict[str, str]] = []
     if todo:
-        tts = TextToSpeech.load(cfg.checkpoint, cfg.vae)
+        tts = TextToSpeech.load(cfg.checkpoint, cfg.vae, precision=cfg.precision)
         cache = _EmbeddingCache(scorers.speaker, tts.vae.sample_rate) if scorers.speaker else None
         progress = tqdm(total=len(todo), desc=f"eval {testset.name}")
         for start in range(0, len(todo), cfg.asr_batch_size):

@@ -148,6 +148,7 @@ class DistillationModule(GuardedOptimizationMixin, EMAWeightsMixin, L.LightningM
         if self.export_path and self.trainer.is_global_zero:
             with self.exported_weights() as model:
                 path = export_flow_lm(
-                    model, Path(self.export_path), getattr(self.trainer, "datamodule", None)
-                )
+                    model, Path(self.export_path), getattr(self.trainer, "datamodule", None),
+                    step=self.global_step, ema=self.ema is not None,
+                )  # fmt: skip
             log.info("exported student to %s", path)

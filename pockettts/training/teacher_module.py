@@ -155,22 +155,30 @@ class TeacherTrainingModule(GuardedOptimizationMixin, EMAWeightsMixin, L.Lightni
         """Write the exported FlowLM (EMA weights) and, beside it, the tokenizer and codec it needs."""
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         with self.exported_weights() as model:
-            return export_flow_lm(model, path, datamodule)
+            return export_flow_lm(model, path, datamodule, step=self.global_step, ema=self.ema is not None)
 
     def on_train_end(self) -> None:
         if self.export_path and self.trainer.is_global_zero:
             log.info("exported FlowLM to %s", self.export(self.export_path))
 
 
-def export_flow_lm(model: FlowLM, path: str | Path, datamodule=None) -> Path:
-    """``model.save(path)``, with the datamodule's tokenizer copied beside it and its VAE recorded."""
+def export_flow_lm(
+    model: FlowLM, path: str | Path, datamodule=None, step: int | None = None, ema: bool | None = None
+) -> Path:
+    """``model.save(path)``, with the datamodule's tokenizer copied beside it and its VAE recorded;
+    the training ``step`` and whether the weights are the ``ema`` ones go into the metadata (results
+    directories of ``eval.py`` are named after them)."""
     path = Path(path)
     metadata: dict[str, str] = {}
+    if step is not None:
+        metadata["step"] = str(step)
+    if ema is not None:
+        metadata["ema"] = str(ema).lower()
     if datamodule is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tokenizer = path.parent / "tokenizer.model"
         tokenizer.write_bytes(Path(datamodule.tokenizer_path).read_bytes())
-        metadata = {
+        metadata |= {
             "tokenizer": tokenizer.name,
             "vae": str(datamodule.vae),
             "vae_hash": datamodule.cache.vae_hash,
