@@ -162,6 +162,18 @@ def is_silent(wav: torch.Tensor, sample_rate: int, threshold_db: float = -50.0) 
     return peak_frame_db(wav, sample_rate) < threshold_db
 
 
+def mono_waveform(audio: torch.Tensor, purpose: str) -> torch.Tensor:
+    """``[T]`` or ``[C, T]`` -> ``[T]`` float32 on the CPU; a clear error for other shapes or empty
+    audio (``purpose`` names what was being done, e.g. "score")."""
+    if audio.dim() == 2:
+        audio = to_mono(audio)[0]
+    if audio.dim() != 1:
+        raise ValueError(f"expected audio [T] or [C, T], got shape {tuple(audio.shape)}")
+    if audio.numel() == 0:
+        raise ValueError(f"cannot {purpose} empty audio")
+    return audio.detach().float().cpu()
+
+
 def end_on_pause(
     wav: torch.Tensor,
     sample_rate: int,

@@ -50,13 +50,27 @@ class DistillConfig(TrainConfig):
 
 
 @dataclass
-class EvalConfig(RunConfig):
+class GenerationConfig(RunConfig):
+    """What ``eval.py`` and ``infer.py`` share: the model and ``TextToSpeech``'s generation knobs."""
+
+    checkpoint: str = "???"
+    vae: str | None = None
+    max_voice_seconds: float = 30.0
+    cfg_scale: float = 1.0
+    temperature: float = 0.3
+    noise_clamp: float | None = None
+    eos_threshold: float = -4.0
+    frames_after_eos: int | None = None
+    max_tokens: int = 50
+    precision: str = "float32"
+
+
+@dataclass
+class EvalConfig(GenerationConfig):
     """``eval.py``: the knobs of ``pockettts.eval.runner`` (documented in ``configs/eval.yaml``)."""
 
     task_name: str = "eval"
     seed: int = 0
-    checkpoint: str = "???"
-    vae: str | None = None
     testset: str = "demo"
     testset_options: dict[str, Any] = field(default_factory=dict)
     max_items: int | None = None
@@ -66,37 +80,20 @@ class EvalConfig(RunConfig):
     beam_size: int | None = None
     asr_batch_size: int = 16
     generation_batch_size: int = 1
-    precision: str = "float32"
     normalizers: list[str] = field(default_factory=lambda: ["whisper", "plain"])
     speaker_embedder: str | None = "resemblyzer"
     speaker_checkpoint: str | None = None
     quality_scorer: str | None = "dnsmos"
-    max_voice_seconds: float = 30.0
-    cfg_scale: float = 1.0
-    temperature: float = 0.3
-    noise_clamp: float | None = None
-    eos_threshold: float = -4.0
-    frames_after_eos: int | None = None
-    max_tokens: int = 50
 
 
 @dataclass
-class InferConfig(RunConfig):
+class InferConfig(GenerationConfig):
     task_name: str = "infer"
-    checkpoint: str = "???"
     text: str | None = None
     text_file: str | None = None
     voice: str = "???"
     out: str = "out.wav"
-    vae: str | None = None
     save_voice: str | None = None
-    max_voice_seconds: float = 30.0
-    cfg_scale: float = 1.0
-    temperature: float = 0.3
-    noise_clamp: float | None = None
-    eos_threshold: float = -4.0
-    frames_after_eos: int | None = None
-    max_tokens: int = 50
     precision: str = "int8"
     overlap_decoding: bool = True
 

@@ -24,7 +24,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from pockettts.audio import resample, to_mono
+from pockettts.audio import mono_waveform, resample
 
 SCORER_RATE = 16_000  # all three models are 16 kHz
 
@@ -44,13 +44,7 @@ class QualityScorer(Protocol):
 
 def _mono_16k(audio: torch.Tensor, sample_rate: int) -> torch.Tensor:
     """``[T]`` or ``[C, T]`` at any rate -> ``[T]`` float32 at 16 kHz, clipped to [-1, 1]."""
-    if audio.dim() == 2:
-        audio = to_mono(audio)[0]
-    if audio.dim() != 1:
-        raise ValueError(f"expected audio [T] or [C, T], got shape {tuple(audio.shape)}")
-    if audio.numel() == 0:
-        raise ValueError("cannot score empty audio")
-    return resample(audio.detach().float().cpu(), sample_rate, SCORER_RATE).clamp(-1.0, 1.0)
+    return resample(mono_waveform(audio, "score"), sample_rate, SCORER_RATE).clamp(-1.0, 1.0)
 
 
 class DNSMOSScorer:

@@ -18,7 +18,7 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
-from pockettts.audio import is_silent, loudness_normalize, resample, to_mono
+from pockettts.audio import is_silent, loudness_normalize, mono_waveform, resample
 
 EMBEDDER_RATE = 16_000  # both embedders work on 16 kHz audio
 
@@ -49,13 +49,7 @@ def cosine_similarity(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def _mono_16k(audio: torch.Tensor, sample_rate: int) -> torch.Tensor:
     """``[T]`` or ``[C, T]`` audio at any rate -> ``[T]`` float32 at 16 kHz; rejects empty input."""
-    if audio.dim() == 2:
-        audio = to_mono(audio)[0]
-    if audio.dim() != 1:
-        raise ValueError(f"expected audio [T] or [C, T], got shape {tuple(audio.shape)}")
-    if audio.numel() == 0:
-        raise ValueError("cannot embed empty audio")
-    audio = audio.detach().float().cpu()
+    audio = mono_waveform(audio, "embed")
     if is_silent(audio[None], sample_rate):
         # a silent output has no voice to compare; callers count it as a failure instead
         raise ValueError("cannot embed silent audio (no 20 ms frame above -50 dBFS)")

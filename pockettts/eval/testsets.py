@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -134,34 +135,39 @@ def load_librispeech_pc(list_path: str | Path | None, librispeech_root: str | Pa
     split_dir = _librispeech_split_dir(Path(librispeech_root))
     items: list[EvalItem] = []
     missing: list[tuple[str, str]] = []
-    with open(list_path, encoding="utf-8") as handle:
+    for number, line in _numbered_lines(list_path):
+        fields = line.split("\t")
+        if len(fields) != 6:
+            raise TestSetError(
+                f"{list_path}:{number}: expected 6 tab-separated fields (prompt_utt_id, "
+                f"prompt_duration_s, prompt_text, target_utt_id, target_duration_s, target_text), "
+                f"got {len(fields)}"
+            )
+        prompt_id, _, prompt_text, target_id, _, target_text = fields
+        try:
+            prompt_path = librispeech_audio_path(split_dir, prompt_id)
+            target_path = librispeech_audio_path(split_dir, target_id)
+        except ValueError as err:
+            raise TestSetError(f"{list_path}:{number}: {err}") from err
+        item = EvalItem(
+            id=target_id,
+            text=target_text,
+            prompt_audio=prompt_path,
+            prompt_text=prompt_text,
+            reference_audio=target_path,
+            speaker=prompt_id.split("-")[0],
+        )
+        _keep_if_present(item, items, missing)
+    return TestSet("librispeech_pc", items, missing)
+
+
+def _numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """``(line number, line)`` of a list file's non-blank lines, newline removed."""
+    with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            fields = line.split("\t")
-            if len(fields) != 6:
-                raise TestSetError(
-                    f"{list_path}:{number}: expected 6 tab-separated fields (prompt_utt_id, "
-                    f"prompt_duration_s, prompt_text, target_utt_id, target_duration_s, target_text), "
-                    f"got {len(fields)}"
-                )
-            prompt_id, _, prompt_text, target_id, _, target_text = fields
-            try:
-                prompt_path = librispeech_audio_path(split_dir, prompt_id)
-                target_path = librispeech_audio_path(split_dir, target_id)
-            except ValueError as err:
-                raise TestSetError(f"{list_path}:{number}: {err}") from err
-            item = EvalItem(
-                id=target_id,
-                text=target_text,
-                prompt_audio=prompt_path,
-                prompt_text=prompt_text,
-                reference_audio=target_path,
-                speaker=prompt_id.split("-")[0],
-            )
-            _keep_if_present(item, items, missing)
-    return TestSet("librispeech_pc", items, missing)
+            if line.strip():
+                yield number, line
 
 
 # --- Seed-TTS -----------------------------------------------------------------------------------------
@@ -178,27 +184,23 @@ def load_seed_tts(meta_path: str | Path, audio_root: str | Path | None = None) -
     root = Path(audio_root) if audio_root is not None else meta_path.parent
     items: list[EvalItem] = []
     missing: list[tuple[str, str]] = []
-    with open(meta_path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            fields = line.split("|")
-            if len(fields) not in (4, 5) or not fields[0] or not fields[2]:
-                raise TestSetError(
-                    f"{meta_path}:{number}: expected utt|prompt_text|prompt_wav|target_text"
-                    f"[|ground_truth_wav], got {len(fields)} field(s): {line[:120]!r}"
-                )
-            utt, prompt_text, prompt_wav, target_text = fields[:4]
-            reference = root / fields[4] if len(fields) == 5 and fields[4] else None
-            item = EvalItem(
-                id=utt,
-                text=target_text,
-                prompt_audio=root / prompt_wav,  # an absolute prompt_wav replaces root
-                prompt_text=prompt_text,
-                reference_audio=reference,
+    for number, line in _numbered_lines(meta_path):
+        fields = line.split("|")
+        if len(fields) not in (4, 5) or not fields[0] or not fields[2]:
+            raise TestSetError(
+                f"{meta_path}:{number}: expected utt|prompt_text|prompt_wav|target_text"
+                f"[|ground_truth_wav], got {len(fields)} field(s): {line[:120]!r}"
             )
-            _keep_if_present(item, items, missing)
+        utt, prompt_text, prompt_wav, target_text = fields[:4]
+        reference = root / fields[4] if len(fields) == 5 and fields[4] else None
+        item = EvalItem(
+            id=utt,
+            text=target_text,
+            prompt_audio=root / prompt_wav,  # an absolute prompt_wav replaces root
+            prompt_text=prompt_text,
+            reference_audio=reference,
+        )
+        _keep_if_present(item, items, missing)
     return TestSet("seed_tts", items, missing)
 
 
