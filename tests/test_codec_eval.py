@@ -41,3 +41,14 @@ def test_report_over_a_manifest_and_cli(tiny_vae, tiny_corpus, tmp_path):
         == 0
     )
     assert json.loads(out.read_text())["items"] == 1
+
+
+def test_whisper_scores_originals_above_a_random_codec(tiny_vae, tiny_corpus, tiny_en):
+    from pockettts.eval.asr import WhisperASR
+
+    report = codec_report(tiny_vae, tiny_corpus / "valid.jsonl", limit=2, asr=WhisperASR(tiny_en[0]))
+    rows = report["transcripts"]
+    assert len(rows) == 2 and all(row["text"] for row in rows)
+    # espeak/flite originals are readable; an untrained codec's noise is not
+    assert report["original_wer"] < 0.5 < report["reconstruction_wer"]
+    assert report["whisper"]["checkpoint"] == str(tiny_en[0])

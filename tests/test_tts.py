@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from pockettts.audio import AudioError
-from pockettts.models.flow_lm import FlowLM
+from pockettts.models.flow_lm import FlowLM, recorded_vae
 from pockettts.models.tts import TextToSpeech, VoiceState, prepare_text, split_text
-from pockettts.models.vae import AudioVAE
+from pockettts.models.vae import AudioVAE, vae_weights_hash
 from pockettts.text import TextError, train_tokenizer
 from tests.conftest import TINY_VAE
 
@@ -220,3 +220,23 @@ def test_int8_precision_stays_close_to_float32(tts, tmp_path):
     assert error < 0.1
     with pytest.raises(ValueError, match="precision"):
         TextToSpeech(tts.flow_lm, tts.vae, tts.tokenizer, precision="fp8")
+
+
+def test_a_moved_export_finds_its_vae_beside_it_by_hash(tiny_vae, tmp_path):
+    """Shipped or copied exports record a VAE path that no longer resolves: the file of that name
+    beside the export is used, but only if its weights are the recorded ones."""
+    torch.manual_seed(0)
+    flow_lm = FlowLM(head={"kind": "lsd", "dim": 16, "depth": 1}, d_model=16, num_heads=2, num_layers=1,
+                     dim_feedforward=32, vocab_size=VOCAB, latent_dim=8)  # fmt: skip
+    shipped = tmp_path / "shipped"
+    beside = tiny_vae.save(shipped / "vae.safetensors")
+    metadata = {"vae": "logs/gone/export/vae.safetensors", "vae_hash": vae_weights_hash(beside)}
+    path = flow_lm.save(shipped / "flow_lm.safetensors", metadata)
+    assert recorded_vae(path) == beside
+    torch.manual_seed(1)
+    AudioVAE(**tiny_vae.config).save(beside)  # another codec of the same shape
+    with pytest.raises(ValueError, match="is not the VAE"):
+        recorded_vae(path)
+    beside.unlink()
+    with pytest.raises(FileNotFoundError, match="logs/gone/export/vae.safetensors"):
+        recorded_vae(path)

@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from pockettts.audio import TARGET_LUFS, is_silent, load_audio, loudness_normalize
 from pockettts.data.manifest import ManifestItem, read_manifest
-from pockettts.models.vae import AudioVAE, load_vae, weights_hash
+from pockettts.models.vae import AudioVAE, load_vae, vae_weights_hash
 
 log = logging.getLogger(__name__)
 
@@ -56,16 +56,6 @@ class LatentCacheError(RuntimeError):
 
 class StaleCacheError(LatentCacheError):
     """The cache was built by a VAE whose weights differ from the one in use."""
-
-
-def vae_weights_hash(vae_path: str | os.PathLike) -> str:
-    """SHA-1 of an exported VAE's weights: read from its metadata, computed if absent."""
-    vae_path = Path(vae_path)
-    if not vae_path.is_file():
-        raise FileNotFoundError(f"VAE checkpoint {vae_path} does not exist")
-    with safe_open(str(vae_path), framework="pt") as handle:
-        recorded = (handle.metadata() or {}).get("weights_sha1")
-    return recorded or weights_hash(load_file(str(vae_path)))
 
 
 def shard_name(number: int) -> str:

@@ -26,7 +26,7 @@ from pockettts.data.latents import LatentCache
 from pockettts.eval.asr import WhisperASR
 from pockettts.eval.wer import word_error_rate
 from pockettts.losses.spectral import mel_distance
-from pockettts.models.flow_lm import load_flow_lm, read_flow_lm_metadata
+from pockettts.models.flow_lm import load_flow_lm, read_flow_lm_metadata, recorded_vae
 from pockettts.models.vae import load_vae
 from pockettts.text import Tokenizer
 
@@ -49,7 +49,7 @@ def resynthesis_report(
     teacher = Path(teacher)
     metadata = read_flow_lm_metadata(teacher)
     model = load_flow_lm(teacher)
-    vae_path = Path(vae or metadata["vae"])
+    vae_path = Path(vae or recorded_vae(teacher))
     codec = load_vae(vae_path)
     tokenizer = Tokenizer(teacher.parent / metadata.get("tokenizer", "tokenizer.model"))
     dataset = TeacherExampleDataset(

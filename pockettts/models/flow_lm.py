@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from pockettts.models.heads import build_head, sample_noise
+from pockettts.models.vae import vae_weights_hash
 from pockettts.modules.streaming import State, StreamingModule, child_state, flatten_state
 from pockettts.modules.transformer import StreamingTransformer
 
@@ -439,6 +440,30 @@ def read_flow_lm_metadata(path: str | Path) -> dict[str, str]:
     if metadata.get("format") != "pockettts.flow_lm" or "config" not in metadata:
         raise ValueError(f"{path} is not an exported pockettts FlowLM (no config in its metadata)")
     return metadata
+
+
+def recorded_vae(path: str | Path) -> Path:
+    """The codec an exported FlowLM was trained with: the path recorded at export (relative to the
+    working directory then) or, when that is gone (a copied or shipped export), the file of the same
+    name beside the export, accepted only if its weights hash is the recorded one."""
+    path = Path(path)
+    metadata = read_flow_lm_metadata(path)
+    if "vae" not in metadata:
+        raise ValueError(f"{path} records no VAE: pass one")
+    recorded = Path(metadata["vae"])
+    if recorded.is_file():
+        return recorded
+    beside = path.parent / recorded.name
+    if not beside.is_file():
+        raise FileNotFoundError(
+            f"{path} was trained with the VAE {recorded}, which exists neither there nor beside it"
+        )
+    wanted = metadata.get("vae_hash")
+    if wanted and vae_weights_hash(beside) != wanted:
+        raise ValueError(
+            f"{beside} is not the VAE {path} was trained with ({recorded}, weights {wanted[:12]})"
+        )
+    return beside
 
 
 def load_flow_lm(path: str | Path, device: str | torch.device = "cpu") -> FlowLM:

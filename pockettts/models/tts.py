@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from pockettts.audio import AudioError, end_on_pause, is_silent, resample, to_mono
-from pockettts.models.flow_lm import FlowLM, load_flow_lm, read_flow_lm_metadata
+from pockettts.models.flow_lm import FlowLM, load_flow_lm, read_flow_lm_metadata, recorded_vae
 from pockettts.models.heads import sample_noise
 from pockettts.models.quantize import set_precision
 from pockettts.models.vae import AudioVAE, load_vae
@@ -143,14 +143,13 @@ class TextToSpeech:
         """From an exported FlowLM (teacher or student) with its tokenizer (``.model`` or
         ``tokenizer.json``) beside it; the VAE is the one recorded in the export unless given."""
         metadata = read_flow_lm_metadata(flow_lm)
-        if vae is None and "vae" not in metadata:
-            raise ValueError(f"{flow_lm} records no VAE: pass one")
         # The export records its tokenizer's file name (a SentencePiece .model or a tokenizer.json).
         folder = Path(flow_lm).parent
         names = ("tokenizer.model", "tokenizer.json")
         default = next((n for n in names if (folder / n).is_file()), names[0])
         tokenizer = folder / metadata.get("tokenizer", default)
-        return cls(load_flow_lm(flow_lm), load_vae(vae or metadata["vae"]), Tokenizer(tokenizer), **options)
+        codec = load_vae(vae or recorded_vae(flow_lm))
+        return cls(load_flow_lm(flow_lm), codec, Tokenizer(tokenizer), **options)
 
     @torch.no_grad()
     def voice(self, audio: torch.Tensor, sample_rate: int, max_seconds: float = 30.0) -> VoiceState:

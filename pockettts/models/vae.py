@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -264,10 +265,18 @@ def weights_hash(tensors: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+def vae_weights_hash(vae_path: str | Path) -> str:
+    """SHA-1 of an exported VAE's weights: read from its metadata, computed if absent."""
+    vae_path = Path(vae_path)
+    if not vae_path.is_file():
+        raise FileNotFoundError(f"VAE checkpoint {vae_path} does not exist")
+    with safe_open(str(vae_path), framework="pt") as handle:
+        recorded = (handle.metadata() or {}).get("weights_sha1")
+    return recorded or weights_hash(load_file(str(vae_path)))
+
+
 def load_vae(path: str | Path, device: str | torch.device = "cpu") -> AudioVAE:
     """Rebuild an exported VAE (``AudioVAE.save``) in eval mode."""
-    from safetensors import safe_open
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"VAE checkpoint {path} does not exist")
