@@ -39,6 +39,7 @@ DRY_RUNS = [
     ("finetune_language/run.sh", [], {"SIZE": "tiny"}),
     ("ablations/run.sh", [], {}),
     ("ablations/run.sh", [], {"SIZE": "tiny"}),
+    ("tiny/demo_checkpoints.sh", [], {}),
     ("slurm/train.sbatch", ["train.py", "experiment=teacher_300m", "data.data_dir=d", "data.vae=v"], {}),
     ("slurm/train.sbatch", ["distill.py", "experiment=student_100m", "teacher=t.safetensors"], {}),
     ("slurm/train.sbatch", ["recipes/hifitts2/run.sh"], {"STAGES": "teacher student"}),

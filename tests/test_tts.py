@@ -223,20 +223,24 @@ def test_int8_precision_stays_close_to_float32(tts, tmp_path):
 
 
 def test_a_moved_export_finds_its_vae_beside_it_by_hash(tiny_vae, tmp_path):
-    """Shipped or copied exports record a VAE path that no longer resolves: the file of that name
-    beside the export is used, but only if its weights are the recorded ones."""
+    """Shipped or copied exports record a VAE path that is gone or holds another codec: the file of
+    that name beside the export is used, but only if its weights are the recorded ones."""
     torch.manual_seed(0)
     flow_lm = FlowLM(head={"kind": "lsd", "dim": 16, "depth": 1}, d_model=16, num_heads=2, num_layers=1,
                      dim_feedforward=32, vocab_size=VOCAB, latent_dim=8)  # fmt: skip
-    shipped = tmp_path / "shipped"
-    beside = tiny_vae.save(shipped / "vae.safetensors")
-    metadata = {"vae": "logs/gone/export/vae.safetensors", "vae_hash": vae_weights_hash(beside)}
-    path = flow_lm.save(shipped / "flow_lm.safetensors", metadata)
+    recorded = tmp_path / "run" / "export" / "vae.safetensors"
+    beside = tiny_vae.save(tmp_path / "shipped" / "vae.safetensors")
+    metadata = {"vae": str(recorded), "vae_hash": vae_weights_hash(beside)}
+    path = flow_lm.save(tmp_path / "shipped" / "flow_lm.safetensors", metadata)
     assert recorded_vae(path) == beside
     torch.manual_seed(1)
-    AudioVAE(**tiny_vae.config).save(beside)  # another codec of the same shape
-    with pytest.raises(ValueError, match="is not the VAE"):
+    other = AudioVAE(**tiny_vae.config)  # another codec of the same shape
+    other.save(recorded)  # e.g. a later run in the same run directory
+    assert recorded_vae(path) == beside
+    other.save(beside)
+    with pytest.raises(ValueError, match="hold another VAE"):
         recorded_vae(path)
     beside.unlink()
-    with pytest.raises(FileNotFoundError, match="logs/gone/export/vae.safetensors"):
+    recorded.unlink()
+    with pytest.raises(FileNotFoundError, match="exists neither there nor beside it"):
         recorded_vae(path)

@@ -444,26 +444,26 @@ def read_flow_lm_metadata(path: str | Path) -> dict[str, str]:
 
 def recorded_vae(path: str | Path) -> Path:
     """The codec an exported FlowLM was trained with: the path recorded at export (relative to the
-    working directory then) or, when that is gone (a copied or shipped export), the file of the same
-    name beside the export, accepted only if its weights hash is the recorded one."""
+    working directory then) or, when that is gone or holds another codec (a copied or shipped
+    export), the file of the same name beside the export. Either must have the recorded weights hash."""
     path = Path(path)
     metadata = read_flow_lm_metadata(path)
     if "vae" not in metadata:
         raise ValueError(f"{path} records no VAE: pass one")
     recorded = Path(metadata["vae"])
-    if recorded.is_file():
-        return recorded
-    beside = path.parent / recorded.name
-    if not beside.is_file():
+    candidates = [c for c in (recorded, path.parent / recorded.name) if c.is_file()]
+    if not candidates:
         raise FileNotFoundError(
             f"{path} was trained with the VAE {recorded}, which exists neither there nor beside it"
         )
     wanted = metadata.get("vae_hash")
-    if wanted and vae_weights_hash(beside) != wanted:
-        raise ValueError(
-            f"{beside} is not the VAE {path} was trained with ({recorded}, weights {wanted[:12]})"
-        )
-    return beside
+    for candidate in candidates:
+        if not wanted or vae_weights_hash(candidate) == wanted:
+            return candidate
+    raise ValueError(
+        f"{' and '.join(map(str, candidates))} hold another VAE than the one {path} was trained with "
+        f"({recorded}, weights {wanted[:12]})"
+    )
 
 
 def load_flow_lm(path: str | Path, device: str | torch.device = "cpu") -> FlowLM:

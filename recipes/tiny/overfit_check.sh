@@ -16,18 +16,7 @@ STEPS=${STEPS:-1500}
 STUDENT_STEPS=${STUDENT_STEPS:-1000}
 export WANDB_MODE=${WANDB_MODE:-offline}
 
-$PY - "$DATA" <<'EOF_PICK'
-import collections, json, sys
-data = sys.argv[1]
-by_speaker = collections.defaultdict(list)
-for line in open(f"{data}/clean/train.jsonl"):
-    item = json.loads(line)
-    if 3.0 < item["duration"] < 7.5 and len(item.get("segments") or []) == 2:
-        by_speaker[item["speaker"]].append(line)
-with open(f"{data}/clean/overfit8.jsonl", "w") as out:  # beside train.jsonl: same relative paths
-    for speaker in ["flite_awb", "flite_rms", "flite_slt", "festival_ked_diphone"]:
-        out.writelines(by_speaker[speaker][:2])
-EOF_PICK
+$PY recipes/tiny/pick_overfit8.py "$DATA"
 
 $PY train.py experiment=teacher_tiny data.data_dir="$DATA" data.train_manifest=clean/overfit8.jsonl \
   data.valid_manifest=clean/overfit8.jsonl data.vae="$VAE" data.cache_dir="$CACHE" \
