@@ -62,6 +62,7 @@ fi
 # generates from the same prompts and texts as the codec reconstructs; the codec is the ceiling.
 report() {  # report NAME CFG
   want report || return 0
+  [ -n "${DRY_RUN:-}" ] || [ -e "$RUNS/$1/export/$1.safetensors" ] || return 0  # not trained (yet)
   local manifest out
   for manifest in valid overfit8; do
     out=$RUNS/report/${manifest}_$1_cfg$2
