@@ -88,6 +88,9 @@ def transcript_agreement(checkpoint: Path, voice: Path, whisper: Path, texts: li
         print(f"  {text!r}\n    float32: {exact!r}\n    int8:    {approx!r}")
     shown = "n/a (nothing transcribed)" if agreement is None else f"{agreement:.1%}"
     print(f"  WER of int8 transcripts against float32 ones: {shown}")
+    for precision, transcripts in heard.items():
+        wer = word_error_rate(texts, transcripts)["wer"]
+        print(f"  WER of {precision} speech against the texts: {wer:.1%}")
 
 
 def main() -> None:
