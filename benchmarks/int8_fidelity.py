@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/int8_fidelity.py [--frames 100]
     .venv/bin/python benchmarks/int8_fidelity.py --checkpoint logs/tiny/student/export/student.safetensors \
         --voice data/demo/clean/...wav --whisper checkpoints/whisper/tiny.en.pt [--texts FILE]
+    .venv/bin/python benchmarks/int8_fidelity.py --checkpoint logs/demo/overfit8/export/teacher.safetensors \
+        --prompts data/demo/clean/overfit8.jsonl --whisper checkpoints/whisper/base.pt
 
 1. Released student shapes, random weights: the float32 model generates ``--frames`` latents; the
    int8 model then reads the same previous latents and noise (teacher forcing, so that the
@@ -10,7 +12,9 @@
    of its latents and of the decoder's audio from the same latents (as an SNR) are printed.
 2. With a trained ``--checkpoint``: both precisions speak each text with the same seed; Whisper
    transcribes both and the word error rate of the int8 transcripts against the float32 ones
-   (0 = Whisper hears the same words) is printed with the transcripts.
+   (0 = Whisper hears the same words) is printed with the transcripts. ``--prompts MANIFEST``
+   instead takes, per item with sentence segments, its first sentence as the voice and its second
+   as the text (the cut the overfit check trains on).
 """
 
 from __future__ import annotations
@@ -93,6 +97,28 @@ def transcript_agreement(checkpoint: Path, voice: Path, whisper: Path, texts: li
         print(f"  WER of {precision} speech against the texts: {wer:.1%}")
 
 
+def sentence_prompts(manifest: Path) -> list[tuple[Path, str]]:
+    """(voice wav, text) per manifest item with 2+ segments: the audio to 0.1 s after its first
+    sentence, written to a temporary wav, and its second sentence."""
+    import tempfile
+
+    import soundfile as sf
+
+    from pockettts.data.manifest import read_manifest
+
+    folder = Path(tempfile.mkdtemp(prefix="int8_prompts_"))
+    prompts = []
+    for item in read_manifest(manifest):
+        if len(item.segments) < 2:
+            continue
+        audio, rate = sf.read(item.resolve_audio(manifest.parent))
+        voice = folder / f"{item.id}.wav"
+        start, end = item.offset, item.offset + item.segments[0].end + 0.1  # spans are item-relative
+        sf.write(voice, audio[int(start * rate) : int(end * rate)], rate)
+        prompts.append((voice, item.segments[1].text))
+    return prompts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -102,9 +128,17 @@ def main() -> None:
     parser.add_argument("--voice", type=Path, default=None)
     parser.add_argument("--whisper", type=Path, default=None)
     parser.add_argument("--texts", type=Path, default=None, help="one text per line")
+    parser.add_argument(
+        "--prompts", type=Path, default=None, help="manifest: voice = 1st sentence, text = 2nd"
+    )
     args = parser.parse_args()
     random_model_errors(args.frames)
-    if args.checkpoint:
+    if args.checkpoint and args.prompts:
+        if not args.whisper:
+            parser.error("--checkpoint needs --whisper")
+        for voice, text in sentence_prompts(args.prompts):
+            transcript_agreement(args.checkpoint, voice, args.whisper, [text])
+    elif args.checkpoint:
         if not (args.voice and args.whisper):
             parser.error("--checkpoint needs --voice and --whisper")
         texts = args.texts.read_text().splitlines() if args.texts else TEXTS
