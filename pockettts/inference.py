@@ -10,6 +10,7 @@ import torch
 
 from pockettts.audio import AudioError, read_audio, save_audio
 from pockettts.models.tts import TextToSpeech, VoiceState
+from pockettts.schema import synthesis_options
 from pockettts.text import TextError
 
 log = logging.getLogger(__name__)
@@ -64,11 +65,7 @@ def run(cfg) -> int:
         start = time.perf_counter()
         chunks, first_audio = [], None
         try:
-            for chunk in tts.stream(
-                text, voice, cfg_scale=cfg.cfg_scale, temperature=cfg.temperature,
-                noise_clamp=cfg.noise_clamp, eos_threshold=cfg.eos_threshold,
-                frames_after_eos=cfg.frames_after_eos, max_tokens=cfg.max_tokens, seed=cfg.seed,
-            ):  # fmt: skip
+            for chunk in tts.stream(text, voice, seed=cfg.seed, **synthesis_options(cfg)):
                 first_audio = first_audio or time.perf_counter() - start
                 chunks.append(chunk)
         except TextError as err:

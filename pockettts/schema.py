@@ -7,10 +7,12 @@ no-op. Nodes with a ``_target_`` are checked by their constructor's signature at
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+
+from pockettts.models.tts import SynthesisOptions
 
 
 @dataclass
@@ -63,6 +65,13 @@ class GenerationConfig(RunConfig):
     frames_after_eos: int | None = None
     max_tokens: int = 50
     precision: str = "float32"
+
+
+def synthesis_options(cfg: Any) -> dict[str, Any]:
+    """``TextToSpeech`` options from an eval/infer config: every ``SynthesisOptions`` field the config
+    has, except ``seed`` (the run's seed; callers give each item its own sampling seed)."""
+    names = {f.name for f in fields(SynthesisOptions)} & {f.name for f in fields(GenerationConfig)}
+    return {name: getattr(cfg, name) for name in sorted(names - {"seed"})}
 
 
 @dataclass

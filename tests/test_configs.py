@@ -170,3 +170,20 @@ def test_student_presets_compose_with_full_prefix_prompts(experiment, layers, tm
     assert cfg.model.teacher == "/models/teacher.safetensors"
     assert cfg.model.num_layers == layers
     assert cfg.data.cut.max_voice_prompt_sec == 0.0
+
+
+def test_generation_config_mirrors_synthesis_options():
+    """eval.py/infer.py pass every shared knob on with its default unchanged; only the per-item
+    sampling seed and the frame budget (derived per text chunk) stay out of the config."""
+    from dataclasses import fields
+
+    from omegaconf import OmegaConf
+
+    from pockettts.models.tts import SynthesisOptions
+    from pockettts.schema import GenerationConfig, synthesis_options
+
+    config = OmegaConf.structured(GenerationConfig)
+    options = synthesis_options(config)
+    assert set(options) == {f.name for f in fields(SynthesisOptions)} - {"seed", "max_frames"}
+    defaults = SynthesisOptions()
+    assert options == {name: getattr(defaults, name) for name in options}

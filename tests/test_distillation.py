@@ -75,6 +75,35 @@ def test_guided_target_and_frozen_heads(exported_teacher, teacher_data):  # noqa
     torch.testing.assert_close(target[valid], (z_null + 2.0 * (z_cond - z_null))[valid])
 
 
+def test_context_noise_is_shared_by_both_models_and_off_in_validation(exported_teacher, teacher_data):  # noqa: F811
+    data = teacher_data()
+    data.prepare_data()
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))
+    module = _module(exported_teacher, context_noise=0.5).train()
+    mask = torch.arange(batch["target"].shape[1])[None] < batch["target_lengths"][:, None]
+    frames = batch["target"][mask]
+    module.teacher.emb_mean.copy_(frames.mean(0))  # the data's statistics, as `latent_stats: cache` gives
+    module.teacher.emb_std.copy_(frames.std(0))
+    torch.manual_seed(0)
+    noisy = module.noisy_context(batch)
+    change = (noisy["target"] - batch["target"])[mask]
+    assert change.abs().mean() > 0.05 * batch["target"][mask].abs().mean()
+    # Normalised (unit variance) latents: sqrt(1-k)·x + sqrt(k)·ε with k <= 0.5 keeps a correlation of
+    # E[sqrt(1-k)] >= sqrt(0.5) with the clean latents.
+    clean, noised = module.teacher.normalize(batch["target"])[mask], module.teacher.normalize(noisy["target"])[mask]
+    assert torch.corrcoef(torch.stack([clean.flatten(), noised.flatten()]))[0, 1] > 0.6
+    # The loss is the guided target on the noisy context: student and teacher read the same latents.
+    torch.manual_seed(0)
+    with torch.no_grad():
+        loss = module.loss(batch)
+        target, valid = module.guided_target(noisy)
+        z = module.model(*module._inputs(noisy))["z"]
+    torch.testing.assert_close(loss, (z[valid] - target[valid]).pow(2).mean())
+    assert module.eval().noisy_context(batch) is batch
+    assert _module(exported_teacher).train().noisy_context(batch) is batch
+
+
 def test_distillation_lowers_the_loss_and_leaves_the_heads_alone(exported_teacher, teacher_data, tmp_path):  # noqa: F811
     data = teacher_data()
     data.prepare_data()

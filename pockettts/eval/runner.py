@@ -46,6 +46,7 @@ from pockettts.eval.testsets import (
 from pockettts.eval.wer import character_error_rate, word_error_rate
 from pockettts.models.flow_lm import read_flow_lm_metadata
 from pockettts.models.tts import Generation, TextToSpeech, VoiceState
+from pockettts.schema import synthesis_options
 
 log = logging.getLogger(__name__)
 
@@ -194,14 +195,6 @@ def build_scorers(cfg) -> Scorers:
 
 
 # -- one item -----------------------------------------------------------------------------------------
-def _generation_options(cfg) -> dict[str, Any]:
-    """``SynthesisOptions`` fields except the seed (per item)."""
-    return dict(
-        cfg_scale=cfg.cfg_scale, temperature=cfg.temperature, noise_clamp=cfg.noise_clamp,
-        eos_threshold=cfg.eos_threshold, frames_after_eos=cfg.frames_after_eos, max_tokens=cfg.max_tokens,
-    )  # fmt: skip
-
-
 def time_to_first_audio(tts: TextToSpeech, text: str, voice: VoiceState, **options) -> float:
     """Seconds until the streaming path yields its first 80 ms chunk (text prefill + one frame + decode)."""
     start = time.perf_counter()
@@ -341,7 +334,7 @@ def _speak(
     """Voice states, then generation in groups of ``generation_batch_size``; the wavs are kept.
     Returns ``(item, row without transcript, audio [T])``; a failing item is logged in ``failed``."""
     rate = tts.vae.sample_rate
-    options = _generation_options(cfg)
+    options = synthesis_options(cfg)
     ready = []
     for index, item in todo:
         try:
@@ -375,7 +368,7 @@ def _generate_safely(
     def attempt(members):
         seeds = [cfg.seed + m[0] for m in members]
         texts, voices = [m[1].text for m in members], [m[2] for m in members]
-        return generate_group(tts, texts, voices, seeds, _generation_options(cfg))
+        return generate_group(tts, texts, voices, seeds, synthesis_options(cfg))
 
     try:
         return attempt(group)

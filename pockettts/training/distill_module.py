@@ -6,6 +6,11 @@ every valid position (the EOS position included). The student starts as a copy o
 with a subset of its layers (default: the "ends", e.g. 24 -> 6 keeps 0, 1, 2, 21, 22, 23); its head
 and EOS head stay frozen copies of the teacher's, so guidance is baked into the backbone and the
 student samples with one pass at CFG 1.
+
+Optionally (``context_noise`` > 0, not in Kyutai's recipe) both models read the same CALM-noised
+context latents during training, so the student also matches the teacher a little off the data: a
+student that only ever saw clean teacher-forced contexts can drift away from its teacher once it
+reads its own sampled latents.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from pockettts.models.flow_lm import FlowLM, load_flow_lm
+from pockettts.models.flow_lm import ContextNoise, FlowLM, load_flow_lm
 from pockettts.training.ema import EMA, EMAWeightsMixin
 from pockettts.training.guard import NonFiniteGuard
 from pockettts.training.optimization import GuardedOptimizationMixin
@@ -62,6 +67,8 @@ class DistillationModule(GuardedOptimizationMixin, EMAWeightsMixin, L.LightningM
         teacher: the exported teacher (``.safetensors``); loaded frozen, kept out of checkpoints.
         num_layers: student depth; ``layers`` picks the teacher layers explicitly (default "ends").
         cfg_scale: α of the guided target (1 = pure depth distillation; open recipe 2.0).
+        context_noise: maximum level k of the noise ``sqrt(k)·ε + sqrt(1−k)·x`` (uniform per frame)
+            on the normalised latents both models read in training; 0 = clean, as in Kyutai's recipe.
         optimizer, lr_schedule, grad_clip, ema_decay, max_bad_steps, export_path, seed: as for the teacher.
     """
 
@@ -74,6 +81,7 @@ class DistillationModule(GuardedOptimizationMixin, EMAWeightsMixin, L.LightningM
         num_layers: int = 6,
         layers: Sequence[int] | None = None,
         cfg_scale: float = 2.0,
+        context_noise: float = 0.0,
         lr_schedule: dict[str, Any] | None = None,
         grad_clip: float = 1.0,
         ema_decay: float | None = 0.9999,
@@ -96,6 +104,7 @@ class DistillationModule(GuardedOptimizationMixin, EMAWeightsMixin, L.LightningM
         log.info("student: teacher layers %s of %d, head and EOS head frozen", self.layers, teacher_depth)
         self.optimizer_factory = optimizer
         self.cfg_scale = cfg_scale
+        self.context_noise = ContextNoise(max_level=context_noise)  # a no-op in eval mode (validation)
         self.lr_schedule = dict(lr_schedule or {})
         self.grad_clip = grad_clip
         self.ema = EMA(self.model, ema_decay) if ema_decay else None
@@ -117,6 +126,14 @@ class DistillationModule(GuardedOptimizationMixin, EMAWeightsMixin, L.LightningM
         keys = ("voice", "voice_lengths", "text", "text_lengths", "target", "target_lengths")
         return tuple(batch[k] for k in keys)
 
+    def noisy_context(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """``batch`` with its ``target`` latents ``[B, F, d]`` noised (in the teacher's normalisation) when
+        training with ``context_noise``; the loss is still taken on the backbone outputs ``z``."""
+        if not self.training or self.context_noise.max_level == 0.0:
+            return batch
+        noisy, _ = self.context_noise(self.teacher.normalize(batch["target"]))
+        return {**batch, "target": self.teacher.denormalize(noisy)}
+
     @torch.no_grad()
     def guided_target(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher's ``z_null + α(z_cond − z_null)`` ``[B, F + 1, d]`` and the valid mask ``[B, F + 1]``."""
@@ -129,6 +146,7 @@ class DistillationModule(GuardedOptimizationMixin, EMAWeightsMixin, L.LightningM
         return null + self.cfg_scale * (conditioned["z"] - null), conditioned["valid"]
 
     def loss(self, batch: dict[str, Any]) -> torch.Tensor:
+        batch = self.noisy_context(batch)
         target, valid = self.guided_target(batch)
         z = self.model(*self._inputs(batch))["z"]
         return (z[valid].float() - target[valid].float()).pow(2).mean()
