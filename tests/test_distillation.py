@@ -91,7 +91,8 @@ def test_context_noise_is_shared_by_both_models_and_off_in_validation(exported_t
     assert change.abs().mean() > 0.05 * batch["target"][mask].abs().mean()
     # Normalised (unit variance) latents: sqrt(1-k)·x + sqrt(k)·ε with k <= 0.5 keeps a correlation of
     # E[sqrt(1-k)] >= sqrt(0.5) with the clean latents.
-    clean, noised = module.teacher.normalize(batch["target"])[mask], module.teacher.normalize(noisy["target"])[mask]
+    clean = module.teacher.normalize(batch["target"])[mask]
+    noised = module.teacher.normalize(noisy["target"])[mask]
     assert torch.corrcoef(torch.stack([clean.flatten(), noised.flatten()]))[0, 1] > 0.6
     # The loss is the guided target on the noisy context: student and teacher read the same latents.
     torch.manual_seed(0)
