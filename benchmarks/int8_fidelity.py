@@ -10,9 +10,10 @@
    int8 model then reads the same previous latents and noise (teacher forcing, so that the
    autoregressive loop's sensitivity does not hide the per-step error) and the relative RMS error
    of its latents and of the decoder's audio from the same latents (as an SNR) are printed.
-2. With a trained ``--checkpoint``: both precisions speak each text with the same seed; Whisper
-   transcribes both and the word error rate of the int8 transcripts against the float32 ones
-   (0 = Whisper hears the same words) is printed with the transcripts. ``--prompts MANIFEST``
+2. With a trained ``--checkpoint``: both precisions speak each text with the same seeds (``--seeds
+   N``: 0 … N-1); Whisper transcribes both and the word error rate of the int8 transcripts against
+   the float32 ones (0 = Whisper hears the same words) and of each against the texts are printed
+   with the transcripts. ``--prompts MANIFEST``
    instead takes, per item with sentence segments, its first sentence as the voice and its second
    as the text (the cut the overfit check trains on).
 """
@@ -73,28 +74,40 @@ def random_model_errors(frames: int) -> None:
     print(f"  int8 decoder on the same latents: SNR {snr:.1f} dB against float32")
 
 
-def transcript_agreement(checkpoint: Path, voice: Path, whisper: Path, texts: list[str]) -> None:
+def transcript_agreement(
+    checkpoint: Path, prompts: list[tuple[Path, str]], whisper: Path, seeds: int
+) -> None:
+    """Both precisions speak each (voice wav, text) with sampling seeds 0 … seeds-1; prints the
+    transcripts, then the mean WERs over all items and seeds."""
     from pockettts.audio import read_audio
     from pockettts.eval.asr import WhisperASR
     from pockettts.eval.wer import word_error_rate
     from pockettts.models.tts import TextToSpeech
 
-    audio, rate = read_audio(voice)
+    voices = [read_audio(voice) for voice, _ in prompts]
+    jobs = [(index, seed) for index in range(len(prompts)) for seed in range(seeds)]
     speech = {}
     for precision in ("float32", "int8"):
         tts = TextToSpeech.load(checkpoint, precision=precision)
-        prompt = tts.voice(audio, rate)
-        speech[precision] = [tts.synthesize(text, prompt, seed=0) for text in texts]
+        states = [tts.voice(audio, rate) for audio, rate in voices]
+        speech[precision] = [tts.synthesize(prompts[i][1], states[i], seed=seed) for i, seed in jobs]
     asr = WhisperASR(whisper)
     heard = {p: asr.transcribe_many(clips, 24_000, progress=False) for p, clips in speech.items()}
-    agreement = word_error_rate(heard["float32"], heard["int8"])["wer"] if any(heard["float32"]) else None
-    for text, exact, approx in zip(texts, heard["float32"], heard["int8"]):
-        print(f"  {text!r}\n    float32: {exact!r}\n    int8:    {approx!r}")
-    shown = "n/a (nothing transcribed)" if agreement is None else f"{agreement:.1%}"
-    print(f"  WER of int8 transcripts against float32 ones: {shown}")
+    texts = [prompts[i][1] for i, _ in jobs]
+    for (_, seed), text, exact, approx in zip(jobs, texts, heard["float32"], heard["int8"]):
+        print(f"  {text!r} (seed {seed})\n    float32: {exact!r}\n    int8:    {approx!r}")
+    per_job = [word_error_rate([a], [b])["wer"] for a, b in zip(heard["float32"], heard["int8"]) if a.strip()]
+    same = sum(a == b for a, b in zip(heard["float32"], heard["int8"]))
+    print(f"  {len(jobs)} generations ({len(prompts)} texts x {seeds} seeds); identical transcripts: {same}")
+    if per_job:
+        agreement = sum(per_job) / len(per_job)
+        print(f"  mean per-generation WER of int8 transcripts against float32 ones: {agreement:.1%}")
     for precision, transcripts in heard.items():
-        wer = word_error_rate(texts, transcripts)["wer"]
-        print(f"  WER of {precision} speech against the texts: {wer:.1%}")
+        wers = [word_error_rate([t], [h])["wer"] for t, h in zip(texts, transcripts)]
+        print(
+            f"  WER of {precision} speech against the texts: {word_error_rate(texts, transcripts)['wer']:.1%}"
+            f" (corpus), {sum(wers) / len(wers):.1%} (mean per generation)"
+        )
 
 
 def sentence_prompts(manifest: Path) -> list[tuple[Path, str]]:
@@ -131,18 +144,19 @@ def main() -> None:
     parser.add_argument(
         "--prompts", type=Path, default=None, help="manifest: voice = 1st sentence, text = 2nd"
     )
+    parser.add_argument("--seeds", type=int, default=1, help="sampling seeds per text (0 … N-1)")
     args = parser.parse_args()
     random_model_errors(args.frames)
     if args.checkpoint and args.prompts:
         if not args.whisper:
             parser.error("--checkpoint needs --whisper")
-        for voice, text in sentence_prompts(args.prompts):
-            transcript_agreement(args.checkpoint, voice, args.whisper, [text])
+        transcript_agreement(args.checkpoint, sentence_prompts(args.prompts), args.whisper, args.seeds)
     elif args.checkpoint:
         if not (args.voice and args.whisper):
             parser.error("--checkpoint needs --voice and --whisper")
         texts = args.texts.read_text().splitlines() if args.texts else TEXTS
-        transcript_agreement(args.checkpoint, args.voice, args.whisper, [t for t in texts if t.strip()])
+        prompts = [(args.voice, text) for text in texts if text.strip()]
+        transcript_agreement(args.checkpoint, prompts, args.whisper, args.seeds)
 
 
 if __name__ == "__main__":
