@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import statistics
 from pathlib import Path
 
 import torch
@@ -100,13 +101,14 @@ def transcript_agreement(
     same = sum(a == b for a, b in zip(heard["float32"], heard["int8"]))
     print(f"  {len(jobs)} generations ({len(prompts)} texts x {seeds} seeds); identical transcripts: {same}")
     if per_job:
-        agreement = sum(per_job) / len(per_job)
-        print(f"  mean per-generation WER of int8 transcripts against float32 ones: {agreement:.1%}")
+        mean, median = sum(per_job) / len(per_job), statistics.median(per_job)
+        print(f"  WER of int8 transcripts against float32 ones: mean {mean:.1%}, median {median:.1%}")
     for precision, transcripts in heard.items():
         wers = [word_error_rate([t], [h])["wer"] for t, h in zip(texts, transcripts)]
         print(
             f"  WER of {precision} speech against the texts: {word_error_rate(texts, transcripts)['wer']:.1%}"
-            f" (corpus), {sum(wers) / len(wers):.1%} (mean per generation)"
+            f" (corpus); per generation: mean {sum(wers) / len(wers):.1%},"
+            f" median {statistics.median(wers):.1%}"
         )
 
 
