@@ -87,11 +87,12 @@ def transcript_agreement(
 
     voices = [read_audio(voice) for voice, _ in prompts]
     jobs = [(index, seed) for index in range(len(prompts)) for seed in range(seeds)]
-    speech = {}
+    speech, generations = {}, {}
     for precision in ("float32", "int8"):
         tts = TextToSpeech.load(checkpoint, precision=precision)
         states = [tts.voice(audio, rate) for audio, rate in voices]
-        speech[precision] = [tts.synthesize(prompts[i][1], states[i], seed=seed) for i, seed in jobs]
+        generations[precision] = [tts.generate(prompts[i][1], states[i], seed=seed) for i, seed in jobs]
+        speech[precision] = [generation.audio for generation in generations[precision]]
     asr = WhisperASR(whisper)
     heard = {p: asr.transcribe_many(clips, 24_000, progress=False) for p, clips in speech.items()}
     texts = [prompts[i][1] for i, _ in jobs]
@@ -100,6 +101,12 @@ def transcript_agreement(
     per_job = [word_error_rate([a], [b])["wer"] for a, b in zip(heard["float32"], heard["int8"]) if a.strip()]
     same = sum(a == b for a, b in zip(heard["float32"], heard["int8"]))
     print(f"  {len(jobs)} generations ({len(prompts)} texts x {seeds} seeds); identical transcripts: {same}")
+    lengths = [len(a.latents) == len(b.latents) for a, b in zip(generations["float32"], generations["int8"])]
+    ended = {p: sum(g.eos_reached for g in found) for p, found in generations.items()}
+    print(
+        f"  same length as float32: {sum(lengths)}; EOS reached: {ended['float32']} (float32),"
+        f" {ended['int8']} (int8)"
+    )
     if per_job:
         mean, median = sum(per_job) / len(per_job), statistics.median(per_job)
         print(f"  WER of int8 transcripts against float32 ones: mean {mean:.1%}, median {median:.1%}")
