@@ -133,6 +133,31 @@ def test_overfitting_one_batch_lowers_the_loss(teacher_data, tmp_path):
     assert after < 0.6 * before, (before, after)
 
 
+def test_validation_is_seeded_and_reports_what_the_text_is_worth(teacher_data):
+    data = teacher_data()
+    data.prepare_data()
+    data.setup("fit")
+    batch = next(iter(data.val_dataloader()))
+    module = _module().eval()
+    with torch.no_grad():  # AdaLN-zero: at init the head ignores z, so nothing could depend on the text
+        for parameter in module.model.head.parameters():
+            parameter.normal_(0.0, 0.2)
+    logged = []
+    module.log_dict = lambda metrics, **kwargs: logged.append(metrics)
+    with torch.no_grad():
+        module.validation_step(batch, 0)
+        module.validation_step(batch, 0)
+        torch.manual_seed(0)
+        with_text = module.losses(batch, dropout=False)["head"]
+        torch.manual_seed(0)
+        without_text = module.losses(batch, dropout=False, without_text=True)["head"]
+    assert logged[0] == logged[1]  # the head's random draws are seeded: repeatable curves
+    first = logged[0]
+    assert set(first) >= {"val/loss", "val/head", "val/eos", "val/text_gain"}
+    torch.testing.assert_close(first["val/text_gain"], (without_text - with_text).float())
+    assert first["val/text_gain"] != 0  # removing the text changes the prediction
+
+
 def test_resume_after_a_crash_continues_exactly(teacher_data, tmp_path):
     def run(
         folder: Path, crash_after: int | None = None, ckpt_path: str | None = None

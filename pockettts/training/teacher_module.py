@@ -102,12 +102,18 @@ class TeacherTrainingModule(GuardedOptimizationMixin, EMAWeightsMixin, L.Lightni
             log.info("latent normalisation from the cache statistics of %s", datamodule.cache.cache_dir)
 
     # -- losses --------------------------------------------------------------------------------------
-    def losses(self, batch: dict[str, Any], dropout: bool) -> dict[str, torch.Tensor]:
+    def losses(
+        self, batch: dict[str, Any], dropout: bool, without_text: bool = False
+    ) -> dict[str, torch.Tensor]:
+        """Training losses; ``dropout``: CFG dropout of voice and text per row; ``without_text``: every
+        row's text removed (what the model predicts from voice and audio alone)."""
         batch_size = batch["target"].shape[0]
         drop_voice = drop_text = None
         if dropout:
             drop_voice = torch.rand(batch_size, device=self.device) < self.voice_dropout
             drop_text = torch.rand(batch_size, device=self.device) < self.text_dropout
+        if without_text:
+            drop_text = torch.ones(batch_size, dtype=torch.bool, device=self.device)
         out = self.model(
             batch["voice"], batch["voice_lengths"], batch["text"], batch["text_lengths"],
             batch["target"], batch["target_lengths"], drop_voice=drop_voice, drop_text=drop_text,
@@ -143,12 +149,20 @@ class TeacherTrainingModule(GuardedOptimizationMixin, EMAWeightsMixin, L.Lightni
         self.log("loss", losses["loss"].detach(), prog_bar=True, logger=False, batch_size=size)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        losses = self.losses(batch, dropout=False)
-        self.log_dict(
-            {f"val/{k}": v.float() for k, v in losses.items() if not k.startswith("head/")},
-            batch_size=batch["target"].shape[0],
-            sync_dist=True,
-        )
+        """Validation losses, and ``val/text_gain``: how much the head loss rises when the text is
+        removed (≈ 0: the model does not read; the loss can fall from voice and audio context alone).
+        Both passes draw the head's noise and times from the same seed, so the gap is not sampling noise."""
+        losses = self.validation_losses(batch, batch_idx, without_text=False)
+        without_text = self.validation_losses(batch, batch_idx, without_text=True)
+        metrics = {f"val/{k}": v.float() for k, v in losses.items() if not k.startswith("head/")}
+        metrics["val/text_gain"] = (without_text["head"] - losses["head"]).float()
+        self.log_dict(metrics, batch_size=batch["target"].shape[0], sync_dist=True)
+
+    def validation_losses(self, batch: dict[str, Any], batch_idx: int, without_text: bool):
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.seed + batch_idx)
+            return self.losses(batch, dropout=False, without_text=without_text)
 
     # -- checkpoints and export ----------------------------------------------------------------------
     def export(self, path: str | Path) -> Path:
