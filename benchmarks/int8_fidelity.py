@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
+from itertools import combinations
 from pathlib import Path
 
 import torch
@@ -110,6 +111,21 @@ def transcript_agreement(
     if per_job:
         mean, median = sum(per_job) / len(per_job), statistics.median(per_job)
         print(f"  WER of int8 transcripts against float32 ones: mean {mean:.1%}, median {median:.1%}")
+    # What resampling alone changes: float32 transcripts of one text under two different seeds.
+    by_text = [
+        [h for (i, _), h in zip(jobs, heard["float32"]) if i == index] for index in range(len(prompts))
+    ]
+    resampled = [
+        word_error_rate([a], [b])["wer"]
+        for heard_text in by_text
+        for a, b in combinations(heard_text, 2)
+        if a.strip()
+    ]
+    if resampled:
+        print(
+            f"  WER between float32 transcripts of different seeds (resampling alone): median"
+            f" {statistics.median(resampled):.1%}, mean {sum(resampled) / len(resampled):.1%}"
+        )
     for precision, transcripts in heard.items():
         wers = [word_error_rate([t], [h])["wer"] for t, h in zip(texts, transcripts)]
         print(
