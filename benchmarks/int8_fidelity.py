@@ -13,7 +13,8 @@
 2. With a trained ``--checkpoint``: both precisions speak each text with the same seeds (``--seeds
    N``: 0 … N-1); Whisper transcribes both and the word error rate of the int8 transcripts against
    the float32 ones (0 = Whisper hears the same words) and of each against the texts are printed
-   with the transcripts. ``--prompts MANIFEST``
+   with the transcripts, beside the WER between float32 transcripts of different seeds (what
+   resampling alone changes), generation lengths and EOS per precision. ``--prompts MANIFEST``
    instead takes, per item with sentence segments, its first sentence as the voice and its second
    as the text (the cut the overfit check trains on).
 """

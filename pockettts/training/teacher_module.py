@@ -158,7 +158,10 @@ class TeacherTrainingModule(GuardedOptimizationMixin, EMAWeightsMixin, L.Lightni
         metrics["val/text_gain"] = (without_text["head"] - losses["head"]).float()
         self.log_dict(metrics, batch_size=batch["target"].shape[0], sync_dist=True)
 
-    def validation_losses(self, batch: dict[str, Any], batch_idx: int, without_text: bool):
+    def validation_losses(
+        self, batch: dict[str, Any], batch_idx: int, without_text: bool
+    ) -> dict[str, torch.Tensor]:
+        """``losses`` with random draws seeded by (run seed, batch index); the global RNG is untouched."""
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.seed + batch_idx)
