@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from pockettts.audio import read_audio
 from pockettts.models.flow_lm import FlowLM
 from pockettts.models.heads import sample_noise
 from pockettts.models.quantize import set_precision
@@ -78,16 +79,15 @@ def random_model_errors(frames: int) -> None:
 
 
 def transcript_agreement(
-    checkpoint: Path, prompts: list[tuple[Path, str]], whisper: Path, seeds: int
+    checkpoint: Path, prompts: list[tuple[tuple[torch.Tensor, int], str]], whisper: Path, seeds: int
 ) -> None:
-    """Both precisions speak each (voice wav, text) with sampling seeds 0 … seeds-1; prints the
-    transcripts, then the mean WERs over all items and seeds."""
-    from pockettts.audio import read_audio
+    """Both precisions speak each ((voice ``[C, T]``, rate), text) with sampling seeds 0 … seeds-1;
+    prints the transcripts, then the mean WERs over all items and seeds."""
     from pockettts.eval.asr import WhisperASR
     from pockettts.eval.wer import word_error_rate
     from pockettts.models.tts import TextToSpeech
 
-    voices = [read_audio(voice) for voice, _ in prompts]
+    voices = [voice for voice, _ in prompts]
     jobs = [(index, seed) for index in range(len(prompts)) for seed in range(seeds)]
     speech, generations = {}, {}
     for precision in ("float32", "int8"):
@@ -136,24 +136,17 @@ def transcript_agreement(
         )
 
 
-def sentence_prompts(manifest: Path) -> list[tuple[Path, str]]:
-    """(voice wav, text) per manifest item with 2+ segments: the audio to 0.1 s after its first
-    sentence, written to a temporary wav, and its second sentence."""
-    import tempfile
-
-    import soundfile as sf
-
+def sentence_prompts(manifest: Path) -> list[tuple[tuple[torch.Tensor, int], str]]:
+    """((voice, rate), text) per manifest item with 2+ segments: the audio to 0.1 s after its first
+    sentence and its second sentence."""
     from pockettts.data.manifest import read_manifest
 
-    folder = Path(tempfile.mkdtemp(prefix="int8_prompts_"))
     prompts = []
     for item in read_manifest(manifest):
         if len(item.segments) < 2:
             continue
-        audio, rate = sf.read(item.resolve_audio(manifest.parent))
-        voice = folder / f"{item.id}.wav"
-        start, end = item.offset, item.offset + item.segments[0].end + 0.1  # spans are item-relative
-        sf.write(voice, audio[int(start * rate) : int(end * rate)], rate)
+        # Segment times are item-relative.
+        voice = read_audio(item.resolve_audio(manifest.parent), item.offset, item.segments[0].end + 0.1)
         prompts.append((voice, item.segments[1].text))
     return prompts
 
@@ -181,7 +174,8 @@ def main() -> None:
         if not (args.voice and args.whisper):
             parser.error("--checkpoint needs --voice and --whisper")
         texts = args.texts.read_text().splitlines() if args.texts else TEXTS
-        prompts = [(args.voice, text) for text in texts if text.strip()]
+        voice = read_audio(args.voice)
+        prompts = [(voice, text) for text in texts if text.strip()]
         transcript_agreement(args.checkpoint, prompts, args.whisper, args.seeds)
 
 
