@@ -6,6 +6,7 @@ from pathlib import Path
 
 import lightning as L
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import ConfigCompositionException
@@ -13,6 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
 from pockettts.data.datamodule import CropDataModule, UtteranceDataModule
+from pockettts.models.vae import load_vae
 from pockettts.schema import register_schemas
 from pockettts.training.run import build_trainer, instantiate_dict, save_resolved_config
 from tests.conftest import CONFIG_DIR
@@ -153,6 +155,17 @@ def test_experiment_presets_build_their_models(experiment, extra, millions, tmp_
     assert sum(p.numel() for p in net.parameters()) / 1e6 == pytest.approx(millions, rel=0.01)
     if cfg.trainer.accelerator == "cpu":  # the GPU presets are checked by test_gpu_presets_compose
         assert isinstance(instantiate(cfg.trainer), L.Trainer)
+
+
+def test_decoder_gan_preset_starts_from_the_shipped_codec_with_its_encoder_frozen(tmp_path):
+    cfg = _compose("train", tmp_path, ["experiment=vae_tiny_decoder_gan"])
+    cfg.paths.root_dir = str(ROOT)  # the shipped codec is in the repository
+    module = instantiate(cfg.model)
+    shipped = load_vae(ROOT / "recipes" / "tiny" / "checkpoints" / "vae.safetensors")
+    audio = torch.randn(1, 1, 1920 * 3) * 0.1
+    torch.testing.assert_close(module.vae.encode(audio), shipped.encode(audio), rtol=1e-5, atol=1e-6)
+    assert not any(p.requires_grad for p in module.vae.encoder_parameters())
+    assert module.adversarial_active()
 
 
 @pytest.mark.parametrize("ablation", sorted(p.stem for p in (ROOT / "configs" / "ablation").glob("*.yaml")))

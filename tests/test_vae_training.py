@@ -169,6 +169,25 @@ def test_distillation_from_a_local_wavlm_checkpoint(tiny_corpus, tmp_path):
     assert any(k.startswith("distillation.proj") for k in module.state_dict())
 
 
+def test_decoder_only_fine_tune_keeps_the_latents(tiny_corpus, tmp_path):
+    """``train_encoder=False`` after ``init_from``: the exported codec encodes exactly as the one it
+    started from (latent caches and backbones stay valid) while its decoder has been trained."""
+    start = tmp_path / "start.safetensors"
+    _module(seed=1).export(start)
+    module = _module(init_from=str(start), train_encoder=False, export_path=str(tmp_path / "ft.safetensors"))
+    encoder_ids = {id(p) for p in module.vae.encoder_parameters()}
+    assert encoder_ids and all(not p.requires_grad for p in module.vae.encoder_parameters())
+    assert set(module.ema.shadow) == {
+        n for n, p in module.vae.named_parameters() if id(p) not in encoder_ids
+    }  # the EMA averages the decoder side only
+    cpu_trainer(tmp_path, max_steps=3).fit(module, datamodule=_crops(tiny_corpus))
+    before, after = load_vae(start), load_vae(tmp_path / "ft.safetensors")
+    audio = torch.randn(2, 1, 1920 * 4) * 0.1
+    torch.testing.assert_close(after.encode(audio), before.encode(audio), rtol=1e-5, atol=1e-6)
+    latents = before.encode(audio)
+    assert not torch.allclose(after.decode(latents), before.decode(latents), atol=1e-4)
+
+
 def test_misconfigured_losses_are_named():
     with pytest.raises(ValueError, match="unknown loss terms"):
         _module(loss_weights=dict(melspec=1.0))
@@ -176,6 +195,8 @@ def test_misconfigured_losses_are_named():
         _module(discriminator=None)
     with pytest.raises(ValueError, match="ssl_teacher"):
         _module(loss_weights=dict(distillation=1.0))
+    with pytest.raises(ValueError, match="train_encoder=True"):
+        _module(loss_weights=dict(distillation=1.0), ssl_teacher={}, train_encoder=False)
 
 
 def _train_py_vae_tiny(corpus: Path, run_dir: Path, *extra: str) -> subprocess.CompletedProcess:

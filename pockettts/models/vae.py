@@ -179,6 +179,13 @@ class AudioVAE(StreamingModule):
         """The deterministic latent (posterior mean): ``[B, 1, T]`` -> ``[B, F, latent_dim]``."""
         return self.encode_mean(audio, state).transpose(1, 2)
 
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        """Every parameter that shapes the latents (all but the decoder side): what a decoder-only
+        fine-tune freezes so that latents cached for, and backbones trained on, this codec stay valid."""
+        decoder_side = (self.quantizer.output_proj, self.upsample, self.decoder_transformer, self.decoder)
+        decoder_ids = {id(p) for module in decoder_side for p in module.parameters()}
+        return [p for p in self.parameters() if id(p) not in decoder_ids]
+
     # -- decoder side -------------------------------------------------------------------------
     def decode_features(self, latent: torch.Tensor, state: State | None = None) -> torch.Tensor:
         """Conv-layout latent ``[B, latent_dim, F]`` -> waveform ``[B, 1, F * frame_size]``."""

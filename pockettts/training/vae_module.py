@@ -68,6 +68,9 @@ class VAETrainingModule(EMAWeightsMixin, L.LightningModule):
             resuming draws the same noise as an uninterrupted run).
         init_from: an exported VAE (``.safetensors``) to start from; see ``pockettts.compat.mimi``
             to convert a released Pocket TTS codec into one.
+        train_encoder: ``False`` freezes everything that shapes the latents (a decoder-only
+            fine-tune, e.g. an adversarial phase after ``init_from``): the latents, and so every
+            latent cache and backbone trained on them, stay valid; the KL term is then constant.
         export_path: where ``on_train_end`` writes the exported VAE.
     """
 
@@ -92,6 +95,7 @@ class VAETrainingModule(EMAWeightsMixin, L.LightningModule):
         ema_decay: float | None = 0.999,
         max_bad_steps: int = 20,
         init_from: str | None = None,
+        train_encoder: bool = True,
         export_path: str | None = None,
         noise_seed: int = 0,
     ):
@@ -109,10 +113,15 @@ class VAETrainingModule(EMAWeightsMixin, L.LightningModule):
             raise ValueError("a mel/stft weight is set but its loss module is missing")
         if weights["distillation"] and ssl_teacher is None:
             raise ValueError("distillation weight is set but no ssl_teacher checkpoint is given")
+        if weights["distillation"] and not train_encoder:
+            raise ValueError("distillation trains the encoder's latents; it needs train_encoder=True")
         self.vae = vae
         if init_from:
             self.vae.load_inference_state_dict(load_vae(init_from).inference_state_dict())
             log.info("VAE initialised from %s", init_from)
+        if not train_encoder:  # before the EMA, which then averages the decoder side only
+            for param in self.vae.encoder_parameters():
+                param.requires_grad_(False)
         self.discriminator = discriminator
         self.mel_loss, self.stft_loss = mel_loss, stft_loss
         self.ssl_teacher: SSLFeatureTeacher | None = None
