@@ -18,7 +18,7 @@ from pockettts.data.datamodule import TeacherDataModule
 from pockettts.data.examples import CutConfig, cut_item
 from pockettts.data.manifest import ManifestItem, TimedSpan
 from pockettts.models.flow_lm import FlowLM, load_flow_lm, read_flow_lm_metadata
-from pockettts.training.teacher_module import TeacherTrainingModule, load_weights
+from pockettts.training.teacher_module import TeacherTrainingModule, export_flow_lm, load_weights
 from tests.conftest import CONFIG_DIR, Crash, cpu_trainer
 from tests.conftest import crash_after as crash_after_step
 
@@ -156,6 +156,27 @@ def test_validation_is_seeded_and_reports_what_the_text_is_worth(teacher_data):
     assert set(first) >= {"val/loss", "val/head", "val/eos", "val/text_gain"}
     torch.testing.assert_close(first["val/text_gain"], (without_text - with_text).float())
     assert first["val/text_gain"] != 0  # removing the text changes the prediction
+
+
+def test_text_gain_report_of_an_export_is_repeatable_and_the_loss_gap(teacher_data, tmp_path):
+    from pockettts.eval.text_gain import main, text_gain
+
+    data = teacher_data()
+    data.prepare_data()
+    data.setup("fit")
+    module = _module()
+    with torch.no_grad():  # AdaLN-zero: at init the head ignores z, so nothing could depend on the text
+        for parameter in module.model.head.parameters():
+            parameter.normal_(0.0, 0.2)
+    path = export_flow_lm(module.model, tmp_path / "export" / "teacher.safetensors", data)
+    rng = torch.get_rng_state()
+    report = text_gain(path, data.valid_manifest, data.cache_dir, limit=3, draws=2, batch_size=2)
+    assert torch.equal(rng, torch.get_rng_state())  # seeded draws, the global RNG untouched
+    again = text_gain(path, data.valid_manifest, data.cache_dir, limit=3, draws=2, batch_size=2)
+    assert report == again and report["items"] == 3
+    assert report["text_gain"] == report["head_loss_without_text"] - report["head_loss"] != 0
+    args = ["--teacher", str(path), "--manifest", str(data.valid_manifest), "--cache", str(data.cache_dir)]
+    assert main([*args, "--limit", "1", "--draws", "1"]) == 0
 
 
 def test_resume_after_a_crash_continues_exactly(teacher_data, tmp_path):

@@ -26,9 +26,25 @@ from pockettts.data.latents import LatentCache
 from pockettts.eval.asr import WhisperASR
 from pockettts.eval.wer import word_error_rate
 from pockettts.losses.spectral import mel_distance
-from pockettts.models.flow_lm import load_flow_lm, read_flow_lm_metadata, recorded_vae
+from pockettts.models.flow_lm import FlowLM, load_flow_lm, read_flow_lm_metadata, recorded_vae
 from pockettts.models.vae import load_vae
 from pockettts.text import Tokenizer
+
+
+def validation_examples(
+    teacher: str | Path, manifest: str | Path, cache_dir: str | Path, vae: str | Path | None = None
+) -> tuple[FlowLM, TeacherExampleDataset, Path]:
+    """An exported backbone, the validation cuts of ``manifest`` (prompt, tokens of its tokenizer,
+    real target latents from the cache of ``vae``, default: the one recorded in the export) and
+    that VAE's path."""
+    teacher = Path(teacher)
+    metadata = read_flow_lm_metadata(teacher)
+    vae_path = Path(vae or recorded_vae(teacher))
+    tokenizer = Tokenizer(teacher.parent / metadata.get("tokenizer", "tokenizer.model"))
+    dataset = TeacherExampleDataset(
+        manifest, LatentCache.open(cache_dir, vae_path), tokenizer, random_cuts=False
+    )
+    return load_flow_lm(teacher), dataset, vae_path
 
 
 @torch.no_grad()
@@ -46,15 +62,8 @@ def resynthesis_report(
     limit: int | None = None,
 ) -> dict:
     """Generate, decode, transcribe; write wavs, ``items.jsonl`` and ``summary.json`` under ``out``."""
-    teacher = Path(teacher)
-    metadata = read_flow_lm_metadata(teacher)
-    model = load_flow_lm(teacher)
-    vae_path = Path(vae or recorded_vae(teacher))
+    model, dataset, vae_path = validation_examples(teacher, manifest, cache_dir, vae)
     codec = load_vae(vae_path)
-    tokenizer = Tokenizer(teacher.parent / metadata.get("tokenizer", "tokenizer.model"))
-    dataset = TeacherExampleDataset(
-        manifest, LatentCache.open(cache_dir, vae_path), tokenizer, random_cuts=False
-    )
     asr = WhisperASR(whisper)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -327,6 +327,12 @@ class FlowLM(StreamingModule):
             "normalized_target": normalized,
         }
 
+    def head_loss(self, out: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The head's training loss (and its terms) over the target frames of a ``forward`` output;
+        the head draws its noise and times from the global RNG."""
+        mask = out["target_mask"]
+        return self.head.loss(out["z"][:, :-1][mask].float(), out["normalized_target"][mask].float())
+
     # -- generation ---------------------------------------------------------------------------------
     def prefill(self, voice: torch.Tensor | None, tokens: torch.Tensor | None) -> State:
         """A batch-1 stream state with the conditioning prefix already read (the "voice state")."""

@@ -118,10 +118,7 @@ class TeacherTrainingModule(GuardedOptimizationMixin, EMAWeightsMixin, L.Lightni
             batch["voice"], batch["voice_lengths"], batch["text"], batch["text_lengths"],
             batch["target"], batch["target_lengths"], drop_voice=drop_voice, drop_text=drop_text,
         )  # fmt: skip
-        mask = out["target_mask"]
-        head_loss, terms = self.model.head.loss(
-            out["z"][:, :-1][mask].float(), out["normalized_target"][mask].float()
-        )
+        head_loss, terms = self.model.head_loss(out)
         valid = out["valid"]
         positions = torch.arange(valid.shape[1], device=valid.device)[None, :]
         is_end = (positions == batch["target_lengths"][:, None]).float()
