@@ -147,7 +147,8 @@ class TeacherTrainingModule(GuardedOptimizationMixin, EMAWeightsMixin, L.Lightni
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         """Validation losses, and ``val/text_gain``: how much the head loss rises when the text is
-        removed (≈ 0: the model does not read; the loss can fall from voice and audio context alone).
+        removed (≈ 0 on held-out sentences: new text is not read; the loss can fall from voice and audio
+        context alone; ``pockettts.eval.text_gain`` compares training and held-out sentences).
         Both passes draw the head's noise and times from the same seed, so the gap is not sampling noise."""
         losses = self.validation_losses(batch, batch_idx, without_text=False)
         without_text = self.validation_losses(batch, batch_idx, without_text=True)
