@@ -4,6 +4,7 @@ with a new tokenizer, and ``train.py experiment=teacher_tiny``."""
 
 from __future__ import annotations
 
+import csv
 import functools
 import random
 import subprocess
@@ -177,6 +178,21 @@ def test_text_gain_report_of_an_export_is_repeatable_and_the_loss_gap(teacher_da
     assert report["text_gain"] == report["head_loss_without_text"] - report["head_loss"] != 0
     args = ["--teacher", str(path), "--manifest", str(data.valid_manifest), "--cache", str(data.cache_dir)]
     assert main([*args, "--limit", "1", "--draws", "1"]) == 0
+
+
+def test_logged_curves_count_optimizer_steps_when_accumulating(teacher_data, tmp_path):
+    module = _module()
+    module.accumulate_grad_batches = 2
+    logger = L.pytorch.loggers.CSVLogger(tmp_path, name="csv", version=0)
+    trainer = cpu_trainer(
+        tmp_path, max_steps=3, logger=logger, log_every_n_steps=1, limit_val_batches=1, val_check_interval=4
+    )
+    trainer.fit(module, datamodule=teacher_data(max_frames=600))  # 300 frames per micro-batch
+    assert trainer.global_step == 3
+    rows = list(csv.DictReader((tmp_path / "csv" / "version_0" / "metrics.csv").open()))
+    train_steps = [int(r["step"]) for r in rows if r.get("train/loss")]
+    assert len(train_steps) == 6 and sorted(set(train_steps)) == [0, 1, 2, 3]  # 2 micro-batches a step
+    assert [int(r["step"]) for r in rows if r.get("val/loss")] == [2]  # after 4 micro-batches
 
 
 def test_resume_after_a_crash_continues_exactly(teacher_data, tmp_path):

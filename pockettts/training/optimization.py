@@ -37,6 +37,10 @@ class GuardedOptimizationMixin:
         # never spans two epochs; restart the count in case a resumed epoch ended early.
         self._micro_batch = 0
 
+    def on_validation_epoch_end(self) -> None:  # see guarded_step on the logged "step"
+        self.log("step", float(self.global_step))
+        super().on_validation_epoch_end()
+
     def seed_step(self) -> None:
         """Every random draw of a micro-batch is a function of (seed, step, share), where the share
         ``rank x accumulate + micro-batch`` is that micro-batch's part of the global batch (see
@@ -61,6 +65,13 @@ class GuardedOptimizationMixin:
         """Backward ``loss / accumulate``; on the step's last micro-batch, clip and step unless a
         loss (on any rank) or the gradient norm was not finite (then skip and report). Updates the
         schedule and the EMA. Returns the gradient norm of a taken step."""
+        norm = self._accumulate_and_step(loss)
+        # Lightning's logger step counts batches, here micro-batches; a logged "step" replaces it, so
+        # curves are over optimizer steps whatever the accumulation (as checkpoints and schedules are).
+        self.log("step", float(self.global_step), on_step=True, on_epoch=False)
+        return norm
+
+    def _accumulate_and_step(self, loss: torch.Tensor) -> float | None:
         optimizer, scheduler = self.optimizers(), self.lr_schedulers()
         accumulate = self.accumulate_grad_batches
         last = self._micro_batch == accumulate - 1
