@@ -36,6 +36,8 @@ def _demo(args: argparse.Namespace) -> int:
         sentences_file=args.sentences,
         max_sentences=args.max_sentences,
         train_sentences_per_speaker=args.train_fraction,
+        valid_fraction=args.valid_fraction,
+        test_fraction=args.test_fraction,
         seed=args.seed,
         workers=args.workers,
     )
@@ -164,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--train-fraction", type=float, default=0.5, help="fraction of train sentences each speaker reads"
     )
+    # Every voice reads every held-out sentence: with a long sentence list, small fractions suffice.
+    demo.add_argument("--valid-fraction", type=float, default=0.05, help="of the sentences, held out")
+    demo.add_argument("--test-fraction", type=float, default=0.05, help="of the sentences, held out")
     demo.add_argument("--seed", type=int, default=1234)
     demo.add_argument("--workers", type=int, default=2)
     demo.set_defaults(run=_demo)
