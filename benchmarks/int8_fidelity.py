@@ -1,4 +1,4 @@
-"""How faithful the int8 inference path is to float32.
+r"""How faithful the int8 inference path is to float32.
 
     .venv/bin/python benchmarks/int8_fidelity.py [--frames 100]
     .venv/bin/python benchmarks/int8_fidelity.py --checkpoint logs/tiny/student/export/student.safetensors \

@@ -1,4 +1,4 @@
-"""Word alignments of a manifest's *reference* transcripts, from Whisper's cross-attention.
+r"""Word alignments of a manifest's *reference* transcripts, from Whisper's cross-attention.
 
 For corpora without word timings (the demo corpus has exact sentence boundaries; most real corpora
 have nothing): each item's transcript is forced through Whisper's decoder and the word boundaries

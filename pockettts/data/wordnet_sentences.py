@@ -1,4 +1,4 @@
-"""A larger sentence list for the demo corpus: WordNet 3.0's usage examples.
+r"""A larger sentence list for the demo corpus: WordNet 3.0's usage examples.
 
 The bundled CC0 list has 720 sentences, too few distinct texts for a small teacher to learn to read
 new ones (it memorises sentence -> audio pairs instead). WordNet's glosses carry ~48k quoted usage

@@ -1,4 +1,4 @@
-"""Does a trained backbone speak its prompts' texts as well as the codec can? For each item of a
+r"""Does a trained backbone speak its prompts' texts as well as the codec can? For each item of a
 manifest, the validation cut gives a voice prompt, a text and the real target latents; the
 backbone generates from the prompt and text, both the generation and the VAE's decoding of the real
 latents are transcribed by Whisper, and both WERs are reported (the codec's own is the ceiling),

@@ -1,4 +1,4 @@
-"""How much does a trained backbone use its text? The head loss over a manifest's validation cuts
+r"""How much does a trained backbone use its text? The head loss over a manifest's validation cuts
 (teacher forcing), with the text and with every row's text removed, under the same seeded head
 draws: the gap ``text_gain`` is what training logs as ``val/text_gain``, here for any exported model
 and manifest. Comparing its training sentences with held-out ones separates memorising from
