@@ -17,7 +17,8 @@ import torch
 
 from pockettts.data.datamodule import TeacherDataModule
 from pockettts.data.examples import CutConfig, cut_item
-from pockettts.data.manifest import ManifestItem, TimedSpan
+from pockettts.data.manifest import ManifestItem, TimedSpan, read_manifest, write_manifest
+from pockettts.eval.runner import spread
 from pockettts.models.flow_lm import FlowLM, load_flow_lm, read_flow_lm_metadata
 from pockettts.training.teacher_module import TeacherTrainingModule, export_flow_lm, load_weights
 from tests.conftest import CONFIG_DIR, Crash, cpu_trainer
@@ -176,8 +177,25 @@ def test_text_gain_report_of_an_export_is_repeatable_and_the_loss_gap(teacher_da
     again = text_gain(path, data.valid_manifest, data.cache_dir, limit=3, draws=2, batch_size=2)
     assert report == again and report["items"] == 3
     assert report["text_gain"] == report["head_loss_without_text"] - report["head_loss"] != 0
+    # --spread: the items spread over the manifest, the same as a manifest of just those items
+    # (written beside it: audio paths are relative to the manifest's folder).
+    manifest = Path(data.train_manifest)
+    items = read_manifest(manifest)
+    assert spread(len(items), 2) != [0, 1]
+    picked = write_manifest(
+        manifest.with_name(f"picked_{tmp_path.name}.jsonl"), [items[i] for i in spread(len(items), 2)]
+    )
+    try:
+        spread_report = text_gain(path, manifest, data.cache_dir, limit=2, draws=2, spread_items=True)
+        subset_report = text_gain(path, picked, data.cache_dir, draws=2)
+    finally:
+        picked.unlink()
+    first_report = text_gain(path, manifest, data.cache_dir, limit=2, draws=2)
+    assert spread_report["selection"] == "spread" and first_report["selection"] == "first"
+    assert spread_report["text_gain"] == pytest.approx(subset_report["text_gain"], rel=1e-6, abs=1e-9)
+    assert spread_report["text_gain"] != first_report["text_gain"]
     args = ["--teacher", str(path), "--manifest", str(data.valid_manifest), "--cache", str(data.cache_dir)]
-    assert main([*args, "--limit", "1", "--draws", "1"]) == 0
+    assert main([*args, "--limit", "1", "--draws", "1", "--spread"]) == 0
 
 
 def test_logged_curves_count_optimizer_steps_when_accumulating(teacher_data, tmp_path):

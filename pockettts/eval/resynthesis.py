@@ -24,6 +24,7 @@ from pockettts.audio import save_audio
 from pockettts.data.examples import TeacherExampleDataset
 from pockettts.data.latents import LatentCache
 from pockettts.eval.asr import WhisperASR
+from pockettts.eval.runner import spread
 from pockettts.eval.wer import word_error_rate
 from pockettts.losses.spectral import mel_distance
 from pockettts.models.flow_lm import FlowLM, load_flow_lm, read_flow_lm_metadata, recorded_vae
@@ -60,15 +61,19 @@ def resynthesis_report(
     seed: int = 0,
     max_seconds: float = 15.0,
     limit: int | None = None,
+    spread_items: bool = False,
 ) -> dict:
-    """Generate, decode, transcribe; write wavs, ``items.jsonl`` and ``summary.json`` under ``out``."""
+    """Generate, decode, transcribe; write wavs, ``items.jsonl`` and ``summary.json`` under ``out``.
+    ``limit`` items: the first ones, or with ``spread_items`` spread evenly over the manifest (a
+    speaker-sorted manifest then gives every speaker, not only the first)."""
     model, dataset, vae_path = validation_examples(teacher, manifest, cache_dir, vae)
     codec = load_vae(vae_path)
     asr = WhisperASR(whisper)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows, pairs = [], []
-    for index in tqdm(range(min(limit or len(dataset), len(dataset))), desc="resynthesis"):
+    indices = spread(len(dataset), limit) if spread_items else list(range(len(dataset)))[:limit]
+    for index in tqdm(indices, desc="resynthesis"):
         example = dataset[index]
         generator = torch.Generator().manual_seed(seed + index)
         latents = model.generate(
@@ -103,6 +108,7 @@ def resynthesis_report(
     codec_wer = word_error_rate(texts, [r["codec_transcript"] for r in rows])
     summary = {
         "teacher": str(teacher), "vae": str(vae_path), "whisper": asr.options, "items": len(rows),
+        "selection": "spread" if spread_items else "first",
         "cfg_scale": cfg_scale, "temperature": temperature, "seed": seed,
         "generated_wer": generated_wer["wer"], "codec_wer": codec_wer["wer"],
         "latent_mse": sum(r["latent_mse"] for r in rows) / len(rows),
@@ -133,11 +139,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cfg-scale", type=float, default=1.0)
     parser.add_argument("--temperature", type=float, default=0.3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--limit", type=int, default=None, help="first N items (see --spread)")
+    parser.add_argument("--spread", action="store_true", help="the N items spread evenly over the manifest")
     args = parser.parse_args(argv)
     summary = resynthesis_report(
         args.teacher, args.manifest, args.cache, args.whisper, args.out, args.vae,
         args.cfg_scale, args.temperature, args.seed, limit=args.limit,
+        spread_items=args.spread,
     )  # fmt: skip
     print(json.dumps(summary, indent=2))
     return 0

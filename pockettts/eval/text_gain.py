@@ -20,6 +20,7 @@ import torch
 
 from pockettts.data.examples import collate_examples
 from pockettts.eval.resynthesis import validation_examples
+from pockettts.eval.runner import spread
 
 
 @torch.no_grad()
@@ -31,17 +32,19 @@ def text_gain(
     limit: int | None = None,
     draws: int = 8,
     batch_size: int = 8,
+    spread_items: bool = False,
 ) -> dict:
     """Frame-weighted mean head loss with and without the text over ``draws`` seeded draws (draw
-    ``d`` seeds the head's noise and times with ``d`` in both passes; the global RNG is untouched)."""
+    ``d`` seeds the head's noise and times with ``d`` in both passes; the global RNG is untouched).
+    ``limit`` items: the first ones, or with ``spread_items`` spread evenly over the manifest."""
     with torch.random.fork_rng():  # building the model draws its (then overwritten) init
         model, dataset, vae_path = validation_examples(teacher, manifest, cache_dir, vae)
-    count = min(limit or len(dataset), len(dataset))
+    indices = spread(len(dataset), limit) if spread_items else list(range(len(dataset)))[:limit]
     pad_id = dataset.tokenizer.pad_id
     totals = {"with_text": 0.0, "without_text": 0.0}
     frames = 0
-    for start in range(0, count, batch_size):
-        batch = collate_examples([dataset[i] for i in range(start, min(count, start + batch_size))], pad_id)
+    for start in range(0, len(indices), batch_size):
+        batch = collate_examples([dataset[i] for i in indices[start : start + batch_size]], pad_id)
         rows = batch["target"].shape[0]
         inputs = [
             batch[k] for k in ("voice", "voice_lengths", "text", "text_lengths", "target", "target_lengths")
@@ -56,7 +59,8 @@ def text_gain(
         frames += batch_frames
     with_text, without_text = totals["with_text"] / frames, totals["without_text"] / frames
     return {
-        "teacher": str(teacher), "manifest": str(manifest), "vae": str(vae_path), "items": count,
+        "teacher": str(teacher), "manifest": str(manifest), "vae": str(vae_path), "items": len(indices),
+        "selection": "spread" if spread_items else "first",
         "frames": frames, "draws": draws, "head_loss": with_text, "head_loss_without_text": without_text,
         "text_gain": without_text - with_text,
     }  # fmt: skip
@@ -70,10 +74,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--manifest", required=True)
     parser.add_argument("--cache", required=True, help="latent cache root of the manifest")
     parser.add_argument("--vae", default=None, help="default: the VAE recorded in the teacher export")
-    parser.add_argument("--limit", type=int, default=None, help="first N items only")
+    parser.add_argument("--limit", type=int, default=None, help="first N items (see --spread)")
+    parser.add_argument("--spread", action="store_true", help="the N items spread evenly over the manifest")
     parser.add_argument("--draws", type=int, default=8, help="seeded head draws per item")
     args = parser.parse_args(argv)
-    report = text_gain(args.teacher, args.manifest, args.cache, args.vae, args.limit, args.draws)
+    report = text_gain(
+        args.teacher, args.manifest, args.cache, args.vae, args.limit, args.draws, spread_items=args.spread
+    )
     print(json.dumps(report, indent=2))
     return 0
 
