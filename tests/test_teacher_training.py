@@ -304,6 +304,29 @@ def test_train_py_teacher_tiny_runs_end_to_end(tiny_corpus, tiny_vae, tmp_path):
     assert model.context_noise is not None and model.context_noise.max_level == 1.0
     assert (run_dir / "samples" / "step_0000002" / "example0_generated.wav").is_file()
     assert (run_dir / "samples" / "step_0000002" / "example0.txt").read_text().strip()
+    # A mid-run checkpoint exports as the end of training does (here the last one: the same weights).
+    from pockettts.training.export_checkpoint import main as export_main
+
+    assert export_main([str(run_dir / "checkpoints" / "step_0000002.ckpt")]) == 0
+    exported = run_dir / "export" / "step_0000002" / "teacher.safetensors"
+    again = load_flow_lm(exported)
+    for (name, value), (_, expected) in zip(
+        again.state_dict().items(), model.state_dict().items(), strict=True
+    ):
+        assert torch.equal(value, expected), name
+    metadata = read_flow_lm_metadata(exported)
+    assert (
+        metadata["step"] == "2"
+        and metadata["ema"] == "true"
+        and (exported.parent / "tokenizer.model").is_file()
+    )
+    assert (
+        metadata["vae_hash"] == read_flow_lm_metadata(run_dir / "export" / "teacher.safetensors")["vae_hash"]
+    )
+    with pytest.raises(FileNotFoundError, match="run config"):
+        export_main(
+            [str(run_dir / "checkpoints" / "step_0000002.ckpt"), "--config", str(tmp_path / "none.yaml")]
+        )
 
 
 def test_resynthesis_report_transcribes_generation_and_codec(teacher_data, tiny_en, tmp_path):

@@ -1,0 +1,72 @@
+"""Export a FlowLM (teacher or student) from any Lightning checkpoint of its run.
+
+Training exports only at its end; to evaluate a run mid-way (``eval.text_gain``,
+``eval.resynthesis``, ``eval.py``, ``infer.py``), export one of its ``checkpoints/*.ckpt`` the way
+the end of training would have: the EMA weights, the tokenizer copied beside the file, the codec
+and the step recorded in its metadata. The model and data are rebuilt from the run's resolved
+``config.yaml``::
+
+    python -m pockettts.training.export_checkpoint RUN/checkpoints/step_0024000.ckpt
+    # -> RUN/export/step_0024000/teacher.safetensors (or --out PATH)
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import OmegaConf
+
+from pockettts.training.teacher_module import export_flow_lm
+
+
+def default_export_path(checkpoint: Path, step: int, name: str) -> Path:
+    """``RUN/export/step_NNNNNNN/<name>.safetensors`` for ``RUN/checkpoints/<file>.ckpt``."""
+    return checkpoint.parent.parent / "export" / f"step_{step:07d}" / f"{name}.safetensors"
+
+
+def export_checkpoint(
+    checkpoint: str | Path, out: str | Path | None = None, config: str | Path | None = None
+) -> Path:
+    """Rebuild the run's module from ``config`` (default ``RUN/config.yaml``), load ``checkpoint``
+    (weights, EMA) and export its FlowLM; returns the written path."""
+    checkpoint = Path(checkpoint)
+    config = Path(config) if config is not None else checkpoint.parent.parent / "config.yaml"
+    for path, what in ((checkpoint, "checkpoint"), (config, "run config")):
+        if not path.is_file():
+            raise FileNotFoundError(f"{what} not found: {path}")
+    cfg = OmegaConf.load(config)
+    module = hydra.utils.instantiate(cfg.model)
+    if not hasattr(module, "exported_weights"):
+        raise ValueError(f"{config}: {type(module).__name__} does not train a FlowLM (teacher or student)")
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    module.load_state_dict(state["state_dict"])
+    module.on_load_checkpoint(state)  # the EMA weights
+    step = int(state["global_step"])
+    name = Path(module.export_path).stem if getattr(module, "export_path", None) else "flow_lm"
+    out = Path(out) if out is not None else default_export_path(checkpoint, step, name)
+    datamodule = hydra.utils.instantiate(cfg.data)  # the tokenizer and codec the export records
+    with module.exported_weights() as model:
+        return export_flow_lm(model, out, datamodule, step=step, ema=module.ema is not None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m pockettts.training.export_checkpoint",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("checkpoint", help="RUN/checkpoints/<name>.ckpt")
+    parser.add_argument(
+        "--out", default=None, help="default: RUN/export/step_NNNNNNN/<teacher|student>.safetensors"
+    )
+    parser.add_argument("--config", default=None, help="default: RUN/config.yaml")
+    args = parser.parse_args(argv)
+    print(export_checkpoint(args.checkpoint, args.out, args.config))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
