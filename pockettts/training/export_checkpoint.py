@@ -19,6 +19,7 @@ import hydra
 import torch
 from omegaconf import OmegaConf
 
+from pockettts.models.flow_lm import FlowLM
 from pockettts.training.teacher_module import export_flow_lm
 
 
@@ -39,7 +40,8 @@ def export_checkpoint(
             raise FileNotFoundError(f"{what} not found: {path}")
     cfg = OmegaConf.load(config)
     module = hydra.utils.instantiate(cfg.model)
-    if not hasattr(module, "exported_weights"):
+    # The VAE module keeps EMA weights too: check what they are of, not that they exist.
+    if not isinstance(getattr(module, getattr(module, "ema_module_name", ""), None), FlowLM):
         raise ValueError(f"{config}: {type(module).__name__} does not train a FlowLM (teacher or student)")
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     module.load_state_dict(state["state_dict"])
