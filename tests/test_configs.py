@@ -201,3 +201,17 @@ def test_generation_config_mirrors_synthesis_options():
     assert set(options) == {f.name for f in fields(SynthesisOptions)} - {"seed", "max_frames"}
     defaults = SynthesisOptions()
     assert options == {name: getattr(defaults, name) for name in options}
+
+
+def test_export_checkpoint_refuses_a_run_that_does_not_train_a_flow_lm(tmp_path):
+    """The VAE module keeps EMA weights too: a codec run's checkpoint must be refused by what it
+    trains, never exported as a teacher."""
+    from pockettts.training.export_checkpoint import export_checkpoint
+
+    run = save_resolved_config(_compose("train", tmp_path, ["experiment=vae_tiny"]), tmp_path / "run").parent
+    checkpoint = run / "checkpoints" / "step_0000002.ckpt"
+    checkpoint.parent.mkdir()
+    checkpoint.write_bytes(b"")  # refused before it is read
+    with pytest.raises(ValueError, match="VAETrainingModule does not train a FlowLM"):
+        export_checkpoint(checkpoint)
+    assert not (run / "export").exists()
