@@ -21,31 +21,12 @@ import torch
 from tqdm import tqdm
 
 from pockettts.audio import save_audio
-from pockettts.data.examples import TeacherExampleDataset
-from pockettts.data.latents import LatentCache
 from pockettts.eval.asr import WhisperASR
 from pockettts.eval.runner import spread
+from pockettts.eval.validation_cuts import validation_examples
 from pockettts.eval.wer import word_error_rate
 from pockettts.losses.spectral import mel_distance
-from pockettts.models.flow_lm import FlowLM, load_flow_lm, read_flow_lm_metadata, recorded_vae
 from pockettts.models.vae import load_vae
-from pockettts.text import Tokenizer
-
-
-def validation_examples(
-    teacher: str | Path, manifest: str | Path, cache_dir: str | Path, vae: str | Path | None = None
-) -> tuple[FlowLM, TeacherExampleDataset, Path]:
-    """An exported backbone, the validation cuts of ``manifest`` (prompt, tokens of its tokenizer,
-    real target latents from the cache of ``vae``, default: the one recorded in the export) and
-    that VAE's path."""
-    teacher = Path(teacher)
-    metadata = read_flow_lm_metadata(teacher)
-    vae_path = Path(vae or recorded_vae(teacher))
-    tokenizer = Tokenizer(teacher.parent / metadata.get("tokenizer", "tokenizer.model"))
-    dataset = TeacherExampleDataset(
-        manifest, LatentCache.open(cache_dir, vae_path), tokenizer, random_cuts=False
-    )
-    return load_flow_lm(teacher), dataset, vae_path
 
 
 @torch.no_grad()

@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 
 from pockettts.data.examples import collate_examples
-from pockettts.eval.resynthesis import validation_examples
 from pockettts.eval.runner import spread
+from pockettts.eval.validation_cuts import validation_examples
 
 
 @torch.no_grad()
