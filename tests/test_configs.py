@@ -169,6 +169,21 @@ def test_decoder_gan_preset_starts_from_the_shipped_codec_with_its_encoder_froze
     assert module.adversarial_active()
 
 
+def test_wide_decoder_preset_keeps_the_shipped_codecs_encoder_under_a_new_decoder(tmp_path):
+    cfg = _compose("train", tmp_path, ["experiment=vae_tiny_wide_decoder"])
+    cfg.paths.root_dir = str(ROOT)
+    module = instantiate(cfg.model)
+    shipped = load_vae(ROOT / "recipes" / "tiny" / "checkpoints" / "vae.safetensors")
+    audio = torch.randn(1, 1, 1920 * 3) * 0.1
+    torch.testing.assert_close(module.vae.encode(audio), shipped.encode(audio), rtol=1e-4, atol=1e-5)
+    assert not any(p.requires_grad for p in module.vae.encoder_parameters())
+    # Only the new decoder trains, and it is more than twice the shipped one.
+    trained = sum(p.numel() for p in module.vae.parameters() if p.requires_grad)
+    frozen = {id(p) for p in shipped.encoder_parameters()}
+    shipped_decoder = sum(p.numel() for p in shipped.parameters() if id(p) not in frozen)
+    assert module.discriminator is None and trained > 2 * shipped_decoder
+
+
 @pytest.mark.parametrize("ablation", sorted(p.stem for p in (ROOT / "configs" / "ablation").glob("*.yaml")))
 def test_each_ablation_is_one_override(ablation, tmp_path):
     base = _compose("train", tmp_path, ["experiment=teacher_tiny"])

@@ -189,6 +189,34 @@ def test_decoder_only_fine_tune_keeps_the_latents(tiny_corpus, tmp_path):
     assert not torch.allclose(after.decode(latents), before.decode(latents), atol=1e-4)
 
 
+def test_a_wider_decoder_trains_on_a_frozen_codecs_latents(tiny_corpus, tmp_path):
+    """``init_decoder=False``: the encoder side comes from ``init_from`` (the latents stay that
+    codec's), the decoder is new and of another width, and the export reloads as such."""
+    start = tmp_path / "start.safetensors"
+    _module(seed=1).export(start)
+    wider = dict(TINY_VAE, decoder_seanet=dict(dimension=32, n_filters=8))
+    module = _module(
+        vae=AudioVAE(**wider),
+        init_from=str(start),
+        init_decoder=False,
+        train_encoder=False,
+        export_path=str(tmp_path / "wide.safetensors"),
+    )
+    cpu_trainer(tmp_path, max_steps=2).fit(module, datamodule=_crops(tiny_corpus))
+    before, after = load_vae(start), load_vae(tmp_path / "wide.safetensors")
+    audio = torch.randn(2, 1, 1920 * 4) * 0.1
+    torch.testing.assert_close(after.encode(audio), before.encode(audio), rtol=1e-4, atol=1e-5)
+    assert (
+        after.config["decoder_seanet"]["n_filters"] == 8 and before.config["decoder_seanet"]["n_filters"] == 4
+    )
+    assert after.decode(before.encode(audio)).shape == audio.shape
+    # Loading the whole source codec into the wider model is refused, naming the misfit.
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        _module(vae=AudioVAE(**wider), init_from=str(start))
+    with pytest.raises(ValueError, match="set init_from"):
+        _module(init_decoder=False)
+
+
 def test_misconfigured_losses_are_named():
     with pytest.raises(ValueError, match="unknown loss terms"):
         _module(loss_weights=dict(melspec=1.0))

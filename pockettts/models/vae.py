@@ -40,6 +40,14 @@ TRANSFORMER_DEFAULTS: dict[str, Any] = dict(
 )  # fmt: skip
 
 
+# The modules that turn latents into audio; everything else shapes the latents.
+DECODER_SIDE = ("quantizer.output_proj", "upsample", "decoder_transformer", "decoder")
+
+
+def _on_decoder_side(name: str) -> bool:
+    return any(name.startswith(module + ".") for module in DECODER_SIDE)
+
+
 class GaussianBottleneck(nn.Module):
     """Diagonal Gaussian posterior over the latent, and the latent -> decoder projection.
 
@@ -182,8 +190,7 @@ class AudioVAE(StreamingModule):
     def encoder_parameters(self) -> list[nn.Parameter]:
         """Every parameter that shapes the latents (all but the decoder side): what a decoder-only
         fine-tune freezes so that latents cached for, and backbones trained on, this codec stay valid."""
-        decoder_side = (self.quantizer.output_proj, self.upsample, self.decoder_transformer, self.decoder)
-        decoder_ids = {id(p) for module in decoder_side for p in module.parameters()}
+        decoder_ids = {id(p) for name in DECODER_SIDE for p in self.get_submodule(name).parameters()}
         return [p for p in self.parameters() if id(p) not in decoder_ids]
 
     # -- decoder side -------------------------------------------------------------------------
@@ -224,12 +231,18 @@ class AudioVAE(StreamingModule):
         """Weights with weight norm folded in (the layout ``load_vae`` reads)."""
         return {k: v.detach().contiguous().cpu() for k, v in folded_state_dict(self).items()}
 
-    def load_inference_state_dict(self, tensors: dict[str, torch.Tensor], strict: bool = True) -> None:
+    def load_inference_state_dict(
+        self, tensors: dict[str, torch.Tensor], strict: bool = True, encoder_only: bool = False
+    ) -> None:
         """Load folded weights (``inference_state_dict`` layout) into this model, weight norm or not.
 
         For a weight-normalised conv, ``w`` becomes ``g = ||w||`` (per output row) and ``v = w``,
         which reproduces ``w`` exactly: a released codec can be fine-tuned as it was trained.
+        ``encoder_only`` loads the encoder side alone (the decoder side may have another size): the
+        latents are then the source codec's, the decoder stays as initialised.
         """
+        if encoder_only:
+            tensors = {k: v for k, v in tensors.items() if not _on_decoder_side(k)}
         own = self.state_dict()
         mapped: dict[str, torch.Tensor] = {}
         for name, tensor in tensors.items():
@@ -241,6 +254,8 @@ class AudioVAE(StreamingModule):
             else:
                 mapped[name] = tensor
         missing, unexpected = self.load_state_dict(mapped, strict=False)
+        if encoder_only:
+            missing = [k for k in missing if not _on_decoder_side(k)]
         if strict and (missing or unexpected):
             raise KeyError(f"VAE weights do not fit: missing {missing[:6]}, unexpected {unexpected[:6]}")
 

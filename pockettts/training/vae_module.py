@@ -71,6 +71,9 @@ class VAETrainingModule(EMAWeightsMixin, L.LightningModule):
         train_encoder: ``False`` freezes everything that shapes the latents (a decoder-only
             fine-tune, e.g. an adversarial phase after ``init_from``): the latents, and so every
             latent cache and backbone trained on them, stay valid; the KL term is then constant.
+        init_decoder: ``False`` takes only the encoder side from ``init_from`` and keeps this
+            model's new decoder, which may be wider or deeper (with ``train_encoder=False``: a new
+            decoder for an existing codec's latents).
         export_path: where ``on_train_end`` writes the exported VAE.
     """
 
@@ -96,6 +99,7 @@ class VAETrainingModule(EMAWeightsMixin, L.LightningModule):
         max_bad_steps: int = 20,
         init_from: str | None = None,
         train_encoder: bool = True,
+        init_decoder: bool = True,
         export_path: str | None = None,
         noise_seed: int = 0,
     ):
@@ -116,9 +120,13 @@ class VAETrainingModule(EMAWeightsMixin, L.LightningModule):
         if weights["distillation"] and not train_encoder:
             raise ValueError("distillation trains the encoder's latents; it needs train_encoder=True")
         self.vae = vae
+        if not init_decoder and not init_from:
+            raise ValueError("init_decoder=False keeps init_from's encoder side: set init_from")
         if init_from:
-            self.vae.load_inference_state_dict(load_vae(init_from).inference_state_dict())
-            log.info("VAE initialised from %s", init_from)
+            self.vae.load_inference_state_dict(
+                load_vae(init_from).inference_state_dict(), encoder_only=not init_decoder
+            )
+            log.info("VAE %sinitialised from %s", "" if init_decoder else "encoder side ", init_from)
         if not train_encoder:  # before the EMA, which then averages the decoder side only
             for param in self.vae.encoder_parameters():
                 param.requires_grad_(False)
