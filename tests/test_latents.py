@@ -21,7 +21,7 @@ from pockettts.data.latents import (
     LatentCacheError,
     StaleCacheError,
     build_latent_cache,
-    vae_weights_hash,
+    vae_latent_hash,
 )
 from pockettts.data.manifest import ManifestItem, read_manifest, write_manifest
 from pockettts.models.vae import AudioVAE, load_vae
@@ -60,11 +60,15 @@ def _contents(cache: LatentCache) -> dict[str, torch.Tensor]:
 def test_latents_are_exactly_the_vae_encoding(manifest, vae_path, tmp_path):
     cache = build_latent_cache(manifest, vae_path, tmp_path / "latents", shard_size=3, progress=False)
     vae = load_vae(vae_path)
-    vae_hash = vae_weights_hash(vae_path)
+    latent_hash = vae_latent_hash(vae_path)
     with safe_open(str(vae_path), framework="pt") as handle:
-        assert vae_hash == handle.metadata()["weights_sha1"]
-    assert cache.cache_dir == tmp_path / "latents" / vae_hash[:16]
-    assert (cache.vae_hash, cache.frame_rate, cache.latent_dim) == (vae_hash, 12.5, TINY_VAE["latent_dim"])
+        assert latent_hash == handle.metadata()["latent_sha1"]
+    assert cache.cache_dir == tmp_path / "latents" / latent_hash[:16]
+    assert (cache.latent_hash, cache.frame_rate, cache.latent_dim) == (
+        latent_hash,
+        12.5,
+        TINY_VAE["latent_dim"],
+    )
 
     items = read_manifest(manifest)
     assert sorted(cache.ids) == sorted(i.id for i in items) and len(cache) == len(items)
@@ -87,7 +91,7 @@ def test_latents_are_exactly_the_vae_encoding(manifest, vae_path, tmp_path):
         cache.get("nope")
 
     meta = json.loads((cache.cache_dir / "meta.json").read_text())
-    assert meta["vae_hash"] == vae_hash and meta["vae_path"] == str(vae_path.resolve())
+    assert meta["latent_hash"] == latent_hash and meta["vae_path"] == str(vae_path.resolve())
     assert meta["manifests"] == [str(manifest.resolve())]
     assert (meta["items"], meta["frames"], meta["skipped"]) == (len(items), sum(frames.values()), 0)
     assert meta["last_run"]["encoded"] == len(items)
@@ -191,7 +195,7 @@ def test_a_cache_from_another_vae_is_detected(manifest, vae_path, tmp_path):
     cache_a = build_latent_cache(manifest, vae_path, out, shard_size=64, progress=False)
     torch.manual_seed(1)  # same architecture, different weights
     path_b = AudioVAE(**TINY_VAE).eval().save(tmp_path / "vae_b" / "vae.safetensors")
-    hash_a, hash_b = vae_weights_hash(vae_path), vae_weights_hash(path_b)
+    hash_a, hash_b = vae_latent_hash(vae_path), vae_latent_hash(path_b)
     assert hash_a != hash_b
 
     for where in (out, cache_a.cache_dir):
@@ -208,9 +212,26 @@ def test_a_cache_from_another_vae_is_detected(manifest, vae_path, tmp_path):
     with pytest.raises(LatentCacheError, match="2 VAEs") as info:
         LatentCache.open(out)
     assert hash_a[:16] in str(info.value) and hash_b[:16] in str(info.value)
-    assert LatentCache.open(out, vae_path=path_b).vae_hash == hash_b
+    assert LatentCache.open(out, vae_path=path_b).latent_hash == hash_b
     with pytest.raises(FileNotFoundError, match="no latent cache"):
         LatentCache.open(tmp_path / "elsewhere")
+
+
+def test_a_codec_with_another_decoder_reads_the_same_cache(manifest, vae_path, tmp_path):
+    """Latents depend on the encoder side only: a new (here wider) decoder on the same encoder keeps
+    the cache, so nothing is encoded again; another encoder does not."""
+    out = tmp_path / "latents"
+    cache = build_latent_cache(manifest, vae_path, out, shard_size=64, progress=False)
+    wide = AudioVAE(**TINY_VAE, decoder_seanet=dict(n_filters=8, dimension=32), weight_norm=False).eval()
+    wide.load_inference_state_dict(load_vae(vae_path).inference_state_dict(), encoder_only=True)
+    wide_path = wide.save(tmp_path / "vae_wide" / "vae.safetensors")
+    assert LatentCache.open(out, vae_path=wide_path).cache_dir == cache.cache_dir
+    again = build_latent_cache(manifest, wide_path, out, shard_size=64, progress=False)
+    assert again.meta["last_run"]["encoded"] == 0 and again.cache_dir == cache.cache_dir
+    with torch.no_grad():
+        next(wide.encoder.parameters()).add_(1e-3)
+    with pytest.raises(StaleCacheError):
+        LatentCache.open(out, vae_path=wide.save(tmp_path / "vae_moved" / "vae.safetensors"))
 
 
 def test_cache_survives_pickling_for_loader_workers(manifest, vae_path, tmp_path):

@@ -17,7 +17,7 @@ from pockettts.eval.asr import WhisperASR
 from pockettts.eval.codec import codec_report
 from pockettts.models.flow_lm import load_flow_lm, read_flow_lm_metadata, recorded_vae
 from pockettts.models.tts import TextToSpeech
-from pockettts.models.vae import AudioVAE, load_vae, vae_weights_hash
+from pockettts.models.vae import AudioVAE, load_vae, vae_latent_hash
 from tests.conftest import CONFIG_DIR
 
 SHIPPED = Path(CONFIG_DIR).parent / "recipes" / "tiny" / "checkpoints"
@@ -26,13 +26,13 @@ HELD_OUT = "Gray squirrels chased one another in spirals around the trunk."
 
 
 def test_shipped_exports_name_the_shipped_codec_and_tokenizer():
-    codec_hash = vae_weights_hash(SHIPPED / "vae.safetensors")
+    codec_hash = vae_latent_hash(SHIPPED / "vae.safetensors")
     for name in ("teacher", "student"):
         metadata = read_flow_lm_metadata(SHIPPED / f"{name}.safetensors")
-        assert metadata["vae_hash"] == codec_hash, name
-        assert vae_weights_hash(recorded_vae(SHIPPED / f"{name}.safetensors")) == codec_hash
+        assert metadata["latent_hash"] == codec_hash, name
+        assert vae_latent_hash(recorded_vae(SHIPPED / f"{name}.safetensors")) == codec_hash
         assert (SHIPPED / metadata["tokenizer"]).is_file()
-        assert json.loads((SHIPPED / f"{name}.json").read_text())["vae_hash"] == codec_hash
+        assert json.loads((SHIPPED / f"{name}.json").read_text())["latent_hash"] == codec_hash
 
 
 def test_the_shipped_student_carries_its_teachers_frozen_heads():

@@ -355,7 +355,8 @@ def test_train_py_teacher_tiny_runs_end_to_end(tiny_corpus, tiny_vae, tmp_path):
         and (exported.parent / "tokenizer.model").is_file()
     )
     assert (
-        metadata["vae_hash"] == read_flow_lm_metadata(run_dir / "export" / "teacher.safetensors")["vae_hash"]
+        metadata["latent_hash"]
+        == read_flow_lm_metadata(run_dir / "export" / "teacher.safetensors")["latent_hash"]
     )
     with pytest.raises(FileNotFoundError, match="run config"):
         export_main(

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from pockettts.audio import AudioError
-from pockettts.models.flow_lm import FlowLM, recorded_vae
+from pockettts.models.flow_lm import FlowLM, codec_for, recorded_vae
 from pockettts.models.tts import TextToSpeech, VoiceState, prepare_text, split_text
-from pockettts.models.vae import AudioVAE, vae_weights_hash
+from pockettts.models.vae import AudioVAE, vae_latent_hash
 from pockettts.text import TextError, train_tokenizer
 from tests.conftest import TINY_VAE
 
@@ -230,7 +230,7 @@ def test_a_moved_export_finds_its_vae_beside_it_by_hash(tiny_vae, tmp_path):
                      dim_feedforward=32, vocab_size=VOCAB, latent_dim=8)  # fmt: skip
     recorded = tmp_path / "run" / "export" / "vae.safetensors"
     beside = tiny_vae.save(tmp_path / "shipped" / "vae.safetensors")
-    metadata = {"vae": str(recorded), "vae_hash": vae_weights_hash(beside)}
+    metadata = {"vae": str(recorded), "latent_hash": vae_latent_hash(beside)}
     path = flow_lm.save(tmp_path / "shipped" / "flow_lm.safetensors", metadata)
     assert recorded_vae(path) == beside
     torch.manual_seed(1)
@@ -244,3 +244,23 @@ def test_a_moved_export_finds_its_vae_beside_it_by_hash(tiny_vae, tmp_path):
     recorded.unlink()
     with pytest.raises(FileNotFoundError, match="exists neither there nor beside it"):
         recorded_vae(path)
+
+
+def test_a_given_codec_must_encode_the_exports_latent_space(tiny_vae, tmp_path):
+    """A codec with another decoder on the export's latents decodes them; one with another encoder
+    is refused, naming both."""
+    flow_lm = FlowLM(head={"kind": "lsd", "dim": 16, "depth": 1}, d_model=16, num_heads=2, num_layers=1,
+                     dim_feedforward=32, vocab_size=VOCAB, latent_dim=8)  # fmt: skip
+    trained_with = tiny_vae.save(tmp_path / "run" / "vae.safetensors")
+    metadata = {"vae": str(trained_with), "latent_hash": vae_latent_hash(trained_with)}
+    path = flow_lm.save(tmp_path / "flow_lm.safetensors", metadata)
+    wider = {"n_filters": 8, "dimension": 32}
+    wide = AudioVAE(**{**tiny_vae.config, "decoder_seanet": wider, "weight_norm": False})
+    wide.load_inference_state_dict(tiny_vae.inference_state_dict(), encoder_only=True)
+    wide_path = wide.save(tmp_path / "wide" / "vae.safetensors")
+    assert codec_for(path) == trained_with and codec_for(path, wide_path) == wide_path
+    torch.manual_seed(1)
+    other = AudioVAE(**tiny_vae.config).save(tmp_path / "other" / "vae.safetensors")
+    with pytest.raises(ValueError, match="another latent space") as info:
+        codec_for(path, other)
+    assert str(other) in str(info.value) and str(path) in str(info.value)

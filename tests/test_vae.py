@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
-from pockettts.models.vae import AudioVAE, load_vae, weights_hash
+from pockettts.models.vae import AudioVAE, latent_space_hash, load_vae, vae_latent_hash, weights_hash
 from tests.conftest import TINY_VAE
 from tests.test_streaming_modules import _assert_causal, _random_chunks, _streamed
 
@@ -103,6 +105,25 @@ def test_weights_hash_tracks_weights(tiny_vae):
     assert weights_hash(tensors) == weights_hash(dict(reversed(list(tensors.items()))))
     tensors["quantizer.output_proj.weight"] = tensors["quantizer.output_proj.weight"] + 1e-3
     assert weights_hash(tensors) != weights_hash(tiny_vae.inference_state_dict())
+
+
+def test_the_latent_hash_covers_the_encoder_side_only(tiny_vae, tmp_path):
+    """Same encoder, another decoder (weights or width): same latent hash. Another encoder weight or
+    encoder config: another hash. A file without the recorded hash gets it computed."""
+    tensors, config = tiny_vae.inference_state_dict(), tiny_vae.config
+    reference = latent_space_hash(tensors, config)
+    decoder_moved = {**tensors, "decoder.model.0.conv.weight": tensors["decoder.model.0.conv.weight"] + 1}
+    assert latent_space_hash(decoder_moved, {**config, "decoder_transformer": {}}) == reference
+    encoder_moved = {**tensors, "encoder.model.0.conv.weight": tensors["encoder.model.0.conv.weight"] + 1}
+    assert latent_space_hash(encoder_moved, config) != reference
+    other_ratios = {**config, "seanet": {**config["seanet"], "ratios": [5, 6, 4]}}
+    assert latent_space_hash(tensors, other_ratios) != reference
+
+    path = tiny_vae.save(tmp_path / "vae.safetensors")
+    assert vae_latent_hash(path) == reference
+    save_file(load_file(str(path)), str(tmp_path / "bare.safetensors"), metadata={
+        "format": "pockettts.vae", "config": json.dumps(config)})  # fmt: skip
+    assert vae_latent_hash(tmp_path / "bare.safetensors") == reference
 
 
 def test_load_vae_errors_name_the_file(tmp_path):

@@ -18,7 +18,7 @@ from pockettts.compat.flow_lm import (
 )
 from pockettts.compat.mimi import load_mimi_codec, vae_to_mimi_state_dict
 from pockettts.models.flow_lm import FlowLM
-from pockettts.models.vae import AudioVAE
+from pockettts.models.vae import AudioVAE, vae_latent_hash
 from pockettts.text import Tokenizer
 
 # Ours only (training-time parts Kyutai's inference files do not carry).
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         if tokenizer.vocab_size != flow_lm.vocab_size:
             parser.error(f"{tokenizer} does not fit the model's {flow_lm.vocab_size} text tokens")
     vae_path = vae.save(args.out / "vae.safetensors")
-    metadata = {"vae": str(vae_path)}
+    metadata = {"vae": str(vae_path), "latent_hash": vae_latent_hash(vae_path)}
     if args.tokenizer:
         if args.tokenizer.resolve() != (args.out / args.tokenizer.name).resolve():
             shutil.copyfile(args.tokenizer, args.out / args.tokenizer.name)

@@ -1,9 +1,10 @@
 """Latent cache: a manifest encoded once by a frozen VAE, stored as sharded safetensors.
 
-One directory per VAE, named after its weights hash, so latents of an older codec are never read
+One directory per latent space, named after the VAE's latent hash (its encoder side: codecs that
+differ only in their decoder share a cache), so latents of an older codec are never read
 by mistake::
 
-    <out_dir>/<first 16 hex digits of the VAE weights hash>/
+    <out_dir>/<first 16 hex digits of the VAE's latent hash>/
         meta.json                 VAE path and hash, rates, latent dim, manifests, counts
         index.jsonl               {"id", "shard", "frames"} for every cached item
         shard_00000.safetensors   item id -> float32 latents [F, D]; frame sums in its metadata
@@ -37,7 +38,7 @@ from tqdm import tqdm
 
 from pockettts.audio import TARGET_LUFS, is_silent, load_audio, loudness_normalize
 from pockettts.data.manifest import ManifestItem, read_manifest
-from pockettts.models.vae import AudioVAE, load_vae, vae_weights_hash
+from pockettts.models.vae import AudioVAE, load_vae, vae_latent_hash
 
 log = logging.getLogger(__name__)
 
@@ -232,10 +233,10 @@ def _prefetched(
 class _CacheWriter:
     """Collects latents into shards; each full shard is written atomically, then indexed."""
 
-    def __init__(self, cache_dir: Path, shard_size: int, vae_hash: str, skipped: dict[str, dict]):
+    def __init__(self, cache_dir: Path, shard_size: int, latent_hash: str, skipped: dict[str, dict]):
         self.cache_dir = cache_dir
         self.shard_size = shard_size
-        self.vae_hash = vae_hash
+        self.latent_hash = latent_hash
         self.skipped = skipped
         shards = _shard_files(cache_dir)
         self.next_number = shards[-1][0] + 1 if shards else 0
@@ -260,7 +261,7 @@ class _CacheWriter:
             moments = FrameMoments.zeros(next(iter(self.pending.values())).shape[-1])
             for latents in self.pending.values():
                 moments.add(latents)
-            metadata = {"format": CACHE_FORMAT, "vae_hash": self.vae_hash, **moments.to_metadata()}
+            metadata = {"format": CACHE_FORMAT, "latent_hash": self.latent_hash, **moments.to_metadata()}
             path = self.cache_dir / shard_name(self.next_number)
             _write_atomic(path, lambda tmp: save_file(self.pending, str(tmp), metadata=metadata))
             with open(self.cache_dir / INDEX_FILE, "a", encoding="utf-8") as index:
@@ -300,13 +301,14 @@ def build_latent_cache(
         raise ValueError(f"shard_size must be positive, got {shard_size}")
     manifest, vae_path = Path(manifest), Path(vae_path)
     items = read_manifest(manifest)
-    vae_hash = vae_weights_hash(vae_path)
-    cache_dir = Path(out_dir) / vae_hash[:HASH_DIR_CHARS]
+    latent_hash = vae_latent_hash(vae_path)
+    cache_dir = Path(out_dir) / latent_hash[:HASH_DIR_CHARS]
     cache_dir.mkdir(parents=True, exist_ok=True)
     previous = _read_meta(cache_dir) if (cache_dir / META_FILE).is_file() else {}
-    if previous and previous["vae_hash"] != vae_hash:
+    if previous and previous.get("latent_hash") != latent_hash:
         raise StaleCacheError(
-            f"{cache_dir} holds latents of VAE {previous['vae_hash']}, not {vae_hash} ({vae_path})"
+            f"{cache_dir} holds latents of latent hash {previous.get('latent_hash')}, not {latent_hash} "
+            f"({vae_path})"
         )
 
     # The shards decide what is done; the index is rewritten from them (it may lag after a crash).
@@ -328,9 +330,9 @@ def build_latent_cache(
     vae = load_vae(vae_path, device)
     meta = {
         "format": CACHE_FORMAT,
-        "version": 1,
+        "version": 2,  # 2: keyed by the latent hash (encoder side), 1: by the whole weights
         "vae_path": str(vae_path.resolve()),
-        "vae_hash": vae_hash,
+        "latent_hash": latent_hash,
         "sample_rate": vae.sample_rate,
         "frame_rate": vae.frame_rate,
         "frame_size": vae.frame_size,
@@ -341,7 +343,7 @@ def build_latent_cache(
     }
     _write_json(cache_dir / META_FILE, {**previous, **meta})
 
-    writer = _CacheWriter(cache_dir, shard_size, vae_hash, skipped)
+    writer = _CacheWriter(cache_dir, shard_size, latent_hash, skipped)
     encoded = 0
 
     def load(item: ManifestItem):
@@ -444,15 +446,15 @@ class LatentCache:
                     f"{out_dir} holds caches of {len(candidates)} VAEs: {listed}; pass vae_path to choose"
                 )
             return cls(candidates[0])
-        wanted = vae_weights_hash(vae_path)
+        wanted = vae_latent_hash(vae_path)
         for cache_dir, meta in metas.items():
-            if meta["vae_hash"] == wanted:
+            if meta.get("latent_hash") == wanted:
                 return cls(cache_dir)
         found = "; ".join(
-            f"{c} built by {m['vae_path']} (weights hash {m['vae_hash']})" for c, m in metas.items()
+            f"{c} built by {m['vae_path']} (latent hash {m.get('latent_hash')})" for c, m in metas.items()
         )
         raise StaleCacheError(
-            f"stale latent cache: VAE {vae_path} has weights hash {wanted}, "
+            f"stale latent cache: VAE {vae_path} has latent hash {wanted}, "
             f"but {out_dir} only holds {found}. "
             f"Re-encode with `python -m pockettts.data encode --vae {vae_path} --out {out_dir} ...`"
         )
@@ -481,8 +483,8 @@ class LatentCache:
         return int(self.meta["latent_dim"])
 
     @property
-    def vae_hash(self) -> str:
-        return self.meta["vae_hash"]
+    def latent_hash(self) -> str:
+        return self.meta["latent_hash"]
 
     def stats(self) -> dict[str, torch.Tensor]:
         """Per-dimension ``mean`` and ``std`` ``[D]`` (float32) over every cached frame."""
@@ -528,4 +530,4 @@ class LatentCache:
         return state
 
     def __repr__(self) -> str:
-        return f"LatentCache({str(self.cache_dir)!r}, items={len(self)}, vae_hash={self.vae_hash[:12]})"
+        return f"LatentCache({str(self.cache_dir)!r}, items={len(self)}, latent_hash={self.latent_hash[:12]})"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pockettts.data.examples import TeacherExampleDataset
 from pockettts.data.latents import LatentCache
-from pockettts.models.flow_lm import FlowLM, load_flow_lm, read_flow_lm_metadata, recorded_vae
+from pockettts.models.flow_lm import FlowLM, codec_for, load_flow_lm, read_flow_lm_metadata
 from pockettts.text import Tokenizer
 
 
@@ -18,7 +18,7 @@ def validation_examples(
     that VAE's path."""
     teacher = Path(teacher)
     metadata = read_flow_lm_metadata(teacher)
-    vae_path = Path(vae or recorded_vae(teacher))
+    vae_path = codec_for(teacher, vae)
     tokenizer = Tokenizer(teacher.parent / metadata.get("tokenizer", "tokenizer.model"))
     dataset = TeacherExampleDataset(
         manifest, LatentCache.open(cache_dir, vae_path), tokenizer, random_cuts=False

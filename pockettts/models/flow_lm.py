@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from pockettts.models.heads import build_head, sample_noise
-from pockettts.models.vae import vae_weights_hash
+from pockettts.models.vae import vae_latent_hash
 from pockettts.modules.streaming import State, StreamingModule, child_state, flatten_state
 from pockettts.modules.transformer import StreamingTransformer
 
@@ -451,7 +451,8 @@ def read_flow_lm_metadata(path: str | Path) -> dict[str, str]:
 def recorded_vae(path: str | Path) -> Path:
     """The codec an exported FlowLM was trained with: the path recorded at export (relative to the
     working directory then) or, when that is gone or holds another codec (a copied or shipped
-    export), the file of the same name beside the export. Either must have the recorded weights hash."""
+    export), the file of the same name beside the export. Either must have the recorded latent hash
+    (the encoder side's, so a codec with a new decoder qualifies)."""
     path = Path(path)
     metadata = read_flow_lm_metadata(path)
     if "vae" not in metadata:
@@ -462,14 +463,30 @@ def recorded_vae(path: str | Path) -> Path:
         raise FileNotFoundError(
             f"{path} was trained with the VAE {recorded}, which exists neither there nor beside it"
         )
-    wanted = metadata.get("vae_hash")
+    wanted = metadata.get("latent_hash")
     for candidate in candidates:
-        if not wanted or vae_weights_hash(candidate) == wanted:
+        if not wanted or vae_latent_hash(candidate) == wanted:
             return candidate
     raise ValueError(
         f"{' and '.join(map(str, candidates))} hold another VAE than the one {path} was trained with "
-        f"({recorded}, weights {wanted[:12]})"
+        f"({recorded}, latent hash {wanted[:12]})"
     )
+
+
+def codec_for(path: str | Path, vae: str | Path | None = None) -> Path:
+    """The codec to decode an exported FlowLM's latents with: ``vae`` when given, which must encode
+    the latent space the FlowLM was trained on (another decoder is fine, another encoder is not),
+    else the recorded one (``recorded_vae``)."""
+    if vae is None:
+        return recorded_vae(path)
+    wanted = read_flow_lm_metadata(path).get("latent_hash")
+    found = vae_latent_hash(vae)
+    if wanted and found != wanted:
+        raise ValueError(
+            f"the VAE {vae} encodes another latent space (latent hash {found[:12]}) than {path} "
+            f"was trained on ({wanted[:12]}): pass a codec with that encoder"
+        )
+    return Path(vae)
 
 
 def load_flow_lm(path: str | Path, device: str | torch.device = "cpu") -> FlowLM:

@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from pockettts.audio import AudioError, end_on_pause, is_silent, resample, to_mono
-from pockettts.models.flow_lm import FlowLM, load_flow_lm, read_flow_lm_metadata, recorded_vae
+from pockettts.models.flow_lm import FlowLM, codec_for, load_flow_lm, read_flow_lm_metadata
 from pockettts.models.heads import sample_noise
 from pockettts.models.quantize import set_precision
 from pockettts.models.vae import AudioVAE, load_vae
@@ -141,14 +141,15 @@ class TextToSpeech:
     @classmethod
     def load(cls, flow_lm: str | Path, vae: str | Path | None = None, **options) -> TextToSpeech:
         """From an exported FlowLM (teacher or student) with its tokenizer (``.model`` or
-        ``tokenizer.json``) beside it; the VAE is the one recorded in the export unless given."""
+        ``tokenizer.json``) beside it; the VAE is the one recorded in the export unless given (then it
+        must share the export's latent space: another decoder is fine, another encoder is not)."""
         metadata = read_flow_lm_metadata(flow_lm)
         # The export records its tokenizer's file name (a SentencePiece .model or a tokenizer.json).
         folder = Path(flow_lm).parent
         names = ("tokenizer.model", "tokenizer.json")
         default = next((n for n in names if (folder / n).is_file()), names[0])
         tokenizer = folder / metadata.get("tokenizer", default)
-        codec = load_vae(vae or recorded_vae(flow_lm))
+        codec = load_vae(codec_for(flow_lm, vae))
         return cls(load_flow_lm(flow_lm), codec, Tokenizer(tokenizer), **options)
 
     @torch.no_grad()

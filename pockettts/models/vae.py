@@ -23,6 +23,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.nn.utils import parametrize
 
 from pockettts.modules.conv import StreamingConv1d, StreamingConvTranspose1d, folded_state_dict
 from pockettts.modules.seanet import SEANetDecoder, SEANetEncoder
@@ -42,6 +43,10 @@ TRANSFORMER_DEFAULTS: dict[str, Any] = dict(
 
 # The modules that turn latents into audio; everything else shapes the latents.
 DECODER_SIDE = ("quantizer.output_proj", "upsample", "decoder_transformer", "decoder")
+
+
+# The config entries that shape the latents (the decoder's own sizes do not).
+ENCODER_CONFIG = ("sample_rate", "frame_rate", "latent_dim", "inner_dim", "seanet", "transformer")
 
 
 def _on_decoder_side(name: str) -> bool:
@@ -193,6 +198,18 @@ class AudioVAE(StreamingModule):
         decoder_ids = {id(p) for name in DECODER_SIDE for p in self.get_submodule(name).parameters()}
         return [p for p in self.parameters() if id(p) not in decoder_ids]
 
+    def drop_encoder_weight_norm(self) -> None:
+        """Plain weights instead of weight norm on the encoder side, for an encoder that stays frozen:
+        a weight-normalised conv reproduces a loaded weight only up to rounding, plain ones load
+        and export bit for bit, so a decoder-only fine-tune keeps its source's latent hash."""
+        normalised = [
+            module
+            for name, module in self.named_modules()
+            if not _on_decoder_side(name + ".") and parametrize.is_parametrized(module, "weight")
+        ]
+        for module in normalised:
+            parametrize.remove_parametrizations(module, "weight")
+
     # -- decoder side -------------------------------------------------------------------------
     def decode_features(self, latent: torch.Tensor, state: State | None = None) -> torch.Tensor:
         """Conv-layout latent ``[B, latent_dim, F]`` -> waveform ``[B, 1, F * frame_size]``."""
@@ -237,7 +254,7 @@ class AudioVAE(StreamingModule):
         """Load folded weights (``inference_state_dict`` layout) into this model, weight norm or not.
 
         For a weight-normalised conv, ``w`` becomes ``g = ||w||`` (per output row) and ``v = w``,
-        which reproduces ``w`` exactly: a released codec can be fine-tuned as it was trained.
+        which reproduces ``w`` up to rounding: a released codec can be fine-tuned as it was trained.
         ``encoder_only`` loads the encoder side alone (the decoder side may have another size): the
         latents are then the source codec's, the decoder stays as initialised.
         """
@@ -268,7 +285,7 @@ class AudioVAE(StreamingModule):
         metadata = {
             "format": "pockettts.vae",
             "config": json.dumps(config),
-            "weights_sha1": weights_hash(tensors),
+            "latent_sha1": latent_space_hash(tensors, config),
         }
         tmp = path.with_name(path.name + ".tmp")
         save_file(tensors, str(tmp), metadata=metadata)
@@ -287,18 +304,27 @@ def weights_hash(tensors: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def vae_weights_hash(vae_path: str | Path) -> str:
-    """SHA-1 of an exported VAE's weights: read from its metadata, computed if absent."""
-    vae_path = Path(vae_path)
-    if not vae_path.is_file():
-        raise FileNotFoundError(f"VAE checkpoint {vae_path} does not exist")
-    with safe_open(str(vae_path), framework="pt") as handle:
-        recorded = (handle.metadata() or {}).get("weights_sha1")
-    return recorded or weights_hash(load_file(str(vae_path)))
+def latent_space_hash(tensors: dict[str, torch.Tensor], config: dict[str, Any]) -> str:
+    """A content hash of what a codec's latents depend on: the encoder side's weights and config.
+
+    Codecs that differ only in their decoder (a decoder-only fine-tune, a wider decoder trained on
+    frozen latents) share it, and so share latent caches and the backbones trained on them.
+    """
+    encoder_config = json.dumps({k: config[k] for k in ENCODER_CONFIG}, sort_keys=True)
+    encoder_side = {k: v for k, v in tensors.items() if not _on_decoder_side(k)}
+    return hashlib.sha1(f"{encoder_config}:{weights_hash(encoder_side)}".encode()).hexdigest()
 
 
-def load_vae(path: str | Path, device: str | torch.device = "cpu") -> AudioVAE:
-    """Rebuild an exported VAE (``AudioVAE.save``) in eval mode."""
+def vae_latent_hash(vae_path: str | Path) -> str:
+    """``latent_space_hash`` of an exported VAE: read from its metadata, computed if absent."""
+    metadata = _vae_metadata(vae_path)
+    if "latent_sha1" in metadata:
+        return metadata["latent_sha1"]
+    return latent_space_hash(load_file(str(vae_path)), json.loads(metadata["config"]))
+
+
+def _vae_metadata(path: str | Path) -> dict[str, str]:
+    """An exported VAE's safetensors metadata; a clear error for anything else."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"VAE checkpoint {path} does not exist")
@@ -309,7 +335,12 @@ def load_vae(path: str | Path, device: str | torch.device = "cpu") -> AudioVAE:
             f"{path} is not an exported pockettts VAE (no config in its metadata); released Pocket TTS "
             "codec weights convert with pockettts.compat.mimi"
         )
-    model = AudioVAE(**json.loads(metadata["config"]))
+    return metadata
+
+
+def load_vae(path: str | Path, device: str | torch.device = "cpu") -> AudioVAE:
+    """Rebuild an exported VAE (``AudioVAE.save``) in eval mode."""
+    model = AudioVAE(**json.loads(_vae_metadata(path)["config"]))
     model.load_inference_state_dict(load_file(str(path), device="cpu"))
     return model.to(device).eval()
 

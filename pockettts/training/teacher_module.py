@@ -196,7 +196,7 @@ def export_flow_lm(
         metadata |= {
             "tokenizer": tokenizer.name,
             "vae": str(datamodule.vae),
-            "vae_hash": datamodule.cache.vae_hash,
+            "latent_hash": datamodule.cache.latent_hash,
         }
     return model.save(path, metadata)
 

@@ -122,6 +122,8 @@ class VAETrainingModule(EMAWeightsMixin, L.LightningModule):
         self.vae = vae
         if not init_decoder and not init_from:
             raise ValueError("init_decoder=False keeps init_from's encoder side: set init_from")
+        if not train_encoder:  # before loading: a frozen encoder's weights then load exactly
+            self.vae.drop_encoder_weight_norm()
         if init_from:
             self.vae.load_inference_state_dict(
                 load_vae(init_from).inference_state_dict(), encoder_only=not init_decoder
