@@ -139,6 +139,25 @@ def test_local_attention_window_limits_the_past_and_the_cache():
     assert state["layers.0"]["self_attn"]["keys"].shape[2] <= 16
 
 
+@pytest.mark.parametrize("context", [None, 4])
+def test_attention_weights_are_what_the_fused_pass_averages_with(context):
+    """``attention_weights`` (diagnostics) is the fused kernel's attention: causal, windowed, rows of 1,
+    and weights @ values gives the layer's output."""
+    torch.manual_seed(0)
+    attention = StreamingTransformer(16, 2, 1, 32, context=context).layers[0].self_attn.eval()
+    x = torch.randn(2, 12, 16)
+    weights = attention.attention_weights(x)
+    assert weights.shape == (2, 2, 12, 12)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2, 2, 12))
+    allowed = torch.ones(12, 12, dtype=torch.bool).tril()
+    if context is not None:
+        allowed &= ~torch.ones(12, 12, dtype=torch.bool).tril(-context)
+    assert torch.all(weights[..., ~allowed] == 0) and torch.all(weights[..., allowed] > 0)
+    _, _, values = attention._heads(x, 0)
+    mixed = (weights @ values).transpose(1, 2).reshape(2, 12, 16)
+    torch.testing.assert_close(attention.out_proj(mixed), attention(x))
+
+
 def test_left_padded_batch_of_streams_equals_each_stream_alone():
     """Prefixes of different lengths, left-padded into one batch: each row equals its own stream."""
     torch.manual_seed(0)

@@ -19,6 +19,7 @@ from pockettts.data.datamodule import TeacherDataModule
 from pockettts.data.examples import CutConfig, cut_item
 from pockettts.data.manifest import ManifestItem, TimedSpan, read_manifest, write_manifest
 from pockettts.eval.runner import spread
+from pockettts.eval.validation_cuts import validation_examples
 from pockettts.models.flow_lm import FlowLM, load_flow_lm, read_flow_lm_metadata
 from pockettts.training.teacher_module import TeacherTrainingModule, export_flow_lm, load_weights
 from tests.conftest import CONFIG_DIR, Crash, cpu_trainer
@@ -158,6 +159,54 @@ def test_validation_is_seeded_and_reports_what_the_text_is_worth(teacher_data):
     assert set(first) >= {"val/loss", "val/head", "val/eos", "val/text_gain"}
     torch.testing.assert_close(first["val/text_gain"], (without_text - with_text).float())
     assert first["val/text_gain"] != 0  # removing the text changes the prediction
+
+
+def test_alignment_scores_tell_a_march_through_the_text_from_none():
+    from pockettts.eval.alignment import alignment_scores
+
+    frames, tokens = 20, 5
+    march = torch.zeros(frames, tokens)
+    march[torch.arange(frames), torch.arange(frames) * tokens // frames] = 0.8  # 0.2 elsewhere
+    backwards, still = march.flip(0), torch.full((frames, tokens), 0.1)
+    mass, progress = alignment_scores(torch.stack([march, backwards, still]))
+    torch.testing.assert_close(mass, torch.tensor([0.8, 0.8, 0.5]))
+    assert progress[0] > 0.95 and progress[1] < -0.95 and progress[2] == 0
+
+
+def test_alignment_report_reads_the_exported_models_own_attention(teacher_data, tmp_path):
+    """Per-head scores over the first items, heads ranked by progress; the text attention is the
+    first layer's attention of the audio positions (after BOS, before EOS) onto the text tokens of
+    the sequence [voice prefix, text, BOS + latents], rebuilt here by hand."""
+    from pockettts.eval.alignment import alignment_report, main, text_attention
+
+    data = teacher_data()
+    data.prepare_data()
+    data.setup("fit")
+    path = export_flow_lm(_module().model, tmp_path / "export" / "teacher.safetensors", data)
+    report = alignment_report(path, data.valid_manifest, data.cache_dir, limit=3)
+    assert report["items"] == 3 and len(report["heads"]) == MODEL["num_layers"] * MODEL["num_heads"]
+    assert all(0 < h["text_mass"] < 1 and -1 <= h["progress"] <= 1 for h in report["heads"])
+    progress = [h["progress"] for h in report["heads"]]
+    assert progress == sorted(progress, reverse=True)
+
+    model, dataset, _ = validation_examples(path, data.valid_manifest, data.cache_dir)
+    example = dataset[0]
+    attention = text_attention(model, example)
+    frames, tokens = example["target"].shape[0], example["tokens"].shape[0]
+    assert attention.shape == (MODEL["num_layers"], MODEL["num_heads"], frames - 1, tokens)
+    with torch.no_grad():
+        voice, text, target = example["voice"], example["tokens"], example["target"]
+        audio = model.input_linear(model.audio_inputs(model.normalize(target[None])))[0]
+        sequence = torch.cat([model.prefix(voice, text), audio])[None]
+        first = model.transformer.layers[0]
+        weights = first.self_attn.attention_weights(first.norm1(sequence))[0]
+    text_start = 1 + voice.shape[0]  # the BOS before the voice, then one position per voice frame
+    audio_start = text_start + tokens
+    expected = weights[:, audio_start + 1 : audio_start + frames, text_start:audio_start]
+    torch.testing.assert_close(attention[0], expected)
+    args = ["--teacher", str(path), "--manifest", str(data.valid_manifest), "--cache", str(data.cache_dir)]
+    assert main([*args, "--limit", "2", "--plot", str(tmp_path / "head.png")]) == 0
+    assert (tmp_path / "head.png").stat().st_size > 0
 
 
 def test_text_gain_report_of_an_export_is_repeatable_and_the_loss_gap(teacher_data, tmp_path):

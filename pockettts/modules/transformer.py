@@ -101,11 +101,7 @@ class StreamingMultiheadAttention(StreamingModule):
         ``valid`` ``[B, T]`` (streaming only) marks padding in ``x`` that no later query may see.
         """
         batch, length, _ = x.shape
-        q, k, v = self.in_proj(x).view(batch, length, 3, self.num_heads, self.head_dim).unbind(dim=2)
-        offset = 0 if state is None else int(state["offset"])
-        q = apply_rope(q, offset, self.max_period).transpose(1, 2)  # [B, H, T, Dh]
-        k = apply_rope(k, offset, self.max_period).transpose(1, 2)
-        v = v.transpose(1, 2)
+        q, k, v = self._heads(x, 0 if state is None else int(state["offset"]))
         if state is None:
             if self.context is None:
                 out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
@@ -132,6 +128,22 @@ class StreamingMultiheadAttention(StreamingModule):
             mask = mask & (seen[:, None, None, :] | own)
             out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
         return self.out_proj(out.transpose(1, 2).reshape(batch, length, -1))
+
+    def _heads(self, x: torch.Tensor, offset: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``[B, T, D]`` at stream position ``offset`` -> rotated q, k and v, each ``[B, H, T, Dh]``."""
+        batch, length, _ = x.shape
+        q, k, v = self.in_proj(x).view(batch, length, 3, self.num_heads, self.head_dim).unbind(dim=2)
+        q = apply_rope(q, offset, self.max_period).transpose(1, 2)
+        k = apply_rope(k, offset, self.max_period).transpose(1, 2)
+        return q, k, v.transpose(1, 2)
+
+    def attention_weights(self, x: torch.Tensor) -> torch.Tensor:
+        """The attention of a full pass over ``x`` ``[B, T, D]`` (what ``forward`` averages values with,
+        which uses a fused kernel instead): ``[B, H, T, T]``, rows summing to 1. For diagnostics."""
+        q, k, _ = self._heads(x, 0)
+        scores = q @ k.transpose(-1, -2) / self.head_dim**0.5
+        mask = local_causal_mask(x.shape[1], x.shape[1], self.context, x.device)
+        return scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)
 
 
 class StreamingTransformerLayer(StreamingModule):
