@@ -147,6 +147,7 @@ def test_validation_is_seeded_and_reports_what_the_text_is_worth(teacher_data):
             parameter.normal_(0.0, 0.2)
     logged = []
     module.log_dict = lambda metrics, **kwargs: logged.append(metrics)
+    module.reset_text_progress()
     with torch.no_grad():
         module.validation_step(batch, 0)
         module.validation_step(batch, 0)
@@ -162,7 +163,7 @@ def test_validation_is_seeded_and_reports_what_the_text_is_worth(teacher_data):
 
 
 def test_alignment_scores_tell_a_march_through_the_text_from_none():
-    from pockettts.eval.alignment import alignment_scores
+    from pockettts.models.text_alignment import alignment_scores
 
     frames, tokens = 20, 5
     march = torch.zeros(frames, tokens)
@@ -177,12 +178,18 @@ def test_alignment_report_reads_the_exported_models_own_attention(teacher_data, 
     """Per-head scores over the first items, heads ranked by progress; the text attention is the
     first layer's attention of the audio positions (after BOS, before EOS) onto the text tokens of
     the sequence [voice prefix, text, BOS + latents], rebuilt here by hand."""
-    from pockettts.eval.alignment import alignment_report, main, text_attention
+    from pockettts.eval.alignment import alignment_report, example_attention, main
 
     data = teacher_data()
     data.prepare_data()
     data.setup("fit")
-    path = export_flow_lm(_module().model, tmp_path / "export" / "teacher.safetensors", data)
+    module = _module()
+    path = export_flow_lm(module.model, tmp_path / "export" / "teacher.safetensors", data)
+    # Training's val/text_progress (padded batches) is the report's best head over the same cuts.
+    trainer = cpu_trainer(tmp_path, max_steps=1, limit_val_batches=1.0)
+    logged = trainer.validate(module, datamodule=data, verbose=False)[0]
+    whole = alignment_report(path, data.valid_manifest, data.cache_dir)
+    assert logged["val/text_progress"] == pytest.approx(whole["heads"][0]["progress"], abs=1e-5)
     report = alignment_report(path, data.valid_manifest, data.cache_dir, limit=3)
     assert report["items"] == 3 and len(report["heads"]) == MODEL["num_layers"] * MODEL["num_heads"]
     assert all(0 < h["text_mass"] < 1 and -1 <= h["progress"] <= 1 for h in report["heads"])
@@ -191,7 +198,7 @@ def test_alignment_report_reads_the_exported_models_own_attention(teacher_data, 
 
     model, dataset, _ = validation_examples(path, data.valid_manifest, data.cache_dir)
     example = dataset[0]
-    attention = text_attention(model, example)
+    attention = example_attention(model, example)
     frames, tokens = example["target"].shape[0], example["tokens"].shape[0]
     assert attention.shape == (MODEL["num_layers"], MODEL["num_heads"], frames - 1, tokens)
     with torch.no_grad():
@@ -260,6 +267,21 @@ def test_logged_curves_count_optimizer_steps_when_accumulating(teacher_data, tmp
     train_steps = [int(r["step"]) for r in rows if r.get("train/loss")]
     assert len(train_steps) == 6 and sorted(set(train_steps)) == [0, 1, 2, 3]  # 2 micro-batches a step
     assert [int(r["step"]) for r in rows if r.get("val/loss")] == [2]  # after 4 micro-batches
+
+
+def test_a_validation_between_micro_batches_leaves_the_step_unchanged(teacher_data, tmp_path):
+    """``val_check_interval`` counts micro-batches, and Lightning frees the gradients before it
+    validates: a validation after the first of a step's two micro-batches must not drop them."""
+    weights = {}
+    for name, validation in (("plain", {}), ("validated", dict(limit_val_batches=1, val_check_interval=3))):
+        module = _module()
+        module.accumulate_grad_batches = 2
+        cpu_trainer(tmp_path / name, max_steps=3, **validation).fit(
+            module, datamodule=teacher_data(max_frames=600)
+        )
+        weights[name] = module.model.state_dict()
+    for key, value in weights["plain"].items():
+        assert torch.equal(value, weights["validated"][key]), key
 
 
 def test_resume_after_a_crash_continues_exactly(teacher_data, tmp_path):

@@ -1,16 +1,9 @@
-r"""Does a trained backbone align speech with its text? Its attention, read head by head.
-
-A TTS backbone that reads has heads whose attention from the audio frames onto the text tokens
-moves through the text as the speech goes on (the diagonal of attention-based TTS). For every
-layer and head, over a manifest's validation cuts (teacher forcing, the real latents as context):
-
-- ``text_mass``: the share of an audio frame's attention that lands on text tokens (frame mean);
-- ``progress``: the correlation between a frame's index and the centre of its attention over the
-  text (token position / (tokens - 1), attention renormalised over the text); +1 is a steady march
-  from the first token to the last, 0 is no relation (a memorising or text-blind model).
-
-Item means are reported, with the heads ranked. ``text_gain`` asks whether the text helps the loss;
-this asks whether the model has found where in the text it is.
+r"""Does a trained backbone align speech with its text? Its attention, read head by head
+(``pockettts.models.text_alignment``: ``text_mass``, the share of an audio frame's attention on the
+text, and ``progress``, how steadily its centre moves through the text; +1 for a diagonal), averaged
+over a manifest's validation cuts (teacher forcing, the real latents as context), heads ranked by
+``progress``. ``text_gain`` asks whether the text helps the loss; this asks whether the model has
+found where in the text it is.
 
     python -m pockettts.eval.alignment --teacher RUN/export/teacher.safetensors \
         --manifest data/demo/clean/valid.jsonl --cache data/demo/latents [--limit 16] [--plot a.png]
@@ -28,50 +21,16 @@ import torch
 from pockettts.eval.runner import spread
 from pockettts.eval.validation_cuts import validation_examples
 from pockettts.models.flow_lm import FlowLM
+from pockettts.models.text_alignment import MIN_FRAMES, alignment_scores, text_attention
 
 
-@torch.no_grad()
-def text_attention(model: FlowLM, example: dict) -> torch.Tensor:
-    """Attention of one example's audio frames onto its text tokens, every layer and head:
-    ``[layers, H, F - 1, L]`` for a target of ``F`` frames and ``L`` tokens (the queries are the
-    positions that see frames 1..F-1 as input: after the BOS latent, before the EOS position)."""
-    inputs: list[torch.Tensor] = []
-    hooks = [
-        layer.self_attn.register_forward_pre_hook(lambda _, args: inputs.append(args[0]))
-        for layer in model.transformer.layers
-    ]
+def example_attention(model: FlowLM, example: dict) -> torch.Tensor:
+    """``text_attention`` of one validation cut (a ``TeacherExampleDataset`` item)."""
     voice, tokens, target = example["voice"], example["tokens"], example["target"]
-    try:
-        model(
-            voice[None], torch.tensor([voice.shape[0]]), tokens[None], torch.tensor([tokens.shape[0]]),
-            target[None], torch.tensor([target.shape[0]]),
-        )  # fmt: skip
-    finally:
-        for hook in hooks:
-            hook.remove()
-    text_start = model.prefix(voice, None).shape[0]  # BOS-before-voice and voice frames
-    audio_start = text_start + tokens.shape[0]
-    frames = target.shape[0]
-    weights = [
-        layer.self_attn.attention_weights(x)[0, :, audio_start + 1 : audio_start + frames]
-        for layer, x in zip(model.transformer.layers, inputs)
+    lengths = [torch.tensor([t.shape[0]]) for t in (voice, tokens, target)]
+    return text_attention(model, voice[None], lengths[0], tokens[None], lengths[1], target[None], lengths[2])[
+        0
     ]
-    return torch.stack(weights)[..., text_start:audio_start]
-
-
-def alignment_scores(attention: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``[..., Q, L]`` attention of ``Q`` successive queries onto ``L`` tokens -> ``text_mass`` and
-    ``progress`` ``[...]`` (see the module doc; ``progress`` is 0 where the centre never moves)."""
-    mass = attention.sum(-1)
-    tokens = attention.shape[-1]
-    positions = torch.arange(tokens, dtype=attention.dtype) / max(tokens - 1, 1)
-    centre = (attention / mass[..., None].clamp_min(1e-12)) @ positions  # [..., Q]
-    steps = torch.arange(attention.shape[-2], dtype=attention.dtype)
-    centre = centre - centre.mean(-1, keepdim=True)
-    steps = steps - steps.mean()
-    scale = centre.norm(dim=-1) * steps.norm()
-    progress = torch.where(scale > 1e-9, (centre * steps).sum(-1) / scale.clamp_min(1e-9), 0.0)
-    return mass.mean(-1), progress
 
 
 def alignment_report(
@@ -83,20 +42,20 @@ def alignment_report(
     spread_items: bool = False,
 ) -> dict:
     """Per-head ``text_mass`` and ``progress`` averaged over ``limit`` validation cuts (the first ones,
-    or with ``spread_items`` spread evenly over the manifest); cuts under 3 frames are skipped."""
+    or with ``spread_items`` spread evenly over the manifest); cuts under ``MIN_FRAMES`` are skipped."""
     with torch.random.fork_rng():  # building the model draws its (then overwritten) init
         model, dataset, vae_path = validation_examples(teacher, manifest, cache_dir, vae)
     indices = spread(len(dataset), limit) if spread_items else list(range(len(dataset)))[:limit]
     masses, progresses = [], []
     for index in indices:
         example = dataset[index]
-        if example["target"].shape[0] < 3:
+        if example["target"].shape[0] < MIN_FRAMES:
             continue
-        mass, progress = alignment_scores(text_attention(model, example))
+        mass, progress = alignment_scores(example_attention(model, example))
         masses.append(mass)
         progresses.append(progress)
     if not masses:
-        raise ValueError(f"{manifest}: no validation cut of 3 frames or more among {len(indices)} items")
+        raise ValueError(f"{manifest}: no validation cut of {MIN_FRAMES}+ frames among {len(indices)} items")
     mass, progress = torch.stack(masses).mean(0), torch.stack(progresses).mean(0)
     heads = [
         {"layer": layer, "head": head, "text_mass": mass[layer, head].item(),
@@ -117,7 +76,7 @@ def plot_head(model: FlowLM, example: dict, layer: int, head: int, out: str | Pa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    attention = text_attention(model, example)[layer, head]
+    attention = example_attention(model, example)[layer, head]
     figure, axes = plt.subplots(figsize=(8, 4))
     axes.imshow(attention.T.numpy(), origin="lower", aspect="auto", interpolation="nearest")
     axes.set(xlabel="audio frame", ylabel="text token", title=f"{example['id']}: layer {layer} head {head}")

@@ -37,6 +37,13 @@ class GuardedOptimizationMixin:
         # never spans two epochs; restart the count in case a resumed epoch ended early.
         self._micro_batch = 0
 
+    def on_validation_model_zero_grad(self) -> None:
+        # Lightning frees the gradients before validating; a validation that falls between the
+        # micro-batches of one step (val_check_interval counts micro-batches) would drop the ones
+        # accumulated so far and change the step.
+        if self._micro_batch == 0:
+            super().on_validation_model_zero_grad()
+
     def on_validation_epoch_end(self) -> None:  # see guarded_step on the logged "step"
         self.log("step", float(self.global_step))
         super().on_validation_epoch_end()
