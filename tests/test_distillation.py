@@ -11,7 +11,7 @@ import torch
 from pockettts.models.flow_lm import FlowLM, load_flow_lm
 from pockettts.training.distill_module import DistillationModule, ends_layers, student_from_teacher
 from tests.conftest import cpu_trainer
-from tests.test_teacher_training import MODEL, run_stage, teacher_data  # noqa: F401 (fixture)
+from tests.test_teacher_training import MODEL, logged_columns, run_stage, teacher_data  # noqa: F401 (fixture)
 
 
 def test_ends_layers_match_kyutai():
@@ -132,4 +132,5 @@ def test_distill_py_student_tiny_runs_end_to_end(exported_teacher, tiny_corpus, 
     )
     assert len(load_flow_lm(run_dir / "export" / "student.safetensors").transformer.layers) == 2
     assert (run_dir / "export" / "tokenizer.model").is_file()
+    assert {"val/loss", "val/text_progress"} <= logged_columns(run_dir)
     assert (run_dir / "samples" / "step_0000002" / "example0_generated.wav").is_file()

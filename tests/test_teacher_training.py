@@ -371,6 +371,13 @@ def test_vocabulary_mismatch_is_named(teacher_data, tmp_path):
         cpu_trainer(tmp_path, max_steps=1).fit(module, datamodule=teacher_data())
 
 
+def logged_columns(run_dir: Path) -> set[str]:
+    """The metrics a run's ``metrics.csv`` holds a value of."""
+    return {
+        k for row in csv.DictReader((run_dir / "csv" / "metrics.csv").open()) for k, v in row.items() if v
+    }
+
+
 def run_stage(entry_point: str, experiment: str, corpus: Path, vae: Path, tmp_path: Path, *extra: str):
     """``<entry_point> experiment=<experiment>`` for 2 steps on the tiny corpus with a tiny VAE,
     samples and checkpoints at step 2; the run directory is ``tmp_path / "run"``."""
@@ -407,6 +414,7 @@ def test_train_py_teacher_tiny_runs_end_to_end(tiny_corpus, tiny_vae, tmp_path):
     run_dir = run_stage("train.py", "teacher_tiny", tiny_corpus, vae, tmp_path, *extra)
     model = load_flow_lm(run_dir / "export" / "teacher.safetensors")
     assert model.context_noise is not None and model.context_noise.max_level == 1.0
+    assert {"val/loss", "val/text_gain", "val/text_progress"} <= logged_columns(run_dir)
     assert (run_dir / "samples" / "step_0000002" / "example0_generated.wav").is_file()
     assert (run_dir / "samples" / "step_0000002" / "example0.txt").read_text().strip()
     # A mid-run checkpoint exports as the end of training does (here the last one: the same weights).

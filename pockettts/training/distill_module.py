@@ -29,6 +29,7 @@ from pockettts.training.ema import EMA, EMAWeightsMixin
 from pockettts.training.guard import NonFiniteGuard
 from pockettts.training.optimization import GuardedOptimizationMixin
 from pockettts.training.teacher_module import export_flow_lm
+from pockettts.training.text_progress import TextProgressMixin
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ def student_from_teacher(teacher: FlowLM, layers: Sequence[int]) -> FlowLM:
     return student
 
 
-class DistillationModule(GuardedOptimizationMixin, EMAWeightsMixin, L.LightningModule):
+class DistillationModule(TextProgressMixin, GuardedOptimizationMixin, EMAWeightsMixin, L.LightningModule):
     """Distils an exported teacher into a ``num_layers`` student on ``TeacherDataModule`` batches.
 
     Args:
@@ -161,6 +162,7 @@ class DistillationModule(GuardedOptimizationMixin, EMAWeightsMixin, L.LightningM
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self.log("val/loss", self.loss(batch), batch_size=batch["target"].shape[0], sync_dist=True)
+        self.accumulate_text_progress(batch)
 
     def on_train_end(self) -> None:
         if self.export_path and self.trainer.is_global_zero:

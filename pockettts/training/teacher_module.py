@@ -19,15 +19,15 @@ import torch
 import torch.nn.functional as F
 
 from pockettts.models.flow_lm import FlowLM, load_flow_lm
-from pockettts.models.text_alignment import MIN_FRAMES, alignment_scores, text_attention
 from pockettts.training.ema import EMA, EMAWeightsMixin
 from pockettts.training.guard import NonFiniteGuard
 from pockettts.training.optimization import GuardedOptimizationMixin
+from pockettts.training.text_progress import TextProgressMixin
 
 log = logging.getLogger(__name__)
 
 
-class TeacherTrainingModule(GuardedOptimizationMixin, EMAWeightsMixin, L.LightningModule):
+class TeacherTrainingModule(TextProgressMixin, GuardedOptimizationMixin, EMAWeightsMixin, L.LightningModule):
     """Trains ``model`` (a ``FlowLM``) on ``TeacherDataModule`` batches.
 
     Args:
@@ -157,35 +157,6 @@ class TeacherTrainingModule(GuardedOptimizationMixin, EMAWeightsMixin, L.Lightni
         metrics["val/text_gain"] = (without_text["head"] - losses["head"]).float()
         self.log_dict(metrics, batch_size=batch["target"].shape[0], sync_dist=True)
         self.accumulate_text_progress(batch)
-
-    def on_validation_epoch_start(self) -> None:
-        super().on_validation_epoch_start()  # the EMA weights in
-        self.reset_text_progress()
-
-    def reset_text_progress(self) -> None:
-        layers = self.model.transformer.layers
-        # Per-head sums, then the item count: [layers * H + 1].
-        self._text_progress = torch.zeros(len(layers) * layers[0].self_attn.num_heads + 1, device=self.device)
-
-    def accumulate_text_progress(self, batch: dict[str, Any]) -> None:
-        """Adds each row's per-head ``progress`` through its text (``models.text_alignment``)."""
-        keys = ("voice", "voice_lengths", "text", "text_lengths", "target", "target_lengths")
-        rows = [
-            alignment_scores(attention)[1].flatten()
-            for attention in text_attention(self.model, *(batch[k] for k in keys))
-            if attention.shape[-2] >= MIN_FRAMES - 1
-        ]
-        if rows:
-            self._text_progress[:-1] += torch.stack(rows).sum(0)
-            self._text_progress[-1] += len(rows)
-
-    def on_validation_epoch_end(self) -> None:
-        """``val/text_progress``: the best head's mean progress through the text over the validation
-        items of every rank (+1: a clean diagonal; ≈ 0: the text's order is not followed)."""
-        totals = self.trainer.strategy.reduce(self._text_progress, reduce_op="sum")  # every rank joins
-        if totals[-1] > 0:
-            self.log("val/text_progress", (totals[:-1] / totals[-1]).max())
-        super().on_validation_epoch_end()  # the logged "step"
 
     def validation_losses(
         self, batch: dict[str, Any], batch_idx: int, without_text: bool
