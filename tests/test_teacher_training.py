@@ -136,6 +136,48 @@ def test_overfitting_one_batch_lowers_the_loss(teacher_data, tmp_path):
     assert after < 0.6 * before, (before, after)
 
 
+def test_guided_attention_loss_is_zero_on_the_diagonal_and_grows_off_it():
+    from pockettts.models.text_alignment import guided_attention_loss
+
+    queries, tokens = 30, 10
+    diagonal = torch.zeros(queries, tokens)
+    diagonal[torch.arange(queries), torch.arange(queries) * tokens // queries] = 0.5  # half on voice/audio
+    uniform = torch.full((queries, tokens), 0.05)
+    losses = [guided_attention_loss(a, sigma=0.2).item() for a in (diagonal, uniform, diagonal.flip(0))]
+    assert losses[0] < 0.05 < losses[1] < losses[2]
+    scores = torch.randn(queries, tokens, requires_grad=True)
+    guided_attention_loss(scores.softmax(-1)).backward()
+    assert scores.grad.abs().sum() > 0
+
+
+def test_guided_attention_pulls_the_chosen_heads_to_the_diagonal(teacher_data, tmp_path):
+    """``guided_attention``: the guide term is part of the training loss only (validation losses stay
+    comparable), skips rows whose text was dropped, and training on it lowers it."""
+    data = teacher_data()
+    data.prepare_data()
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))
+    options = {"weight": 1.0, "sigma": 0.2, "layers": [1], "heads": 2}
+    module = _module(text_dropout=0.0, voice_dropout=0.0, guided_attention=options)
+    module.model.set_latent_statistics(**data.cache.stats())
+    with torch.no_grad():
+        before = module.losses(batch, dropout=True, guide=True)
+        assert "guide" not in module.losses(batch, dropout=False)
+        assert module.losses(batch, dropout=False, without_text=True, guide=True)["guide"] == 0
+    assert before["loss"] == pytest.approx((before["head"] + 0.1 * before["eos"] + before["guide"]).item())
+    loader = torch.utils.data.DataLoader([batch] * 30, batch_size=None)
+    cpu_trainer(tmp_path, max_steps=30).fit(module, train_dataloaders=loader)
+    with torch.no_grad():
+        after = module.losses(batch, dropout=True, guide=True)["guide"]
+    assert after < 0.7 * before["guide"], (before["guide"], after)
+    with pytest.raises(ValueError, match="do not fit a model of 2 layers"):
+        _module(guided_attention={"layers": [2]})
+    with pytest.raises(ValueError, match="unknown guided_attention options"):
+        _module(guided_attention={"sigmas": 0.1})
+    assert _module(guided_attention={"weight": 0.5}).guided_attention == {
+        "weight": 0.5, "sigma": 0.2, "layers": [1], "heads": MODEL["num_heads"]}  # fmt: skip
+
+
 def test_validation_is_seeded_and_reports_what_the_text_is_worth(teacher_data):
     data = teacher_data()
     data.prepare_data()

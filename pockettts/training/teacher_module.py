@@ -19,6 +19,12 @@ import torch
 import torch.nn.functional as F
 
 from pockettts.models.flow_lm import FlowLM, load_flow_lm
+from pockettts.models.text_alignment import (
+    MIN_FRAMES,
+    attention_inputs,
+    guided_attention_loss,
+    rows_onto_text,
+)
 from pockettts.training.ema import EMA, EMAWeightsMixin
 from pockettts.training.guard import NonFiniteGuard
 from pockettts.training.optimization import GuardedOptimizationMixin
@@ -42,6 +48,10 @@ class TeacherTrainingModule(TextProgressMixin, GuardedOptimizationMixin, EMAWeig
             re-initialises the text embedding (new language); other shape mismatches are errors.
         latent_stats: ``"cache"`` starts the latent normalisation from the training cache's
             statistics (frozen); ``"ema"`` learns them from batches (Kyutai's recipe).
+        guided_attention: ``None`` (Pocket TTS), or ``{weight, sigma, layers, heads}``: an added
+            loss pulling the first ``heads`` heads of ``layers`` (default: the middle layer) toward a
+            diagonal over the text (``models.text_alignment.guided_attention_loss``, logged as
+            ``train/guide``); a training aid for small corpora, not part of the paper's recipe.
         export_path: where ``on_train_end`` writes the exported FlowLM (+ tokenizer beside it).
         seed: the global RNG is re-seeded from ``(seed, step, rank)`` before every step, so CFG
             dropout, context noise and the head's draws of a resumed run match an uninterrupted one.
@@ -62,12 +72,14 @@ class TeacherTrainingModule(TextProgressMixin, GuardedOptimizationMixin, EMAWeig
         max_bad_steps: int = 20,
         init_from: str | None = None,
         latent_stats: str = "cache",
+        guided_attention: dict[str, Any] | None = None,
         export_path: str | None = None,
         seed: int = 0,
     ):
         super().__init__()
         if latent_stats not in ("cache", "ema"):
             raise ValueError(f"latent_stats must be 'cache' or 'ema', got {latent_stats!r}")
+        self.guided_attention = _guided_attention_options(guided_attention, model)
         self.automatic_optimization = False
         self.model = model
         if init_from:
@@ -104,10 +116,12 @@ class TeacherTrainingModule(TextProgressMixin, GuardedOptimizationMixin, EMAWeig
 
     # -- losses --------------------------------------------------------------------------------------
     def losses(
-        self, batch: dict[str, Any], dropout: bool, without_text: bool = False
+        self, batch: dict[str, Any], dropout: bool, without_text: bool = False, guide: bool = False
     ) -> dict[str, torch.Tensor]:
         """Training losses; ``dropout``: CFG dropout of voice and text per row; ``without_text``: every
-        row's text removed (what the model predicts from voice and audio alone)."""
+        row's text removed (what the model predicts from voice and audio alone); ``guide``: add the
+        guided-attention term when configured (training steps only, so validation losses compare
+        across settings)."""
         batch_size = batch["target"].shape[0]
         drop_voice = drop_text = None
         if dropout:
@@ -115,10 +129,12 @@ class TeacherTrainingModule(TextProgressMixin, GuardedOptimizationMixin, EMAWeig
             drop_text = torch.rand(batch_size, device=self.device) < self.text_dropout
         if without_text:
             drop_text = torch.ones(batch_size, dtype=torch.bool, device=self.device)
-        out = self.model(
-            batch["voice"], batch["voice_lengths"], batch["text"], batch["text_lengths"],
-            batch["target"], batch["target_lengths"], drop_voice=drop_voice, drop_text=drop_text,
-        )  # fmt: skip
+        guided = self.guided_attention if guide else None
+        with attention_inputs(self.model, guided["layers"] if guided else ()) as inputs:
+            out = self.model(
+                batch["voice"], batch["voice_lengths"], batch["text"], batch["text_lengths"],
+                batch["target"], batch["target_lengths"], drop_voice=drop_voice, drop_text=drop_text,
+            )  # fmt: skip
         head_loss, terms = self.model.head_loss(out)
         valid = out["valid"]
         positions = torch.arange(valid.shape[1], device=valid.device)[None, :]
@@ -126,18 +142,31 @@ class TeacherTrainingModule(TextProgressMixin, GuardedOptimizationMixin, EMAWeig
         eos = F.binary_cross_entropy_with_logits(out["eos_logits"][valid].float(), is_end[valid])
         with torch.no_grad():
             eos_accuracy = ((out["eos_logits"][valid] > 0).float() == is_end[valid]).float().mean()
-        return {
+        losses = {
             "loss": head_loss + self.eos_loss_weight * eos,
             "head": head_loss,
             "eos": eos,
             "eos_accuracy": eos_accuracy,
             **{f"head/{name}": value for name, value in terms.items()},
         }
+        if guided:
+            # The lengths the forward saw: a dropped voice or text is absent from the sequence.
+            voice_lengths = _unless_dropped(batch["voice_lengths"], drop_voice)
+            text_lengths = _unless_dropped(batch["text_lengths"], drop_text)
+            rows = rows_onto_text(self.model, inputs, voice_lengths, text_lengths, batch["target_lengths"])
+            offs = [
+                guided_attention_loss(row[:, : guided["heads"]], guided["sigma"])
+                for row, tokens in zip(rows, text_lengths)
+                if tokens > 0 and row.shape[-2] >= MIN_FRAMES - 1
+            ]
+            losses["guide"] = torch.stack(offs).mean() if offs else head_loss.new_zeros(())
+            losses["loss"] = losses["loss"] + guided["weight"] * losses["guide"]
+        return losses
 
     # -- steps ---------------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self.seed_step()
-        losses = self.losses(batch, dropout=True)
+        losses = self.losses(batch, dropout=True, guide=True)
         self.guarded_step(losses["loss"])
         size = batch["target"].shape[0]
         self.log_dict(
@@ -177,6 +206,30 @@ class TeacherTrainingModule(TextProgressMixin, GuardedOptimizationMixin, EMAWeig
     def on_train_end(self) -> None:
         if self.export_path and self.trainer.is_global_zero:
             log.info("exported FlowLM to %s", self.export(self.export_path))
+
+
+def _unless_dropped(lengths: torch.Tensor, dropped: torch.Tensor | None) -> torch.Tensor:
+    return lengths if dropped is None else lengths.masked_fill(dropped, 0)
+
+
+def _guided_attention_options(options: dict[str, Any] | None, model: FlowLM) -> dict[str, Any] | None:
+    """Checked ``guided_attention`` options with their defaults, or ``None``."""
+    if not options:
+        return None
+    unknown = set(options) - {"weight", "sigma", "layers", "heads"}
+    if unknown:
+        raise ValueError(f"unknown guided_attention options {sorted(unknown)}: weight, sigma, layers, heads")
+    num_layers = len(model.transformer.layers)
+    num_heads = model.transformer.layers[0].self_attn.num_heads
+    layers = list(options.get("layers") or [num_layers // 2])
+    heads = int(options.get("heads") or num_heads)
+    if not all(0 <= i < num_layers for i in layers) or not 0 < heads <= num_heads:
+        raise ValueError(
+            f"guided_attention layers {layers} / heads {heads} do not fit a model of {num_layers} layers "
+            f"of {num_heads} heads"
+        )
+    return {"weight": float(options.get("weight", 1.0)), "sigma": float(options.get("sigma", 0.2)),
+            "layers": layers, "heads": heads}  # fmt: skip
 
 
 def export_flow_lm(
