@@ -218,15 +218,35 @@ def test_generation_config_mirrors_synthesis_options():
     assert options == {name: getattr(defaults, name) for name in options}
 
 
-def test_export_checkpoint_refuses_a_run_that_does_not_train_a_flow_lm(tmp_path):
-    """The VAE module keeps EMA weights too: a codec run's checkpoint must be refused by what it
-    trains, never exported as a teacher."""
+def test_export_checkpoint_exports_a_codec_run_and_refuses_other_modules(tmp_path):
+    """A codec run's checkpoint exports its EMA codec, as the end of training would; a module that
+    trains neither a FlowLM nor a codec is refused before its checkpoint is read."""
     from pockettts.training.export_checkpoint import export_checkpoint
 
-    run = save_resolved_config(_compose("train", tmp_path, ["experiment=vae_tiny"]), tmp_path / "run").parent
+    cfg = _compose("train", tmp_path, ["experiment=vae_tiny"])
+    run = save_resolved_config(cfg, tmp_path / "run").parent
+    module = instantiate(cfg.model)
+    with torch.no_grad():
+        for param in module.vae.parameters():
+            param.add_(0.01)  # raw weights off the EMA shadow: the export must be the EMA
+    state = {"state_dict": module.state_dict(), "global_step": 2}
+    module.on_save_checkpoint(state)
     checkpoint = run / "checkpoints" / "step_0000002.ckpt"
     checkpoint.parent.mkdir()
-    checkpoint.write_bytes(b"")  # refused before it is read
-    with pytest.raises(ValueError, match="VAETrainingModule does not train a FlowLM"):
-        export_checkpoint(checkpoint)
-    assert not (run / "export").exists()
+    torch.save(state, checkpoint)
+    exported = export_checkpoint(checkpoint)
+    assert exported == run / "export" / "step_0000002" / "vae.safetensors"
+    expected = module.export(tmp_path / "direct.safetensors")
+    for (name, value), (_, wanted) in zip(
+        load_vae(exported).state_dict().items(), load_vae(expected).state_dict().items(), strict=True
+    ):
+        assert torch.equal(value, wanted), name
+
+    other = tmp_path / "other"
+    save_resolved_config(OmegaConf.create({"model": {"_target_": "torch.nn.Linear", "in_features": 1,
+                                                     "out_features": 1}}), other)  # fmt: skip
+    (other / "checkpoints").mkdir()
+    (other / "checkpoints" / "last.ckpt").write_bytes(b"")  # refused before it is read
+    with pytest.raises(ValueError, match="Linear trains neither a FlowLM nor a codec"):
+        export_checkpoint(other / "checkpoints" / "last.ckpt")
+    assert not (other / "export").exists()

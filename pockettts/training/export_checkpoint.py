@@ -1,13 +1,13 @@
-"""Export a FlowLM (teacher or student) from any Lightning checkpoint of its run.
+"""Export the model of any Lightning checkpoint of its run: a FlowLM (teacher or student) or a codec.
 
-Training exports only at its end; to evaluate a run mid-way (``eval.text_gain``,
-``eval.resynthesis``, ``eval.py``, ``infer.py``), export one of its ``checkpoints/*.ckpt`` the way
-the end of training would have: the EMA weights, the tokenizer copied beside the file, the codec
-and the step recorded in its metadata. The model and data are rebuilt from the run's resolved
-``config.yaml``::
+Training exports only at its end; to evaluate a run mid-way (``eval.codec``, ``eval.text_gain``,
+``eval.alignment``, ``eval.resynthesis``, ``eval.py``, ``infer.py``), export one of its
+``checkpoints/*.ckpt`` the way the end of training would have: the EMA weights; for a FlowLM the
+tokenizer copied beside the file, the codec and the step recorded in its metadata. The module
+(and for a FlowLM the data) is rebuilt from the run's resolved ``config.yaml``::
 
     python -m pockettts.training.export_checkpoint RUN/checkpoints/step_0024000.ckpt
-    # -> RUN/export/step_0024000/teacher.safetensors (or --out PATH)
+    # -> RUN/export/step_0024000/teacher.safetensors (student.safetensors, vae.safetensors; or --out PATH)
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import torch
 from omegaconf import OmegaConf
 
 from pockettts.models.flow_lm import FlowLM
+from pockettts.models.vae import AudioVAE
 from pockettts.training.teacher_module import export_flow_lm
 
 
@@ -32,7 +33,7 @@ def export_checkpoint(
     checkpoint: str | Path, out: str | Path | None = None, config: str | Path | None = None
 ) -> Path:
     """Rebuild the run's module from ``config`` (default ``RUN/config.yaml``), load ``checkpoint``
-    (weights, EMA) and export its FlowLM; returns the written path."""
+    (weights, EMA) and export its FlowLM or codec; returns the written path."""
     checkpoint = Path(checkpoint)
     config = Path(config) if config is not None else checkpoint.parent.parent / "config.yaml"
     for path, what in ((checkpoint, "checkpoint"), (config, "run config")):
@@ -40,15 +41,19 @@ def export_checkpoint(
             raise FileNotFoundError(f"{what} not found: {path}")
     cfg = OmegaConf.load(config)
     module = hydra.utils.instantiate(cfg.model)
-    # The VAE module keeps EMA weights too: check what they are of, not that they exist.
-    if not isinstance(getattr(module, getattr(module, "ema_module_name", ""), None), FlowLM):
-        raise ValueError(f"{config}: {type(module).__name__} does not train a FlowLM (teacher or student)")
+    # Both kinds of module keep EMA weights: what they are of decides the export.
+    trained = getattr(module, getattr(module, "ema_module_name", ""), None)
+    if not isinstance(trained, FlowLM | AudioVAE):
+        raise ValueError(f"{config}: {type(module).__name__} trains neither a FlowLM nor a codec")
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     module.load_state_dict(state["state_dict"])
     module.on_load_checkpoint(state)  # the EMA weights
     step = int(state["global_step"])
-    name = Path(module.export_path).stem if getattr(module, "export_path", None) else "flow_lm"
+    default_name = "flow_lm" if isinstance(trained, FlowLM) else "vae"
+    name = Path(module.export_path).stem if getattr(module, "export_path", None) else default_name
     out = Path(out) if out is not None else default_export_path(checkpoint, step, name)
+    if isinstance(trained, AudioVAE):
+        return module.export(out)
     datamodule = hydra.utils.instantiate(cfg.data)  # the tokenizer and codec the export records
     with module.exported_weights() as model:
         return export_flow_lm(model, out, datamodule, step=step, ema=module.ema is not None)
@@ -62,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("checkpoint", help="RUN/checkpoints/<name>.ckpt")
     parser.add_argument(
-        "--out", default=None, help="default: RUN/export/step_NNNNNNN/<teacher|student>.safetensors"
+        "--out", default=None, help="default: RUN/export/step_NNNNNNN/<teacher|student|vae>.safetensors"
     )
     parser.add_argument("--config", default=None, help="default: RUN/config.yaml")
     args = parser.parse_args(argv)
