@@ -190,6 +190,22 @@ def test_decoder_only_fine_tune_keeps_the_latents(tiny_corpus, tmp_path):
     assert not torch.allclose(after.decode(latents), before.decode(latents), atol=1e-4)
 
 
+def test_a_decoder_only_run_loads_a_checkpoint_with_a_weight_normalised_encoder():
+    """Decoder-only runs used to keep the frozen encoder weight-normalised; their checkpoints load
+    into today's plain frozen encoder (the pairs folded), strictly, with the same weights."""
+    old = _module(seed=2)  # weight norm everywhere
+    checkpoint = {"state_dict": old.state_dict(), "global_step": 3}
+    old.on_save_checkpoint(checkpoint)
+    new = _module(seed=5, train_encoder=False)
+    assert not any("parametrizations" in k for k in new.vae.state_dict() if k.startswith("encoder."))
+    new.on_load_checkpoint(checkpoint)
+    new.load_state_dict(checkpoint["state_dict"])
+    got, wanted = new.vae.inference_state_dict(), old.vae.inference_state_dict()
+    assert got.keys() == wanted.keys()
+    for name in got:
+        torch.testing.assert_close(got[name], wanted[name], rtol=0, atol=1e-6, msg=name)
+
+
 def test_a_wider_decoder_trains_on_a_frozen_codecs_latents(tiny_corpus, tmp_path):
     """``init_decoder=False``: the encoder side comes from ``init_from`` (the latents stay that
     codec's), the decoder is new and of another width, and the export reloads as such."""

@@ -33,15 +33,22 @@ def folded_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
     Leaves ``module`` untouched (removing parametrizations from a deep copy would not: the copy
     shares the parametrized class with the original).
     """
-    state = module.state_dict()
+    return fold_weight_norm(module.state_dict())
+
+
+def fold_weight_norm(
+    state: dict[str, torch.Tensor], where=lambda weight_name: True
+) -> dict[str, torch.Tensor]:
+    """``state`` with the weight-norm pairs (``g``, ``v``) whose folded ``weight`` name passes ``where``
+    replaced by that weight; everything else as it is."""
+    g_suffix, v_suffix = ".parametrizations.weight.original0", ".parametrizations.weight.original1"
     folded: dict[str, torch.Tensor] = {}
     for name, tensor in state.items():
-        if name.endswith(".parametrizations.weight.original0"):
-            stem = name.removesuffix(".parametrizations.weight.original0")
-            direction = state[f"{stem}.parametrizations.weight.original1"]
-            folded[f"{stem}.weight"] = torch._weight_norm(direction, tensor, dim=0)
-        elif not name.endswith(".parametrizations.weight.original1"):
+        stem = name.removesuffix(g_suffix).removesuffix(v_suffix)
+        if stem == name or not where(f"{stem}.weight"):
             folded[name] = tensor
+        elif name.endswith(g_suffix):
+            folded[f"{stem}.weight"] = torch._weight_norm(state[stem + v_suffix], tensor, dim=0)
     return folded
 
 

@@ -46,8 +46,8 @@ def export_checkpoint(
     if not isinstance(trained, FlowLM | AudioVAE):
         raise ValueError(f"{config}: {type(module).__name__} trains neither a FlowLM nor a codec")
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    module.load_state_dict(state["state_dict"])
-    module.on_load_checkpoint(state)  # the EMA weights
+    module.on_load_checkpoint(state)  # the EMA weights (and any state-dict migration), as Lightning:
+    module.load_state_dict(state["state_dict"])  # the hook runs before the weights load
     step = int(state["global_step"])
     default_name = "flow_lm" if isinstance(trained, FlowLM) else "vae"
     name = Path(module.export_path).stem if getattr(module, "export_path", None) else default_name

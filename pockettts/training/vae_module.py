@@ -25,6 +25,7 @@ from pockettts.losses.kl import gaussian_kl
 from pockettts.losses.spectral import mel_distance
 from pockettts.losses.ssl_distillation import LatentFeatureDistillation, SSLFeatureTeacher, load_ssl_teacher
 from pockettts.models.vae import AudioVAE, load_vae
+from pockettts.modules.conv import fold_weight_norm
 from pockettts.training.ema import EMA, EMAWeightsMixin
 from pockettts.training.guard import NonFiniteGuard
 from pockettts.training.schedules import WarmupCosine
@@ -292,6 +293,11 @@ class VAETrainingModule(EMAWeightsMixin, L.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # A frozen encoder has plain weights (drop_encoder_weight_norm); checkpoints of decoder-only
+        # runs from before that kept it weight-normalised: fold those pairs (Lightning calls this
+        # hook before it loads the state dict).
+        own = self.state_dict()
+        checkpoint["state_dict"] = fold_weight_norm(checkpoint["state_dict"], where=own.__contains__)
         state = checkpoint.get("vae_training")
         if state is None:
             return
