@@ -7,7 +7,7 @@
 # interrupted training continues from its last checkpoint.
 #   bash recipes/tiny/demo_checkpoints.sh
 #   STAGES="report ship" bash recipes/tiny/demo_checkpoints.sh   # part of it again
-# Stages: data whisper vae codec_report decoder decoder_report teacher student report ship.
+# Stages: data whisper vae codec_report decoder decoder_more decoder_report teacher student report ship.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source recipes/common.sh
@@ -16,13 +16,15 @@ RUNS=${RUNS:-logs/demo}
 OUT=${OUT:-recipes/tiny/checkpoints}
 VAE_STEPS=${VAE_STEPS:-5000}
 DECODER_STEPS=${DECODER_STEPS:-4000}  # the wide decoder on the codec's frozen latents
+DECODER_MORE_STEPS=${DECODER_MORE_STEPS:-2500}  # then a second schedule from it (peak lr 5e-4)
 TEACHER_STEPS=${TEACHER_STEPS:-5000}
 STUDENT_STEPS=${STUDENT_STEPS:-2000}
 STUDENT_CFG=${STUDENT_CFG:-2.0}  # the guidance α distilled into the student
 REPORT_ITEMS=${REPORT_ITEMS:-40}  # codec report: held-out clips
 RESYNTHESIS_ITEMS=${RESYNTHESIS_ITEMS:-24}  # teacher and student reports: held-out prompts
 VAE=$RUNS/vae/export/vae.safetensors
-CODEC=$RUNS/vae_wide_decoder/export/vae.safetensors  # VAE's encoder, a 4x wider decoder: shipped
+DECODER=$RUNS/vae_wide_decoder/export/vae.safetensors  # VAE's encoder, a 4x wider decoder
+CODEC=$RUNS/vae_wide_decoder_more/export/vae.safetensors  # the same, trained on: shipped
 TEACHER=$RUNS/teacher/export/teacher.safetensors
 STUDENT=$RUNS/student/export/student.safetensors
 WHISPER=checkpoints/whisper/base.pt
@@ -64,13 +66,23 @@ codec_report codec_report "$VAE"
 
 # A decoder four times as wide on the codec's frozen encoder: the latents (and so the cache and the
 # backbones) are the codec's, the speech is clearer (checkpoints/README.md).
-if want decoder && todo "$CODEC"; then
+if want decoder && todo "$DECODER"; then
   echo "== wide decoder: vae_tiny_wide_decoder, $DECODER_STEPS steps =="
   run $PY train.py experiment=vae_tiny_wide_decoder model.init_from="$VAE" data.data_dir="$DATA" \
     data.train_manifest=clean/train.jsonl data.valid_manifest=clean/valid.jsonl \
     trainer.max_steps="$DECODER_STEPS" trainer.val_check_interval=500 \
     callbacks.model_checkpoint.every_n_train_steps=500 callbacks.audio_samples.every_n_steps=1000 \
     hydra.run.dir="$RUNS/vae_wide_decoder" $(resume "$RUNS/vae_wide_decoder")
+fi
+# Its cosine schedule ends low; a second one from its weights gains more than a longer first one
+# would have at that rate (checkpoints/README.md).
+if want decoder_more && todo "$CODEC"; then
+  echo "== wide decoder, a second schedule of $DECODER_MORE_STEPS steps =="
+  run $PY train.py experiment=vae_tiny_wide_decoder model.init_from="$DECODER" model.init_decoder=true \
+    model.generator_optimizer.lr=5.0e-4 data.data_dir="$DATA" data.train_manifest=clean/train.jsonl \
+    data.valid_manifest=clean/valid.jsonl trainer.max_steps="$DECODER_MORE_STEPS" trainer.val_check_interval=500 \
+    callbacks.model_checkpoint.every_n_train_steps=500 callbacks.audio_samples.every_n_steps=1000 \
+    hydra.run.dir="$RUNS/vae_wide_decoder_more" $(resume "$RUNS/vae_wide_decoder_more")
 fi
 codec_report decoder_report "$CODEC"
 
@@ -113,12 +125,12 @@ if want ship; then
   run mkdir -p "$OUT/logs"
   run cp "$CODEC" "${CODEC%.safetensors}.json" "$TEACHER" "${TEACHER%.safetensors}.json" "$STUDENT" \
     "${STUDENT%.safetensors}.json" "$DATA/tokenizer/tokenizer.model" "$OUT/"
-  for stage in vae vae_wide_decoder teacher student; do
+  for stage in vae vae_wide_decoder vae_wide_decoder_more teacher student; do
     run cp "$RUNS/$stage/csv/metrics.csv" "$OUT/logs/${stage}_metrics.csv"
     run cp "$RUNS/$stage/config.yaml" "$OUT/logs/${stage}_config.yaml"
   done
   run cp "$RUNS/vae/codec_report.json" "$OUT/logs/codec_report.json"
-  run cp "$RUNS/vae_wide_decoder/codec_report.json" "$OUT/logs/vae_wide_decoder_codec_report.json"
+  run cp "$RUNS/vae_wide_decoder_more/codec_report.json" "$OUT/logs/vae_wide_decoder_codec_report.json"
   for report in "$RUNS"/report/*/; do  # summary and every transcript
     run cp "$report/summary.json" "$OUT/logs/$(basename "$report").json"
     run cp "$report/items.jsonl" "$OUT/logs/$(basename "$report")_items.jsonl"
