@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from pockettts.eval.runner import spread
-from pockettts.eval.validation_cuts import validation_examples
+from pockettts.eval.validation_cuts import add_cut_arguments, validation_examples
 from pockettts.models.flow_lm import FlowLM
 from pockettts.models.text_alignment import MIN_FRAMES, alignment_scores, text_attention
 
@@ -90,12 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--teacher", required=True, help="an exported FlowLM")
-    parser.add_argument("--manifest", required=True)
-    parser.add_argument("--cache", required=True, help="latent cache root of the manifest")
-    parser.add_argument("--vae", default=None, help="default: the VAE recorded in the teacher export")
-    parser.add_argument("--limit", type=int, default=None, help="first N items (see --spread)")
-    parser.add_argument("--spread", action="store_true", help="the N items spread evenly over the manifest")
+    add_cut_arguments(parser)
     parser.add_argument("--plot", default=None, help="PNG of the best head on the first item")
     args = parser.parse_args(argv)
     report = alignment_report(args.teacher, args.manifest, args.cache, args.vae, args.limit, args.spread)

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from pockettts.audio import save_audio
 from pockettts.eval.asr import WhisperASR
 from pockettts.eval.runner import spread
-from pockettts.eval.validation_cuts import validation_examples
+from pockettts.eval.validation_cuts import add_cut_arguments, validation_examples
 from pockettts.eval.wer import word_error_rate
 from pockettts.losses.spectral import mel_distance
 from pockettts.models.vae import load_vae
@@ -111,17 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--teacher", required=True)
-    parser.add_argument("--manifest", required=True)
-    parser.add_argument("--cache", required=True, help="latent cache root of the manifest")
+    add_cut_arguments(parser)
     parser.add_argument("--whisper", required=True, help="openai-whisper checkpoint")
     parser.add_argument("--out", required=True)
-    parser.add_argument("--vae", default=None, help="default: the VAE recorded in the teacher export")
     parser.add_argument("--cfg-scale", type=float, default=1.0)
     parser.add_argument("--temperature", type=float, default=0.3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--limit", type=int, default=None, help="first N items (see --spread)")
-    parser.add_argument("--spread", action="store_true", help="the N items spread evenly over the manifest")
     args = parser.parse_args(argv)
     summary = resynthesis_report(
         args.teacher, args.manifest, args.cache, args.whisper, args.out, args.vae,

@@ -20,7 +20,7 @@ import torch
 
 from pockettts.data.examples import collate_examples
 from pockettts.eval.runner import spread
-from pockettts.eval.validation_cuts import validation_examples
+from pockettts.eval.validation_cuts import add_cut_arguments, validation_examples
 
 
 @torch.no_grad()
@@ -70,12 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--teacher", required=True, help="an exported FlowLM")
-    parser.add_argument("--manifest", required=True)
-    parser.add_argument("--cache", required=True, help="latent cache root of the manifest")
-    parser.add_argument("--vae", default=None, help="default: the VAE recorded in the teacher export")
-    parser.add_argument("--limit", type=int, default=None, help="first N items (see --spread)")
-    parser.add_argument("--spread", action="store_true", help="the N items spread evenly over the manifest")
+    add_cut_arguments(parser)
     parser.add_argument("--draws", type=int, default=8, help="seeded head draws per item")
     args = parser.parse_args(argv)
     report = text_gain(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from pockettts.data.examples import TeacherExampleDataset
@@ -24,3 +25,14 @@ def validation_examples(
         manifest, LatentCache.open(cache_dir, vae_path), tokenizer, random_cuts=False
     )
     return load_flow_lm(teacher), dataset, vae_path
+
+
+def add_cut_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of every report on validation cuts: the export, the manifest and its latent
+    cache, the codec, and which items."""
+    parser.add_argument("--teacher", required=True, help="an exported FlowLM")
+    parser.add_argument("--manifest", required=True)
+    parser.add_argument("--cache", required=True, help="latent cache root of the manifest")
+    parser.add_argument("--vae", default=None, help="default: the VAE recorded in the teacher export")
+    parser.add_argument("--limit", type=int, default=None, help="first N items (see --spread)")
+    parser.add_argument("--spread", action="store_true", help="the N items spread evenly over the manifest")
