@@ -156,6 +156,10 @@ class TeacherExampleDataset(Dataset):
         }
 
 
+# The entries of a collated batch that ``FlowLM.forward`` takes, in its argument order.
+FORWARD_KEYS = ("voice", "voice_lengths", "text", "text_lengths", "target", "target_lengths")
+
+
 def collate_examples(batch: list[dict], pad_id: int) -> dict:
     """Pad a list of examples: ``voice [B, Fv, D]``, ``text [B, L]`` (``pad_id``), ``target [B, F, D]``,
     each with ``*_lengths [B]``; ``ids`` and ``texts`` as lists."""

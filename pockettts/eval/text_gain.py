@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from pockettts.data.examples import collate_examples
+from pockettts.data.examples import FORWARD_KEYS, collate_examples
 from pockettts.eval.runner import spread
 from pockettts.eval.validation_cuts import add_cut_arguments, validation_examples
 
@@ -46,9 +46,7 @@ def text_gain(
     for start in range(0, len(indices), batch_size):
         batch = collate_examples([dataset[i] for i in indices[start : start + batch_size]], pad_id)
         rows = batch["target"].shape[0]
-        inputs = [
-            batch[k] for k in ("voice", "voice_lengths", "text", "text_lengths", "target", "target_lengths")
-        ]
+        inputs = [batch[k] for k in FORWARD_KEYS]
         batch_frames = int(batch["target_lengths"].sum())
         for draw in range(draws):
             for key, drop_text in (("with_text", None), ("without_text", torch.ones(rows, dtype=torch.bool))):

@@ -24,6 +24,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from pockettts.data.examples import FORWARD_KEYS
 from pockettts.models.flow_lm import ContextNoise, FlowLM, load_flow_lm
 from pockettts.training.ema import EMA, EMAWeightsMixin
 from pockettts.training.guard import NonFiniteGuard
@@ -124,8 +125,7 @@ class DistillationModule(TextProgressMixin, GuardedOptimizationMixin, EMAWeights
         return self
 
     def _inputs(self, batch: dict[str, Any]) -> tuple:
-        keys = ("voice", "voice_lengths", "text", "text_lengths", "target", "target_lengths")
-        return tuple(batch[k] for k in keys)
+        return tuple(batch[k] for k in FORWARD_KEYS)
 
     def noisy_context(self, batch: dict[str, Any]) -> dict[str, Any]:
         """``batch`` with its ``target`` latents ``[B, F, d]`` noised (in the teacher's normalisation) when

@@ -8,9 +8,8 @@ from typing import Any
 
 import torch
 
+from pockettts.data.examples import FORWARD_KEYS
 from pockettts.models.text_alignment import MIN_FRAMES, alignment_scores, text_attention
-
-BATCH_KEYS = ("voice", "voice_lengths", "text", "text_lengths", "target", "target_lengths")
 
 
 class TextProgressMixin:
@@ -30,7 +29,7 @@ class TextProgressMixin:
         """Adds each row's per-head progress (rows of ``MIN_FRAMES`` target frames or more)."""
         rows = [
             alignment_scores(attention)[1].flatten()
-            for attention in text_attention(self.model, *(batch[k] for k in BATCH_KEYS))
+            for attention in text_attention(self.model, *(batch[k] for k in FORWARD_KEYS))
             if attention.shape[-2] >= MIN_FRAMES - 1
         ]
         if rows:
