@@ -498,3 +498,40 @@ def test_resynthesis_report_transcribes_generation_and_codec(teacher_data, tiny_
     assert summary["items"] == 1 and 0.0 <= summary["codec_wer"] and summary["generated_wer"] >= 0.0
     row = (tmp_path / "resynthesis" / "items.jsonl").read_text().strip()
     assert "generated_transcript" in row and list((tmp_path / "resynthesis").glob("*_generated.wav"))
+
+
+def test_teacher_forcing_on_a_generation_reproduces_it_and_reads_only_the_past(
+    teacher_data, tiny_en, tmp_path
+):
+    from pockettts.eval.resynthesis import resynthesis_report, teacher_forced_latents
+
+    data = teacher_data()
+    data.prepare_data()
+    data.setup("fit")
+    module = _module()
+    with torch.no_grad():  # AdaLN-zero: at init the head ignores z and every frame would be the same
+        for parameter in module.model.head.parameters():
+            parameter.normal_(0.0, 0.2)
+    path = export_flow_lm(module.model, tmp_path / "export" / "teacher.safetensors", data)
+    model, dataset, _ = validation_examples(path, data.valid_manifest, data.cache_dir)
+    example = dataset[0]
+    voice, tokens, target = example["voice"], example["tokens"], example["target"]
+    for cfg_scale in (1.0, 2.0):
+        # Each generated frame came from the frames generated before it: fed back as the real past,
+        # teacher forcing must predict the same frames (no noise: temperature 0).
+        generated = model.generate(voice, tokens, 5, cfg_scale=cfg_scale, temperature=0.0)
+        assert generated.shape[0] == 5
+        forced = teacher_forced_latents(model, voice, tokens, generated, cfg_scale, temperature=0.0)
+        torch.testing.assert_close(forced, generated, atol=1e-5, rtol=1e-5)
+    # Frame j reads the real frames < j only.
+    changed = target.clone()
+    changed[3] += 1.0
+    draws = [
+        teacher_forced_latents(model, voice, tokens, t, 2.0, 0.3, torch.Generator().manual_seed(0))
+        for t in (target, changed)
+    ]
+    assert torch.equal(draws[0][:4], draws[1][:4]) and not torch.allclose(draws[0][4:], draws[1][4:])
+    summary = resynthesis_report(
+        path, data.valid_manifest, data.cache_dir, tiny_en[0], tmp_path / "forced", limit=1, teacher_forced=True,
+    )  # fmt: skip
+    assert summary["mode"] == "teacher_forced" and summary["length_ratio"] == 1.0

@@ -5,6 +5,10 @@ latents are transcribed by Whisper, and both WERs are reported (the codec's own 
 with the distance between generated and real latents (normalised MSE) and between the two audios
 (mel distance over the shorter length).
 
+``--teacher-forced`` predicts each frame from the *real* frames before it instead (one step ahead,
+the voice and text read as in generation, same noise and CFG): generation's own errors cannot pile
+up, so the pair of reports tells a backbone that cannot say a frame from one that loses its way.
+
     python -m pockettts.eval.resynthesis --teacher RUN/export/teacher.safetensors \
         --data-dir data/demo --manifest overfit8.jsonl --cache data/demo/latents \
         --whisper checkpoints/whisper/tiny.en.pt --out RUN/resynthesis
@@ -26,7 +30,40 @@ from pockettts.eval.runner import spread
 from pockettts.eval.validation_cuts import add_cut_arguments, validation_examples
 from pockettts.eval.wer import word_error_rate
 from pockettts.losses.spectral import mel_distance
+from pockettts.models.flow_lm import FlowLM
+from pockettts.models.heads import sample_noise
 from pockettts.models.vae import load_vae
+
+
+@torch.no_grad()
+def teacher_forced_latents(
+    model: FlowLM,
+    voice: torch.Tensor,
+    tokens: torch.Tensor,
+    target: torch.Tensor,
+    cfg_scale: float = 1.0,
+    temperature: float = 0.3,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Frame ``j`` of ``target`` ``[F, D]`` (raw latents) sampled from the model given the real frames
+    ``< j``, the voice ``[Fv, voice_dim]`` and ``tokens`` ``[L]``: raw latents ``[F, D]``. With CFG
+    the null row drops voice and text, as ``FlowLM.generate``'s does."""
+    guided = cfg_scale != 1.0
+    rows = 2 if guided else 1
+    lengths = [
+        torch.full((rows,), n, dtype=torch.long) for n in (voice.shape[0], tokens.shape[0], target.shape[0])
+    ]
+    dropped = torch.tensor([False, True][:rows])
+    out = model(
+        voice[None].expand(rows, -1, -1), lengths[0], tokens[None].expand(rows, -1), lengths[1],
+        target[None].expand(rows, -1, -1), lengths[2], drop_voice=dropped, drop_text=dropped,
+    )  # fmt: skip
+    z = out["z"][:, :-1]  # [rows, F, d_model]: position j predicts frame j
+    z = z[1] + cfg_scale * (z[0] - z[1]) if guided else z[0]
+    noise = sample_noise(
+        (target.shape[0], model.latent_dim), temperature, generator=generator, device=z.device
+    )
+    return model.denormalize(model.head.sample(z, noise))
 
 
 @torch.no_grad()
@@ -43,10 +80,12 @@ def resynthesis_report(
     max_seconds: float = 15.0,
     limit: int | None = None,
     spread_items: bool = False,
+    teacher_forced: bool = False,
 ) -> dict:
-    """Generate, decode, transcribe; write wavs, ``items.jsonl`` and ``summary.json`` under ``out``.
-    ``limit`` items: the first ones, or with ``spread_items`` spread evenly over the manifest (a
-    speaker-sorted manifest then gives every speaker, not only the first)."""
+    """Generate (or with ``teacher_forced`` predict one step ahead of the real frames), decode,
+    transcribe; write wavs, ``items.jsonl`` and ``summary.json`` under ``out``. ``limit`` items: the
+    first ones, or with ``spread_items`` spread evenly over the manifest (a speaker-sorted manifest
+    then gives every speaker, not only the first)."""
     model, dataset, vae_path = validation_examples(teacher, manifest, cache_dir, vae)
     codec = load_vae(vae_path)
     asr = WhisperASR(whisper)
@@ -57,10 +96,21 @@ def resynthesis_report(
     for index in tqdm(indices, desc="resynthesis"):
         example = dataset[index]
         generator = torch.Generator().manual_seed(seed + index)
-        latents = model.generate(
-            example["voice"], example["tokens"], int(max_seconds * codec.frame_rate),
-            cfg_scale=cfg_scale, temperature=temperature, generator=generator,
-        )  # fmt: skip
+        if teacher_forced:
+            latents = teacher_forced_latents(
+                model,
+                example["voice"],
+                example["tokens"],
+                example["target"],
+                cfg_scale,
+                temperature,
+                generator,
+            )
+        else:
+            latents = model.generate(
+                example["voice"], example["tokens"], int(max_seconds * codec.frame_rate),
+                cfg_scale=cfg_scale, temperature=temperature, generator=generator,
+            )  # fmt: skip
         generated = codec.decode(latents[None])[0, 0]
         reference = codec.decode(example["target"][None])[0, 0]
         save_audio(out / f"{example['id']}_generated.wav", generated[None], codec.sample_rate)
@@ -90,6 +140,7 @@ def resynthesis_report(
     summary = {
         "teacher": str(teacher), "vae": str(vae_path), "whisper": asr.options, "items": len(rows),
         "selection": "spread" if spread_items else "first",
+        "mode": "teacher_forced" if teacher_forced else "generated",
         "cfg_scale": cfg_scale, "temperature": temperature, "seed": seed,
         "generated_wer": generated_wer["wer"], "codec_wer": codec_wer["wer"],
         "latent_mse": sum(r["latent_mse"] for r in rows) / len(rows),
@@ -117,11 +168,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cfg-scale", type=float, default=1.0)
     parser.add_argument("--temperature", type=float, default=0.3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--teacher-forced", action="store_true", help="each frame from the real frames before it"
+    )
     args = parser.parse_args(argv)
     summary = resynthesis_report(
         args.teacher, args.manifest, args.cache, args.whisper, args.out, args.vae,
         args.cfg_scale, args.temperature, args.seed, limit=args.limit,
-        spread_items=args.spread,
+        spread_items=args.spread, teacher_forced=args.teacher_forced,
     )  # fmt: skip
     print(json.dumps(summary, indent=2))
     return 0
