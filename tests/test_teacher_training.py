@@ -532,6 +532,7 @@ def test_teacher_forcing_on_a_generation_reproduces_it_and_reads_only_the_past(
     ]
     assert torch.equal(draws[0][:4], draws[1][:4]) and not torch.allclose(draws[0][4:], draws[1][4:])
     summary = resynthesis_report(
-        path, data.valid_manifest, data.cache_dir, tiny_en[0], tmp_path / "forced", limit=1, teacher_forced=True,
+        path, data.valid_manifest, data.cache_dir, tiny_en[0], tmp_path / "forced", limit=1,
+        teacher_forced=True,
     )  # fmt: skip
     assert summary["mode"] == "teacher_forced" and summary["length_ratio"] == 1.0
