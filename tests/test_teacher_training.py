@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import json
 import random
 import subprocess
 import sys
@@ -254,8 +255,11 @@ def test_alignment_report_reads_the_exported_models_own_attention(teacher_data, 
     expected = weights[:, audio_start + 1 : audio_start + frames, text_start:audio_start]
     torch.testing.assert_close(attention[0], expected)
     args = ["--teacher", str(path), "--manifest", str(data.valid_manifest), "--cache", str(data.cache_dir)]
-    assert main([*args, "--limit", "2", "--plot", str(tmp_path / "head.png")]) == 0
+    out = tmp_path / "report" / "alignment.json"
+    assert main([*args, "--limit", "2", "--plot", str(tmp_path / "head.png"), "--out", str(out)]) == 0
     assert (tmp_path / "head.png").stat().st_size > 0
+    written = alignment_report(path, data.valid_manifest, data.cache_dir, limit=2)
+    assert json.loads(out.read_text()) == json.loads(json.dumps(written))
 
 
 def test_text_gain_report_of_an_export_is_repeatable_and_the_loss_gap(teacher_data, tmp_path):

@@ -92,9 +92,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_cut_arguments(parser)
     parser.add_argument("--plot", default=None, help="PNG of the best head on the first item")
+    parser.add_argument("--out", default=None, help="also write the report (JSON) to this file")
     args = parser.parse_args(argv)
     report = alignment_report(args.teacher, args.manifest, args.cache, args.vae, args.limit, args.spread)
     print(json.dumps(report, indent=2))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     if args.plot:
         model, dataset, _ = validation_examples(args.teacher, args.manifest, args.cache, args.vae)
         best = report["heads"][0]

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Train the demo checkpoints shipped in recipes/tiny/checkpoints/ (codec, teacher, student, tokenizer)
-# on the offline demo corpus, long enough to speak, score them with Whisper base on held-out demo
-# sentences, and copy them with their training logs and reports into the shipped folder. The
-# main job's stages at longer budgets, on CPU (≈ 2 h on 2 cores; see checkpoints/README.md for the
-# numbers of the shipped run). Resumable: rerun after a crash and finished stages are skipped, an
-# interrupted training continues from its last checkpoint.
+# on offline synthetic corpora, long enough to speak, score them with Whisper base on held-out
+# sentences, and copy them with their training logs and reports into the shipped folder. On CPU
+# (≈ 9 h on 2 cores; see checkpoints/README.md for the numbers of the shipped run): the codec on the
+# demo corpus (720 sentences), the teacher and student on corpora read from WordNet's usage examples
+# (the teacher learns to read only with thousands of distinct sentences: 7840, then all 21,295).
+# Resumable: rerun after a crash and finished stages are skipped, an interrupted training continues
+# from its last checkpoint.
 #   bash recipes/tiny/demo_checkpoints.sh
 #   STAGES="report ship" bash recipes/tiny/demo_checkpoints.sh   # part of it again
-# Stages: data whisper vae codec_report decoder decoder_more decoder_report teacher student report ship.
+# Stages: data whisper vae codec_report decoder decoder_more decoder_report wordnet teacher_wn
+# teacher_wn_more teacher student report ship.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source recipes/common.sh
@@ -17,7 +20,12 @@ OUT=${OUT:-recipes/tiny/checkpoints}
 VAE_STEPS=${VAE_STEPS:-5000}
 DECODER_STEPS=${DECODER_STEPS:-4000}  # the wide decoder on the codec's frozen latents
 DECODER_MORE_STEPS=${DECODER_MORE_STEPS:-2500}  # then a second schedule from it (peak lr 5e-4)
-TEACHER_STEPS=${TEACHER_STEPS:-5000}
+WN=${WN:-data/demo_wn}  # 8000 WordNet sentences (7840 for training): the teacher's first corpus
+WN_ALL=${WN_ALL:-data/demo_wn_all}  # every WordNet sentence (21,295 for training, 26.8 h): its second
+TEACHER_WN_STEPS=${TEACHER_WN_STEPS:-16000}  # on $WN, a 16000-step schedule
+TEACHER_WN_MORE_STEPS=${TEACHER_WN_MORE_STEPS:-33000}  # then on, on a 40000-step schedule stopped here
+TEACHER_WN_MORE_SCHEDULE=${TEACHER_WN_MORE_SCHEDULE:-40000}
+TEACHER_STEPS=${TEACHER_STEPS:-20000}  # then on $WN_ALL, a fresh schedule: shipped
 STUDENT_STEPS=${STUDENT_STEPS:-2000}
 STUDENT_CFG=${STUDENT_CFG:-2.0}  # the guidance α distilled into the student
 REPORT_ITEMS=${REPORT_ITEMS:-40}  # codec report: held-out clips
@@ -25,20 +33,29 @@ RESYNTHESIS_ITEMS=${RESYNTHESIS_ITEMS:-24}  # teacher and student reports: held-
 VAE=$RUNS/vae/export/vae.safetensors
 DECODER=$RUNS/vae_wide_decoder/export/vae.safetensors  # VAE's encoder, a 4x wider decoder
 CODEC=$RUNS/vae_wide_decoder_more/export/vae.safetensors  # the same, trained on: shipped
-TEACHER=$RUNS/teacher/export/teacher.safetensors
-STUDENT=$RUNS/student/export/student.safetensors
+TEACHER_WN=$RUNS/teacher_wn_more/export/teacher.safetensors
+TEACHER=$RUNS/teacher_wn_all/export/teacher.safetensors
+STUDENT=$RUNS/student_wn_all/export/student.safetensors
+TOKENIZER=$WN/tokenizer/tokenizer.model  # trained on $WN's training texts, kept for $WN_ALL
 WHISPER=checkpoints/whisper/base.pt
-TTS_DATA=(data.data_dir="$DATA" data.vae="$CODEC" data.cache_dir="$DATA/latents"
-  data.tokenizer="$DATA/tokenizer/tokenizer.model")
+WN_DATA=(data.data_dir="$WN" data.vae="$CODEC" data.cache_dir="$WN/latents" data.tokenizer="$TOKENIZER")
+# Validated on the test split: none of its sentences is in $WN, so the first teacher never saw them.
+WN_ALL_DATA=(data.data_dir="$WN_ALL" data.valid_manifest=clean/test.jsonl data.vae="$CODEC"
+  data.cache_dir="$WN_ALL/latents" data.tokenizer="$TOKENIZER")
 [ -n "${DRY_RUN:-}" ] || bash scripts/setup.sh
+
+validated() {  # validated CORPUS: checked manifests of each split under CORPUS/clean/
+  local split
+  for split in train valid test; do
+    todo "$1/clean/$split.jsonl" || continue
+    run $PY -m pockettts.data validate "$1/$split.jsonl" --out "$1/clean/$split.jsonl"
+  done
+}
 
 if want data; then
   echo "== demo corpus and validated manifests =="
   run $PY -m pockettts.data demo --out "$DATA"
-  for split in train valid test; do
-    todo "$DATA/clean/$split.jsonl" || continue
-    run $PY -m pockettts.data validate "$DATA/$split.jsonl" --out "$DATA/clean/$split.jsonl"
-  done
+  validated "$DATA"
 fi
 
 if want whisper && todo "$WHISPER"; then
@@ -86,52 +103,86 @@ if want decoder_more && todo "$CODEC"; then
 fi
 codec_report decoder_report "$CODEC"
 
-# Held-out sentences (valid split) and training sentences (the overfit check's 8 items): a backbone
-# generates from the same prompts and texts as the codec reconstructs; the codec is the ceiling.
-report() {  # report NAME CFG
-  want report || return 0
-  [ -n "${DRY_RUN:-}" ] || [ -e "$RUNS/$1/export/$1.safetensors" ] || return 0  # not trained (yet)
-  local manifest out
-  for manifest in valid overfit8; do
-    out=$RUNS/report/${manifest}_$1_cfg$2
-    todo "$out/summary.json" || continue
-    run $PY -m pockettts.eval.resynthesis --teacher "$RUNS/$1/export/$1.safetensors" --cfg-scale "$2" \
-      --manifest "$DATA/clean/$manifest.jsonl" --cache "$DATA/latents" --whisper "$WHISPER" \
-      --limit "$RESYNTHESIS_ITEMS" --out "$out"
-  done
-}
-run $PY recipes/tiny/pick_overfit8.py "$DATA"
-
-if want teacher && todo "$TEACHER"; then
-  echo "== teacher: teacher_tiny, $TEACHER_STEPS steps =="
-  run $PY train.py experiment=teacher_tiny "${TTS_DATA[@]}" trainer.max_steps="$TEACHER_STEPS" \
-    trainer.val_check_interval=1000 callbacks.model_checkpoint.every_n_train_steps=1000 \
-    callbacks.speech_samples.every_n_steps=2500 hydra.run.dir="$RUNS/teacher" $(resume "$RUNS/teacher")
+if want wordnet; then
+  echo "== WordNet corpora: 8000 sentences, then all of them; the tokenizer =="
+  run $PY -m pockettts.data demo --out "$WN" --sentences pockettts/data/wordnet_sentences.txt \
+    --max-sentences 8000 --train-fraction 0.25 --valid-fraction 0.01 --test-fraction 0.01
+  validated "$WN"
+  if todo "$TOKENIZER"; then
+    run $PY -m pockettts.data tokenizer --manifest "$WN/clean/train.jsonl" --out "${TOKENIZER%.model}" \
+      --vocab-size 256
+  fi
+  run $PY -m pockettts.data demo --out "$WN_ALL" --sentences pockettts/data/wordnet_sentences.txt \
+    --train-fraction 0.25 --valid-fraction 0.004 --test-fraction 0.004
+  validated "$WN_ALL"
 fi
-report teacher 1.0
-report teacher 2.0
+
+# The teacher with CALM context noise, in three schedules (as the shipped one was trained): 7840
+# sentences make the text matter, 21,295 make it read (checkpoints/README.md, sessions 6 to 9).
+TEACHER_ARGS=(experiment=teacher_tiny ablation=noise_calm trainer.val_check_interval=2000
+  callbacks.model_checkpoint.every_n_train_steps=2000)
+if want teacher_wn && todo "$RUNS/teacher_wn/export/teacher.safetensors"; then
+  echo "== teacher on $WN: teacher_tiny + context noise, $TEACHER_WN_STEPS steps =="
+  run $PY train.py "${TEACHER_ARGS[@]}" "${WN_DATA[@]}" trainer.max_steps="$TEACHER_WN_STEPS" \
+    callbacks.speech_samples.every_n_steps="$TEACHER_WN_STEPS" hydra.run.dir="$RUNS/teacher_wn" \
+    $(resume "$RUNS/teacher_wn")
+fi
+if want teacher_wn_more && todo "$TEACHER_WN"; then
+  echo "== the same, on to step $TEACHER_WN_MORE_STEPS of a $TEACHER_WN_MORE_SCHEDULE-step schedule =="
+  from=$(resume "$RUNS/teacher_wn_more")
+  run $PY train.py "${TEACHER_ARGS[@]}" "${WN_DATA[@]}" trainer.max_steps="$TEACHER_WN_MORE_STEPS" \
+    +model.lr_schedule.total_steps="$TEACHER_WN_MORE_SCHEDULE" \
+    callbacks.speech_samples.every_n_steps="$TEACHER_WN_MORE_SCHEDULE" hydra.run.dir="$RUNS/teacher_wn_more" \
+    "${from:-ckpt_path=$RUNS/teacher_wn/checkpoints/last.ckpt}"
+fi
+if want teacher && todo "$TEACHER"; then
+  echo "== teacher on $WN_ALL: from that export, a fresh $TEACHER_STEPS-step schedule =="
+  run $PY train.py "${TEACHER_ARGS[@]}" "${WN_ALL_DATA[@]}" model.init_from="$TEACHER_WN" \
+    trainer.max_steps="$TEACHER_STEPS" callbacks.speech_samples.every_n_steps="$TEACHER_STEPS" \
+    hydra.run.dir="$RUNS/teacher_wn_all" $(resume "$RUNS/teacher_wn_all")
+fi
 
 if want student && todo "$STUDENT"; then
   echo "== student: student_tiny, $STUDENT_STEPS steps, α = $STUDENT_CFG =="
-  run $PY distill.py experiment=student_tiny teacher="$TEACHER" "${TTS_DATA[@]}" model.cfg_scale="$STUDENT_CFG" \
+  run $PY distill.py experiment=student_tiny teacher="$TEACHER" "${WN_ALL_DATA[@]}" model.cfg_scale="$STUDENT_CFG" \
     trainer.max_steps="$STUDENT_STEPS" trainer.val_check_interval=1000 \
-    callbacks.model_checkpoint.every_n_train_steps=500 callbacks.speech_samples.every_n_steps=1000 \
-    hydra.run.dir="$RUNS/student" $(resume "$RUNS/student")
+    callbacks.model_checkpoint.every_n_train_steps=500 callbacks.speech_samples.every_n_steps=2000 \
+    hydra.run.dir="$RUNS/student_wn_all" $(resume "$RUNS/student_wn_all")
 fi
-report student 1.0
+
+# Held-out sentences ($WN_ALL's test split, items spread over the six voices): each model generates
+# from the same prompts, texts and seeds as the codec reconstructs; the codec is the ceiling.
+report() {  # report NAME EXPORT CFG [--teacher-forced]
+  want report || return 0
+  local out=$RUNS/report/test_$1_cfg$3
+  todo "$out/summary.json" || return 0
+  run $PY -m pockettts.eval.resynthesis --teacher "$2" --cfg-scale "$3" ${4:+"$4"} \
+    --manifest "$WN_ALL/clean/test.jsonl" --cache "$WN_ALL/latents" --whisper "$WHISPER" \
+    --limit "$RESYNTHESIS_ITEMS" --spread --out "$out"
+}
+report teacher "$TEACHER" 2.0
+report teacher "$TEACHER" 1.0
+report teacher_forced "$TEACHER" 2.0 --teacher-forced
+report student "$STUDENT" 1.0
+if want report && todo "$RUNS/report/alignment.json"; then
+  echo "== the teacher's text attention on 32 test cuts =="
+  run $PY -m pockettts.eval.alignment --teacher "$TEACHER" --manifest "$WN_ALL/clean/test.jsonl" \
+    --cache "$WN_ALL/latents" --limit 32 --spread --out "$RUNS/report/alignment.json"
+fi
 
 if want ship; then
   echo "== ship: $OUT =="
   run mkdir -p "$OUT/logs"
   run cp "$CODEC" "${CODEC%.safetensors}.json" "$TEACHER" "${TEACHER%.safetensors}.json" "$STUDENT" \
-    "${STUDENT%.safetensors}.json" "$DATA/tokenizer/tokenizer.model" "$OUT/"
-  for stage in vae vae_wide_decoder vae_wide_decoder_more teacher student; do
+    "${STUDENT%.safetensors}.json" "$TOKENIZER" "$OUT/"
+  for stage in vae vae_wide_decoder vae_wide_decoder_more teacher_wn teacher_wn_more teacher_wn_all student_wn_all; do
     run cp "$RUNS/$stage/csv/metrics.csv" "$OUT/logs/${stage}_metrics.csv"
     run cp "$RUNS/$stage/config.yaml" "$OUT/logs/${stage}_config.yaml"
   done
   run cp "$RUNS/vae/codec_report.json" "$OUT/logs/codec_report.json"
   run cp "$RUNS/vae_wide_decoder_more/codec_report.json" "$OUT/logs/vae_wide_decoder_codec_report.json"
-  for report in "$RUNS"/report/*/; do  # summary and every transcript
+  run cp "$RUNS/report/alignment.json" "$OUT/logs/teacher_alignment.json"
+  for report in "$RUNS"/report/test_*/; do  # summary and every transcript
     run cp "$report/summary.json" "$OUT/logs/$(basename "$report").json"
     run cp "$report/items.jsonl" "$OUT/logs/$(basename "$report")_items.jsonl"
   done
