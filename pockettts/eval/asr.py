@@ -15,8 +15,7 @@ import torch
 from tqdm import tqdm
 
 from pockettts.audio import resample
-
-WHISPER_SAMPLE_RATE = 16_000
+from pockettts.losses.asr_perceptual import WHISPER_SAMPLE_RATE, load_whisper_model
 
 
 class WhisperASR:
@@ -99,9 +98,8 @@ class WhisperASR:
 
 def _load(whisper, checkpoint: str | Path, device: str | torch.device):
     """A ``whisper.Whisper`` from a local file, or from whisper's downloader for an official name."""
-    path = Path(checkpoint)
-    if path.is_file():
-        return whisper.load_model(str(path), device=device)
+    if Path(checkpoint).is_file():
+        return load_whisper_model(checkpoint, device)
     name = str(checkpoint)
     if name not in whisper.available_models():
         raise FileNotFoundError(

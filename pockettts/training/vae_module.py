@@ -32,7 +32,7 @@ from pockettts.training.schedules import WarmupCosine
 
 log = logging.getLogger(__name__)
 
-LOSS_TERMS = ("adversarial", "feature_matching", "kl", "mel", "stft", "distillation")
+LOSS_TERMS = ("adversarial", "feature_matching", "kl", "mel", "stft", "asr", "distillation")
 
 
 @contextmanager
@@ -58,6 +58,8 @@ class VAETrainingModule(EMAWeightsMixin, L.LightningModule):
             ``None`` for a reconstruction-only autoencoder.
         loss_weights: weight per term of ``LOSS_TERMS``; a term with weight 0 is not computed.
         mel_loss, stft_loss: reconstruction losses (``[B, 1, T]`` pairs -> scalar), or ``None``.
+        asr_loss: a perceptual loss of the same form from a frozen recogniser
+            (``pockettts.losses.asr_perceptual.WhisperFeatureLoss``), or ``None``.
         ssl_teacher: keyword arguments of ``load_ssl_teacher`` (a local WavLM checkpoint), or ``None``.
         adversarial_warmup_steps: generator steps before the discriminator starts (and before the
             adversarial and feature-matching terms count).
@@ -90,6 +92,7 @@ class VAETrainingModule(EMAWeightsMixin, L.LightningModule):
         adversarial_loss: str = "hinge",
         mel_loss: nn.Module | None = None,
         stft_loss: nn.Module | None = None,
+        asr_loss: nn.Module | None = None,
         ssl_teacher: dict[str, Any] | None = None,
         adversarial_warmup_steps: int = 0,
         lr_schedule: dict[str, Any] | None = None,
@@ -116,6 +119,8 @@ class VAETrainingModule(EMAWeightsMixin, L.LightningModule):
             raise ValueError("adversarial/feature_matching weights need a discriminator")
         if weights["mel"] and mel_loss is None or weights["stft"] and stft_loss is None:
             raise ValueError("a mel/stft weight is set but its loss module is missing")
+        if weights["asr"] and asr_loss is None:
+            raise ValueError("an asr weight is set but no asr_loss (e.g. WhisperFeatureLoss) is given")
         if weights["distillation"] and ssl_teacher is None:
             raise ValueError("distillation weight is set but no ssl_teacher checkpoint is given")
         if weights["distillation"] and not train_encoder:
@@ -134,7 +139,7 @@ class VAETrainingModule(EMAWeightsMixin, L.LightningModule):
             for param in self.vae.encoder_parameters():
                 param.requires_grad_(False)
         self.discriminator = discriminator
-        self.mel_loss, self.stft_loss = mel_loss, stft_loss
+        self.mel_loss, self.stft_loss, self.asr_loss = mel_loss, stft_loss, asr_loss
         self.ssl_teacher: SSLFeatureTeacher | None = None
         self.distillation: LatentFeatureDistillation | None = None
         if weights["distillation"]:
@@ -215,6 +220,8 @@ class VAETrainingModule(EMAWeightsMixin, L.LightningModule):
             losses["mel"] = self.mel_loss(reconstruction, audio)
         if w["stft"]:
             losses["stft"] = self.stft_loss(reconstruction, audio)
+        if w["asr"]:
+            losses["asr"] = self.asr_loss(reconstruction, audio)
         if w["distillation"]:
             losses["distillation"] = self.distillation(out["mean"], self.ssl_teacher(audio))
         if self.adversarial_active():
@@ -282,6 +289,8 @@ class VAETrainingModule(EMAWeightsMixin, L.LightningModule):
         }
         if self.mel_loss is not None:
             metrics["val/mel"] = self.mel_loss(reconstruction, audio)
+        if self.asr_loss is not None:
+            metrics["val/asr"] = self.asr_loss(reconstruction, audio)
         self.log_dict(metrics, batch_size=audio.shape[0], sync_dist=True)
 
     # -- checkpoints and export -------------------------------------------------------------------
