@@ -169,6 +169,25 @@ def test_decoder_gan_preset_starts_from_the_shipped_codec_with_its_encoder_froze
     assert module.adversarial_active()
 
 
+def test_asr_decoder_preset_trains_the_shipped_decoder_on_with_the_whisper_loss(tmp_path, tiny_en):
+    from pockettts.losses.asr_perceptual import WhisperFeatureLoss
+
+    cfg = _compose(
+        "train", tmp_path, ["experiment=vae_tiny_asr_decoder", f"model.asr_loss.checkpoint={tiny_en[0]}"]
+    )
+    cfg.paths.root_dir = str(ROOT)
+    module = instantiate(cfg.model)
+    shipped = load_vae(ROOT / "recipes" / "tiny" / "checkpoints" / "vae.safetensors")
+    audio = torch.randn(1, 1, 1920 * 3) * 0.1
+    latents = shipped.encode(audio)
+    # The whole shipped codec, decoder included, with its encoder frozen.
+    assert torch.equal(module.vae.encode(audio), latents)
+    torch.testing.assert_close(module.vae.decode(latents), shipped.decode(latents), rtol=1e-5, atol=1e-6)
+    assert not any(p.requires_grad for p in module.vae.encoder_parameters())
+    assert isinstance(module.asr_loss, WhisperFeatureLoss)
+    assert module.loss_weights["asr"] == 1.0 and module.loss_weights["mel"] == 1.0
+
+
 def test_wide_decoder_preset_keeps_the_shipped_codecs_encoder_under_a_new_decoder(tmp_path):
     cfg = _compose("train", tmp_path, ["experiment=vae_tiny_wide_decoder"])
     cfg.paths.root_dir = str(ROOT)
