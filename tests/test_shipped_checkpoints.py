@@ -1,7 +1,7 @@
 """The demo checkpoints shipped in recipes/tiny/checkpoints/ (recipes/tiny/demo_checkpoints.sh): they
 load from the shipped folder alone, the student carries its teacher's frozen heads, generates audio
 that stops on EOS and says the sentence it is given, and the codec's reconstructions are readable
-to Whisper (partly: 44% WER on held-out clips)."""
+to Whisper (partly: 33% WER on held-out clips, Whisper base)."""
 
 from __future__ import annotations
 
@@ -72,8 +72,9 @@ def test_the_shipped_student_speaks_and_stops(tiny_corpus):
 def test_the_shipped_student_says_the_sentence_it_is_given(tiny_corpus, tiny_en):
     """Four sentences no shipped model heard, one voice: Whisper's transcript of each generation is
     nearer (character error rate) to the sentence asked for than to any of the other three. A model
-    that does not read passes by chance once in 256 runs; the student's speech is far from
-    perfect (tiny.en hears "Please post on it for the night…" for "Please close the window…")."""
+    that does not read passes by chance once in 256 runs; the student's speech is far from perfect
+    (tiny.en mishears most words, e.g. "Please pause, do not forget to ring…" for "Please close the
+    window…"), so the test asks which sentence it is nearest, not how near."""
     asr = WhisperASR(tiny_en[0])
     tts, voice = _student_and_voice(tiny_corpus)
     for asked, text in enumerate(UNSEEN):
@@ -84,14 +85,14 @@ def test_the_shipped_student_says_the_sentence_it_is_given(tiny_corpus, tiny_en)
 
 @pytest.mark.slow
 def test_whisper_reads_the_shipped_codec_far_better_than_an_untrained_one(tiny_corpus, tiny_en):
-    """The shipped codec is partly intelligible (Whisper base: 44% WER on held-out demo clips,
+    """The shipped codec is partly intelligible (Whisper base: 33% WER on held-out demo clips,
     recipes/tiny/checkpoints/README.md); an untrained codec of the same shape is not at all. Measured
-    here (tiny.en, 3 clips): originals 19%, shipped codec 57% (69% with the first decoder), untrained
-    100%."""
+    here (tiny.en, 3 clips): originals 19%, shipped codec 37% (57% with the mel-only wide decoder
+    shipped before session 10, 69% with the first decoder), untrained 100%."""
     asr = WhisperASR(tiny_en[0])
     codec = load_vae(SHIPPED / "vae.safetensors")
     shipped = codec_report(codec, tiny_corpus / "valid.jsonl", limit=3, asr=asr)
     torch.manual_seed(0)
     untrained = codec_report(AudioVAE(**codec.config).eval(), tiny_corpus / "valid.jsonl", limit=3, asr=asr)
     assert shipped["original_wer"] < 0.3
-    assert shipped["reconstruction_wer"] < 0.8 <= untrained["reconstruction_wer"]
+    assert shipped["reconstruction_wer"] < 0.5 and untrained["reconstruction_wer"] >= 0.8

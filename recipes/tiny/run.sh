@@ -8,7 +8,7 @@
 #   bash recipes/tiny/run.sh                                  # data under data/demo, runs under logs/tiny/
 #   VAE_STEPS=20 TEACHER_STEPS=20 STUDENT_STEPS=20 EVAL_ITEMS=4 bash recipes/tiny/run.sh  # smoke test
 #   SHIPPED=1 bash recipes/tiny/run.sh   # no training: the demo checkpoints shipped in
-#     recipes/tiny/checkpoints/ (trained for ≈ 9 h by demo_checkpoints.sh, the teacher and student on
+#     recipes/tiny/checkpoints/ (trained for ≈ 10 h by demo_checkpoints.sh, the teacher and student on
 #     WordNet sentences): the codec's reconstructions and the student's speech, scored as above
 set -euo pipefail
 cd "$(dirname "$0")/../.."
