@@ -91,25 +91,27 @@ codec_report() {  # codec_report STAGE VAE: reconstructions of held-out clips, W
 }
 codec_report codec_report "$VAE"
 
+decoder_schedule() {  # decoder_schedule RUN STEPS EVERY OVERRIDES...: a decoder schedule on the demo corpus
+  local dir=$RUNS/$1 steps=$2 every=$3
+  shift 3
+  run $PY train.py "$@" data.data_dir="$DATA" data.train_manifest=clean/train.jsonl \
+    data.valid_manifest=clean/valid.jsonl trainer.max_steps="$steps" trainer.val_check_interval="$every" \
+    callbacks.model_checkpoint.every_n_train_steps="$every" callbacks.audio_samples.every_n_steps=1000 \
+    hydra.run.dir="$dir" $(resume "$dir")
+}
+
 # A decoder four times as wide on the codec's frozen encoder: the latents (and so the cache and the
 # backbones) are the codec's, the speech is clearer (checkpoints/README.md).
 if want decoder && todo "$DECODER"; then
   echo "== wide decoder: vae_tiny_wide_decoder, $DECODER_STEPS steps =="
-  run $PY train.py experiment=vae_tiny_wide_decoder model.init_from="$VAE" data.data_dir="$DATA" \
-    data.train_manifest=clean/train.jsonl data.valid_manifest=clean/valid.jsonl \
-    trainer.max_steps="$DECODER_STEPS" trainer.val_check_interval=500 \
-    callbacks.model_checkpoint.every_n_train_steps=500 callbacks.audio_samples.every_n_steps=1000 \
-    hydra.run.dir="$RUNS/vae_wide_decoder" $(resume "$RUNS/vae_wide_decoder")
+  decoder_schedule vae_wide_decoder "$DECODER_STEPS" 500 experiment=vae_tiny_wide_decoder model.init_from="$VAE"
 fi
 # Its cosine schedule ends low; a second one from its weights gains more than a longer first one
 # would have at that rate (checkpoints/README.md).
 if want decoder_more && todo "$WIDE_CODEC"; then
   echo "== wide decoder, a second schedule of $DECODER_MORE_STEPS steps =="
-  run $PY train.py experiment=vae_tiny_wide_decoder model.init_from="$DECODER" model.init_decoder=true \
-    model.generator_optimizer.lr=5.0e-4 data.data_dir="$DATA" data.train_manifest=clean/train.jsonl \
-    data.valid_manifest=clean/valid.jsonl trainer.max_steps="$DECODER_MORE_STEPS" trainer.val_check_interval=500 \
-    callbacks.model_checkpoint.every_n_train_steps=500 callbacks.audio_samples.every_n_steps=1000 \
-    hydra.run.dir="$RUNS/vae_wide_decoder_more" $(resume "$RUNS/vae_wide_decoder_more")
+  decoder_schedule vae_wide_decoder_more "$DECODER_MORE_STEPS" 500 experiment=vae_tiny_wide_decoder \
+    model.init_from="$DECODER" model.init_decoder=true model.generator_optimizer.lr=5.0e-4
 fi
 codec_report decoder_report "$WIDE_CODEC"
 
@@ -132,11 +134,8 @@ fi
 # overfits those 2.2 h, on the WordNet corpora's 26.8 h with twice the weight (checkpoints/README.md).
 if want decoder_asr && todo "$ASR_CODEC"; then
   echo "== decoder: mel + Whisper features, $ASR_DECODER_STEPS steps =="
-  run $PY train.py experiment=vae_tiny_asr_decoder model.init_from="$WIDE_CODEC" data.data_dir="$DATA" \
-    data.train_manifest=clean/train.jsonl data.valid_manifest=clean/valid.jsonl \
-    trainer.max_steps="$ASR_DECODER_STEPS" trainer.val_check_interval=250 \
-    callbacks.model_checkpoint.every_n_train_steps=250 callbacks.audio_samples.every_n_steps=1000 \
-    hydra.run.dir="$RUNS/vae_asr_decoder" $(resume "$RUNS/vae_asr_decoder")
+  decoder_schedule vae_asr_decoder "$ASR_DECODER_STEPS" 250 experiment=vae_tiny_asr_decoder \
+    model.init_from="$WIDE_CODEC"
 fi
 codec_report decoder_report "$ASR_CODEC"
 if want decoder_asr_wn && todo "$CODEC"; then
