@@ -87,6 +87,7 @@ class EvalConfig(GenerationConfig):
     whisper: str = "checkpoints/whisper/tiny.en.pt"
     language: str | None = "en"
     beam_size: int | None = None
+    loop_guard: bool = False
     asr_batch_size: int = 16
     generation_batch_size: int = 1
     normalizers: list[str] = field(default_factory=lambda: ["whisper", "plain"])

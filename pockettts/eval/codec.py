@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from pockettts.audio import load_audio
 from pockettts.data.manifest import read_manifest
-from pockettts.eval.asr import WhisperASR
+from pockettts.eval.asr import WhisperASR, add_loop_guard_argument
 from pockettts.eval.wer import word_error_rate
 from pockettts.losses.spectral import mel_distance
 from pockettts.models.vae import AudioVAE, load_vae
@@ -94,12 +94,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--whisper", default=None, help="openai-whisper checkpoint: also transcribe originals and rebuilds"
     )
+    add_loop_guard_argument(parser)
     args = parser.parse_args(argv)
     vae = load_vae(args.vae)
     if args.untrained:
         torch.manual_seed(args.seed)
         vae = AudioVAE(**vae.config).eval()
-    asr = WhisperASR(args.whisper) if args.whisper else None
+    asr = WhisperASR(args.whisper, loop_guard=args.loop_guard) if args.whisper else None
     report = {
         "vae": args.vae, "untrained": args.untrained, **codec_report(vae, args.manifest, args.limit, asr)
     }  # fmt: skip

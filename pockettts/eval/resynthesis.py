@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from pockettts.audio import save_audio
-from pockettts.eval.asr import WhisperASR
+from pockettts.eval.asr import WhisperASR, add_loop_guard_argument
 from pockettts.eval.runner import spread
 from pockettts.eval.validation_cuts import add_cut_arguments, validation_examples
 from pockettts.eval.wer import word_error_rate
@@ -81,6 +81,7 @@ def resynthesis_report(
     limit: int | None = None,
     spread_items: bool = False,
     teacher_forced: bool = False,
+    loop_guard: bool = False,
 ) -> dict:
     """Generate (or with ``teacher_forced`` predict one step ahead of the real frames), decode,
     transcribe; write wavs, ``items.jsonl`` and ``summary.json`` under ``out``. ``limit`` items: the
@@ -88,7 +89,7 @@ def resynthesis_report(
     then gives every speaker, not only the first)."""
     model, dataset, vae_path = validation_examples(teacher, manifest, cache_dir, vae)
     codec = load_vae(vae_path)
-    asr = WhisperASR(whisper)
+    asr = WhisperASR(whisper, loop_guard=loop_guard)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows, pairs = [], []
@@ -171,11 +172,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--teacher-forced", action="store_true", help="each frame from the real frames before it"
     )
+    add_loop_guard_argument(parser)
     args = parser.parse_args(argv)
     summary = resynthesis_report(
         args.teacher, args.manifest, args.cache, args.whisper, args.out, args.vae,
         args.cfg_scale, args.temperature, args.seed, limit=args.limit,
-        spread_items=args.spread, teacher_forced=args.teacher_forced,
+        spread_items=args.spread, teacher_forced=args.teacher_forced, loop_guard=args.loop_guard,
     )  # fmt: skip
     print(json.dumps(summary, indent=2))
     return 0

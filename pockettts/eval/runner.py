@@ -99,12 +99,14 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def asr_name(whisper: str, beam_size: int | None, language: str | None) -> str:
-    """``tiny.en`` for ``checkpoints/whisper/tiny.en.pt`` or the model name ``tiny.en``; beam and a
-    non-English language appended."""
+def asr_name(whisper: str, beam_size: int | None, language: str | None, loop_guard: bool = False) -> str:
+    """``tiny.en`` for ``checkpoints/whisper/tiny.en.pt`` or the model name ``tiny.en``; beam, loop
+    guard and a non-English language appended."""
     name = Path(whisper).name.removesuffix(".pt")
     if beam_size is not None:
         name += f"_beam{beam_size}"
+    if loop_guard:
+        name += "_guard"
     if language not in (None, "en"):
         name += f"_{language}"
     return name
@@ -168,7 +170,7 @@ def eval_knobs(cfg, checkpoint: dict[str, Any], testset: str) -> dict[str, Any]:
         "precision": None if cfg.precision == "float32" else cfg.precision,
         "vae": cfg.vae,
         "seed": int(cfg.seed),
-        "asr": asr_name(cfg.whisper, cfg.beam_size, cfg.language),
+        "asr": asr_name(cfg.whisper, cfg.beam_size, cfg.language, cfg.loop_guard),
         "normalizers": list(cfg.normalizers),
         "speaker_embedder": cfg.speaker_embedder,
         "quality_scorer": cfg.quality_scorer,
@@ -185,7 +187,7 @@ class Scorers:
 
 def build_scorers(cfg) -> Scorers:
     """Load every scorer before any generation, so a bad checkpoint fails in seconds, not hours."""
-    asr = WhisperASR(cfg.whisper, language=cfg.language, beam_size=cfg.beam_size)
+    asr = WhisperASR(cfg.whisper, language=cfg.language, beam_size=cfg.beam_size, loop_guard=cfg.loop_guard)
     speaker = quality = None
     if cfg.speaker_embedder:
         speaker = build_speaker_embedder(cfg.speaker_embedder, cfg.speaker_checkpoint)
