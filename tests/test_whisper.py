@@ -59,18 +59,24 @@ def test_second_conversion_is_skipped(tiny_en):
     assert ckpt.stat().st_mtime_ns == before
 
 
-@pytest.mark.skipif(
-    shutil.which("flite") is None, reason="needs the flite synthesiser (apt-get install flite)"
-)
-def test_transcribes_synthesised_sentence(tiny_en, tmp_path):
-    from pockettts.audio import resample
-    from pockettts.eval.asr import WhisperASR
-
+@pytest.fixture
+def spoken_sentence(tmp_path) -> tuple[torch.Tensor, int]:
+    """``SENTENCE`` said by flite's slt voice: ``(audio [T], sample rate)``."""
+    if shutil.which("flite") is None:
+        pytest.skip("needs the flite synthesiser (apt-get install flite)")
     wav_path = tmp_path / "slt.wav"
     subprocess.run(["flite", "-voice", "slt", "-t", SENTENCE, "-o", str(wav_path)], check=True)
     wav, sr = sf.read(wav_path, dtype="float32")
+    return torch.from_numpy(wav), sr
+
+
+def test_transcribes_synthesised_sentence(tiny_en, spoken_sentence):
+    from pockettts.audio import resample
+    from pockettts.eval.asr import WhisperASR
+
+    wav, sr = spoken_sentence
     # as a TTS model would hand it over: [1, T] at 24 kHz
-    audio = resample(torch.from_numpy(wav)[None], sr, 24_000)
+    audio = resample(wav[None], sr, 24_000)
     asr = WhisperASR(tiny_en[0])
     texts = asr.transcribe_many([audio, audio[0]], 24_000, progress=False)
     assert texts[0] == texts[1]
@@ -80,16 +86,10 @@ def test_transcribes_synthesised_sentence(tiny_en, tmp_path):
     assert asr.options["dims"] == TINY_EN_DIMS
 
 
-@pytest.mark.skipif(
-    shutil.which("flite") is None, reason="needs the flite synthesiser (apt-get install flite)"
-)
-def test_loop_guard_leaves_clean_speech_as_greedy_reads_it_and_is_reproducible(tiny_en, tmp_path):
+def test_loop_guard_leaves_clean_speech_as_greedy_reads_it_and_is_reproducible(tiny_en, spoken_sentence):
     from pockettts.eval.asr import FALLBACK_TEMPERATURES, WhisperASR
 
-    wav_path = tmp_path / "slt.wav"
-    subprocess.run(["flite", "-voice", "slt", "-t", SENTENCE, "-o", str(wav_path)], check=True)
-    wav, sr = sf.read(wav_path, dtype="float32")
-    audio = torch.from_numpy(wav)
+    audio, sr = spoken_sentence
     guarded = WhisperASR(tiny_en[0], loop_guard=True)
     rng = torch.get_rng_state()
     first = guarded.transcribe(audio, sr)
