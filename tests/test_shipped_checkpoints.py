@@ -1,7 +1,7 @@
 """The demo checkpoints shipped in recipes/tiny/checkpoints/ (recipes/tiny/demo_checkpoints.sh): they
 load from the shipped folder alone, the student carries its teacher's frozen heads, generates audio
 that stops on EOS and says the sentence it is given, and the codec's reconstructions are readable
-to Whisper (partly: 33% WER on held-out clips, Whisper base)."""
+to Whisper (partly: 30% WER on held-out clips, Whisper base)."""
 
 from __future__ import annotations
 
@@ -85,14 +85,14 @@ def test_the_shipped_student_says_the_sentence_it_is_given(tiny_corpus, tiny_en)
 
 @pytest.mark.slow
 def test_whisper_reads_the_shipped_codec_far_better_than_an_untrained_one(tiny_corpus, tiny_en):
-    """The shipped codec is partly intelligible (Whisper base: 33% WER on held-out demo clips,
+    """The shipped codec is partly intelligible (Whisper base: 30% WER on held-out demo clips,
     recipes/tiny/checkpoints/README.md); an untrained codec of the same shape is not at all. Measured
-    here (tiny.en, 3 clips): originals 19%, shipped codec 37% (57% with the mel-only wide decoder
-    shipped before session 10, 69% with the first decoder), untrained 100%."""
+    here (tiny.en, 3 clips): originals 19%, shipped codec 30% (session 10's 37%, the mel-only wide
+    decoder shipped before it 57%, the first decoder 69%), untrained 100%."""
     asr = WhisperASR(tiny_en[0])
     codec = load_vae(SHIPPED / "vae.safetensors")
     shipped = codec_report(codec, tiny_corpus / "valid.jsonl", limit=3, asr=asr)
     torch.manual_seed(0)
     untrained = codec_report(AudioVAE(**codec.config).eval(), tiny_corpus / "valid.jsonl", limit=3, asr=asr)
     assert shipped["original_wer"] < 0.3
-    assert shipped["reconstruction_wer"] < 0.5 and untrained["reconstruction_wer"] >= 0.8
+    assert shipped["reconstruction_wer"] < 0.35 and untrained["reconstruction_wer"] >= 0.8
