@@ -411,6 +411,41 @@ def test_export_and_init_from_with_a_new_tokenizer(teacher_data, tmp_path):
         load_weights(deeper, exported)
 
 
+def test_init_from_a_shallower_teacher_grows_it_without_changing_what_it_computes(tmp_path):
+    """``grow_layers``: the 2 source layers spread over 5, the added ones identity blocks at step 0,
+    so the grown teacher's outputs equal the source's; training then moves the added layers."""
+    torch.manual_seed(0)
+    source = FlowLM(**MODEL).eval()
+    for parameter in source.parameters():  # non-trivial everywhere, not just the initialisation
+        parameter.data.normal_(0.0, 0.2)
+    exported = source.save(tmp_path / "source.safetensors")
+    grown = FlowLM(**{**MODEL, "num_layers": 5}).eval()
+    load_weights(grown, exported, grow_layers=True)
+    layers = grown.transformer.layers
+    # Source layers at 0 and 2 (index * 5 // 2); 1 copies 0, 3 and 4 copy 1, outputs zeroed.
+    second = source.transformer.layers[1]
+    torch.testing.assert_close(layers[2].linear1.weight, second.linear1.weight)
+    torch.testing.assert_close(layers[4].self_attn.in_proj.weight, second.self_attn.in_proj.weight)
+    for added in (1, 3, 4):
+        assert not layers[added].linear2.weight.any() and not layers[added].self_attn.out_proj.weight.any()
+    batch = dict(
+        voice=torch.randn(2, 5, 8), voice_lengths=torch.tensor([5, 3]),
+        text=torch.randint(0, VOCAB, (2, 6)), text_lengths=torch.tensor([6, 4]),
+        target=torch.randn(2, 9, 8), target_lengths=torch.tensor([9, 7]),
+    )  # fmt: skip
+    with torch.no_grad():
+        expected, got = source(**batch), grown(**batch)
+    torch.testing.assert_close(got["z"], expected["z"])
+    torch.testing.assert_close(got["eos_logits"], expected["eos_logits"])
+    grown.train()
+    out = grown(**batch)
+    loss, _ = grown.head_loss(out)
+    loss.backward()
+    assert layers[1].linear2.weight.grad.abs().sum() > 0  # the added layers learn from step 1
+    with pytest.raises(ValueError, match="cannot grow 2 transformer layers into 1"):
+        load_weights(FlowLM(**{**MODEL, "num_layers": 1}), exported, grow_layers=True)
+
+
 def test_vocabulary_mismatch_is_named(teacher_data, tmp_path):
     module = _module(model=FlowLM(**{**MODEL, "vocab_size": VOCAB + 1}))
     with pytest.raises(ValueError, match=f"has {VOCAB} pieces"):

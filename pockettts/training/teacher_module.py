@@ -46,6 +46,9 @@ class TeacherTrainingModule(TextProgressMixin, GuardedOptimizationMixin, EMAWeig
         ema_decay: EMA of the weights (``None``: export raw weights).
         init_from: an exported FlowLM to start from (weights only). A tokenizer of another size
             re-initialises the text embedding (new language); other shape mismatches are errors.
+        grow_layers: ``init_from`` a shallower FlowLM: its layers spread over this depth, the
+            added ones start as identity blocks (``grown_layers``), so training resumes from the
+            source's function with more capacity.
         latent_stats: ``"cache"`` starts the latent normalisation from the training cache's
             statistics (frozen); ``"ema"`` learns them from batches (Kyutai's recipe).
         guided_attention: ``None`` (Pocket TTS), or ``{weight, sigma, layers, heads}``: an added
@@ -71,6 +74,7 @@ class TeacherTrainingModule(TextProgressMixin, GuardedOptimizationMixin, EMAWeig
         ema_decay: float | None = 0.999,
         max_bad_steps: int = 20,
         init_from: str | None = None,
+        grow_layers: bool = False,
         latent_stats: str = "cache",
         guided_attention: dict[str, Any] | None = None,
         export_path: str | None = None,
@@ -83,7 +87,7 @@ class TeacherTrainingModule(TextProgressMixin, GuardedOptimizationMixin, EMAWeig
         self.automatic_optimization = False
         self.model = model
         if init_from:
-            load_weights(self.model, init_from)
+            load_weights(self.model, init_from, grow_layers)
         self.optimizer_factory = optimizer
         self.lr_schedule = dict(lr_schedule or {})
         self.eos_loss_weight = eos_loss_weight
@@ -256,11 +260,19 @@ def export_flow_lm(
     return model.save(path, metadata)
 
 
-def load_weights(model: FlowLM, path: str | Path) -> None:
+LAYERS = "transformer.layers."
+# Written into a residual stream: zeroed, a pre-norm layer adds nothing (an identity block).
+RESIDUAL_OUTPUTS = ("self_attn.out_proj.weight", "linear2.weight")
+
+
+def load_weights(model: FlowLM, path: str | Path, grow_layers: bool = False) -> None:
     """``init_from``: copy an exported FlowLM's weights into ``model``; a text embedding of another
-    vocabulary size is re-initialised (fine-tuning with a new tokenizer), any other mismatch is an error."""
+    vocabulary size is re-initialised (fine-tuning with a new tokenizer), any other mismatch is an error.
+    ``grow_layers``: ``path`` may have fewer transformer layers than ``model`` (``grown_layers``)."""
     source = load_flow_lm(path).state_dict()
     own = model.state_dict()
+    if grow_layers:
+        source = grown_layers(source, len(model.transformer.layers))
     embedding = "conditioner.embed.weight"
     if source[embedding].shape != own[embedding].shape:
         log.warning(
@@ -275,3 +287,29 @@ def load_weights(model: FlowLM, path: str | Path) -> None:
             f"{path} does not fit the model: shapes differ for {mismatched[:5]}, missing {missing[:5]}"
         )
     model.load_state_dict(source, strict=False)
+
+
+def grown_layers(source: dict[str, torch.Tensor], num_layers: int) -> dict[str, torch.Tensor]:
+    """A FlowLM state dict deepened to ``num_layers`` transformer layers (progressive stacking).
+
+    The source's layers keep their order, spread evenly over the new depth; each added layer is a
+    copy of the one below it with its residual outputs zeroed, so at step 0 it is an identity block
+    and the grown model computes exactly what the source did, while its input weights give the new
+    layers useful gradients from the first step.
+    """
+    depth = 1 + max(int(key[len(LAYERS) :].split(".")[0]) for key in source if key.startswith(LAYERS))
+    if num_layers < depth:
+        raise ValueError(f"cannot grow {depth} transformer layers into {num_layers}")
+    grown = {key: value for key, value in source.items() if not key.startswith(LAYERS)}
+    placed = {index * num_layers // depth: index for index in range(depth)}
+    below = 0
+    for position in range(num_layers):
+        added = position not in placed
+        below = placed.get(position, below)
+        prefix = f"{LAYERS}{below}."
+        for key, value in source.items():
+            if key.startswith(prefix):
+                name = key[len(prefix) :]
+                zeroed = added and name in RESIDUAL_OUTPUTS
+                grown[f"{LAYERS}{position}.{name}"] = torch.zeros_like(value) if zeroed else value.clone()
+    return grown
