@@ -11,7 +11,7 @@
 #   bash recipes/tiny/demo_checkpoints.sh
 #   STAGES="report ship" bash recipes/tiny/demo_checkpoints.sh   # part of it again
 # Stages: data whisper vae codec_report decoder decoder_more decoder_report wordnet decoder_asr
-# decoder_asr_wn decoder_asr_long teacher_wn teacher_wn_more teacher student report ship.
+# decoder_asr_wn decoder_asr_long teacher_wn teacher_wn_more teacher teacher_grown student report ship.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source recipes/common.sh
@@ -29,8 +29,10 @@ WN_ALL=${WN_ALL:-data/demo_wn_all}  # every WordNet sentence (21,295 for trainin
 TEACHER_WN_STEPS=${TEACHER_WN_STEPS:-16000}  # on $WN, a 16000-step schedule
 TEACHER_WN_MORE_STEPS=${TEACHER_WN_MORE_STEPS:-33000}  # then on, on a 40000-step schedule stopped here
 TEACHER_WN_MORE_SCHEDULE=${TEACHER_WN_MORE_SCHEDULE:-40000}
-TEACHER_STEPS=${TEACHER_STEPS:-20000}  # then on $WN_ALL, a fresh schedule: shipped
-STUDENT_STEPS=${STUDENT_STEPS:-2000}
+TEACHER_STEPS=${TEACHER_STEPS:-20000}  # then on $WN_ALL, a fresh schedule
+TEACHER_GROWN_LAYERS=${TEACHER_GROWN_LAYERS:-8}  # then grown from 4 layers to 8 (model.grow_layers)
+TEACHER_GROWN_STEPS=${TEACHER_GROWN_STEPS:-8000}  # and trained on, peak lr 5e-4: shipped
+STUDENT_STEPS=${STUDENT_STEPS:-5000}
 STUDENT_CFG=${STUDENT_CFG:-2.0}  # the guidance α distilled into the student
 REPORT_ITEMS=${REPORT_ITEMS:-40}  # codec report: held-out clips
 RESYNTHESIS_ITEMS=${RESYNTHESIS_ITEMS:-24}  # teacher and student reports: held-out prompts
@@ -41,8 +43,9 @@ ASR_CODEC=$RUNS/vae_asr_decoder/export/vae.safetensors  # its decoder trained on
 WN_CODEC=$RUNS/vae_asr_decoder_wn/export/vae.safetensors  # and on the WordNet audio
 CODEC=$RUNS/vae_asr_decoder_wn_long/export/vae.safetensors  # and on longer crops of it: shipped
 TEACHER_WN=$RUNS/teacher_wn_more/export/teacher.safetensors
-TEACHER=$RUNS/teacher_wn_all/export/teacher.safetensors
-STUDENT=$RUNS/student_wn_all/export/student.safetensors
+TEACHER_SHALLOW=$RUNS/teacher_wn_all/export/teacher.safetensors
+TEACHER=$RUNS/teacher_grown/export/teacher.safetensors
+STUDENT=$RUNS/student_grown/export/student.safetensors
 TOKENIZER=$WN/tokenizer/tokenizer.model  # trained on $WN's training texts, kept for $WN_ALL
 WHISPER=checkpoints/whisper/base.pt
 ASR_LOSS_WHISPER=checkpoints/whisper/tiny.en.pt  # experiment=vae_tiny_asr_decoder's default
@@ -182,11 +185,20 @@ if want teacher_wn_more && todo "$TEACHER_WN"; then
     callbacks.speech_samples.every_n_steps="$TEACHER_WN_MORE_SCHEDULE" hydra.run.dir="$RUNS/teacher_wn_more" \
     "${from:-ckpt_path=$RUNS/teacher_wn/checkpoints/last.ckpt}"
 fi
-if want teacher && todo "$TEACHER"; then
+if want teacher && todo "$TEACHER_SHALLOW"; then
   echo "== teacher on $WN_ALL: from that export, a fresh $TEACHER_STEPS-step schedule =="
   run $PY train.py "${TEACHER_ARGS[@]}" "${WN_ALL_DATA[@]}" model.init_from="$TEACHER_WN" \
     trainer.max_steps="$TEACHER_STEPS" callbacks.speech_samples.every_n_steps="$TEACHER_STEPS" \
     hydra.run.dir="$RUNS/teacher_wn_all" $(resume "$RUNS/teacher_wn_all")
+fi
+# Twice as deep: the 4 trained layers spread over 8, each added one a copy of the layer below with its
+# residual outputs zeroed, so training goes on from what the shallow teacher computes.
+if want teacher_grown && todo "$TEACHER"; then
+  echo "== the same grown to $TEACHER_GROWN_LAYERS layers, $TEACHER_GROWN_STEPS steps =="
+  run $PY train.py "${TEACHER_ARGS[@]}" "${WN_ALL_DATA[@]}" model.init_from="$TEACHER_SHALLOW" \
+    model.grow_layers=true model.model.num_layers="$TEACHER_GROWN_LAYERS" model.optimizer.lr=5.0e-4 \
+    trainer.max_steps="$TEACHER_GROWN_STEPS" callbacks.speech_samples.every_n_steps="$TEACHER_GROWN_STEPS" \
+    hydra.run.dir="$RUNS/teacher_grown" $(resume "$RUNS/teacher_grown")
 fi
 
 if want student && todo "$STUDENT"; then
@@ -194,7 +206,7 @@ if want student && todo "$STUDENT"; then
   run $PY distill.py experiment=student_tiny teacher="$TEACHER" "${WN_ALL_DATA[@]}" model.cfg_scale="$STUDENT_CFG" \
     trainer.max_steps="$STUDENT_STEPS" trainer.val_check_interval=1000 \
     callbacks.model_checkpoint.every_n_train_steps=500 callbacks.speech_samples.every_n_steps=2000 \
-    hydra.run.dir="$RUNS/student_wn_all" $(resume "$RUNS/student_wn_all")
+    hydra.run.dir="$RUNS/student_grown" $(resume "$RUNS/student_grown")
 fi
 
 # Held-out sentences ($WN_ALL's test split, items spread over the six voices): each model generates
@@ -205,7 +217,7 @@ report() {  # report NAME EXPORT CFG [--teacher-forced]
   todo "$out/summary.json" || return 0
   run $PY -m pockettts.eval.resynthesis --teacher "$2" --cfg-scale "$3" ${4:+"$4"} \
     --manifest "$WN_ALL/clean/test.jsonl" --cache "$WN_ALL/latents" --whisper "$WHISPER" \
-    --limit "$RESYNTHESIS_ITEMS" --spread --out "$out"
+    --limit "$RESYNTHESIS_ITEMS" --spread --loop-guard --out "$out"
 }
 report teacher "$TEACHER" 2.0
 report teacher "$TEACHER" 1.0
@@ -223,7 +235,7 @@ if want ship; then
   run cp "$CODEC" "${CODEC%.safetensors}.json" "$TEACHER" "${TEACHER%.safetensors}.json" "$STUDENT" \
     "${STUDENT%.safetensors}.json" "$TOKENIZER" "$OUT/"
   for stage in vae vae_wide_decoder vae_wide_decoder_more vae_asr_decoder vae_asr_decoder_wn \
-    vae_asr_decoder_wn_long teacher_wn teacher_wn_more teacher_wn_all student_wn_all; do
+    vae_asr_decoder_wn_long teacher_wn teacher_wn_more teacher_wn_all teacher_grown student_grown; do
     run cp "$RUNS/$stage/csv/metrics.csv" "$OUT/logs/${stage}_metrics.csv"
     run cp "$RUNS/$stage/config.yaml" "$OUT/logs/${stage}_config.yaml"
   done
