@@ -34,6 +34,7 @@ TEACHER_GROWN_LAYERS=${TEACHER_GROWN_LAYERS:-8}  # then grown from 4 layers to 8
 TEACHER_GROWN_STEPS=${TEACHER_GROWN_STEPS:-8000}  # and trained on, peak lr 5e-4: shipped
 STUDENT_STEPS=${STUDENT_STEPS:-5000}
 STUDENT_CFG=${STUDENT_CFG:-2.0}  # the guidance α distilled into the student
+STUDENT_LAYERS=${STUDENT_LAYERS:-4}  # the teacher's first and last two (the "ends")
 REPORT_ITEMS=${REPORT_ITEMS:-40}  # codec report: held-out clips
 RESYNTHESIS_ITEMS=${RESYNTHESIS_ITEMS:-24}  # teacher and student reports: held-out prompts
 VAE=$RUNS/vae/export/vae.safetensors
@@ -202,8 +203,9 @@ if want teacher_grown && todo "$TEACHER"; then
 fi
 
 if want student && todo "$STUDENT"; then
-  echo "== student: student_tiny, $STUDENT_STEPS steps, α = $STUDENT_CFG =="
+  echo "== student: student_tiny, $STUDENT_LAYERS layers, $STUDENT_STEPS steps, α = $STUDENT_CFG =="
   run $PY distill.py experiment=student_tiny teacher="$TEACHER" "${WN_ALL_DATA[@]}" model.cfg_scale="$STUDENT_CFG" \
+    model.num_layers="$STUDENT_LAYERS" \
     trainer.max_steps="$STUDENT_STEPS" trainer.val_check_interval=1000 \
     callbacks.model_checkpoint.every_n_train_steps=500 callbacks.speech_samples.every_n_steps=2000 \
     hydra.run.dir="$RUNS/student_grown" $(resume "$RUNS/student_grown")
