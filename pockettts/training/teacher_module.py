@@ -269,10 +269,11 @@ def load_weights(model: FlowLM, path: str | Path, grow_layers: bool = False) -> 
     """``init_from``: copy an exported FlowLM's weights into ``model``; a text embedding of another
     vocabulary size is re-initialised (fine-tuning with a new tokenizer), any other mismatch is an error.
     ``grow_layers``: ``path`` may have fewer transformer layers than ``model`` (``grown_layers``)."""
-    source = load_flow_lm(path).state_dict()
+    loaded = load_flow_lm(path)
+    source = loaded.state_dict()
     own = model.state_dict()
     if grow_layers:
-        source = grown_layers(source, len(model.transformer.layers))
+        source = grown_layers(source, len(loaded.transformer.layers), len(model.transformer.layers))
     embedding = "conditioner.embed.weight"
     if source[embedding].shape != own[embedding].shape:
         log.warning(
@@ -289,15 +290,14 @@ def load_weights(model: FlowLM, path: str | Path, grow_layers: bool = False) -> 
     model.load_state_dict(source, strict=False)
 
 
-def grown_layers(source: dict[str, torch.Tensor], num_layers: int) -> dict[str, torch.Tensor]:
-    """A FlowLM state dict deepened to ``num_layers`` transformer layers (progressive stacking).
+def grown_layers(source: dict[str, torch.Tensor], depth: int, num_layers: int) -> dict[str, torch.Tensor]:
+    """A FlowLM state dict of ``depth`` transformer layers deepened to ``num_layers`` (progressive stacking).
 
     The source's layers keep their order, spread evenly over the new depth; each added layer is a
     copy of the one below it with its residual outputs zeroed, so at step 0 it is an identity block
     and the grown model computes exactly what the source did, while its input weights give the new
     layers useful gradients from the first step.
     """
-    depth = 1 + max(int(key[len(LAYERS) :].split(".")[0]) for key in source if key.startswith(LAYERS))
     if num_layers < depth:
         raise ValueError(f"cannot grow {depth} transformer layers into {num_layers}")
     grown = {key: value for key, value in source.items() if not key.startswith(LAYERS)}
