@@ -12,7 +12,8 @@
 #   bash recipes/tiny/demo_checkpoints.sh
 #   STAGES="report ship" bash recipes/tiny/demo_checkpoints.sh   # part of it again
 # Stages: data whisper vae codec_report decoder decoder_more decoder_report wordnet decoder_asr
-# decoder_asr_wn decoder_asr_long teacher_wn teacher_wn_more teacher teacher_grown student report ship.
+# decoder_asr_wn decoder_asr_long teacher_wn teacher_wn_more teacher teacher_grown teacher_grown_more student
+# report ship.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source recipes/common.sh
@@ -32,8 +33,9 @@ TEACHER_WN_MORE_STEPS=${TEACHER_WN_MORE_STEPS:-33000}  # then on, on a 40000-ste
 TEACHER_WN_MORE_SCHEDULE=${TEACHER_WN_MORE_SCHEDULE:-40000}
 TEACHER_STEPS=${TEACHER_STEPS:-20000}  # then on $WN_ALL, a fresh schedule
 TEACHER_GROWN_LAYERS=${TEACHER_GROWN_LAYERS:-8}  # then grown from 4 layers to 8 (model.grow_layers)
-TEACHER_GROWN_STEPS=${TEACHER_GROWN_STEPS:-8000}  # and trained on, peak lr 5e-4: shipped
-STUDENT_STEPS=${STUDENT_STEPS:-5000}
+TEACHER_GROWN_STEPS=${TEACHER_GROWN_STEPS:-8000}  # and trained on, peak lr 5e-4
+TEACHER_GROWN_MORE_STEPS=${TEACHER_GROWN_MORE_STEPS:-7000}  # then a fresh schedule, peak lr 3e-4: shipped
+STUDENT_STEPS=${STUDENT_STEPS:-8000}
 STUDENT_CFG=${STUDENT_CFG:-2.0}  # the guidance α distilled into the student
 STUDENT_LAYERS=${STUDENT_LAYERS:-4}  # the teacher's first and last two (the "ends")
 REPORT_ITEMS=${REPORT_ITEMS:-40}  # codec report: held-out clips
@@ -46,8 +48,9 @@ WN_CODEC=$RUNS/vae_asr_decoder_wn/export/vae.safetensors  # and on the WordNet a
 CODEC=$RUNS/vae_asr_decoder_wn_long/export/vae.safetensors  # and on longer crops of it: shipped
 TEACHER_WN=$RUNS/teacher_wn_more/export/teacher.safetensors
 TEACHER_SHALLOW=$RUNS/teacher_wn_all/export/teacher.safetensors
-TEACHER=$RUNS/teacher_grown/export/teacher.safetensors
-STUDENT=$RUNS/student_grown/export/student.safetensors
+TEACHER_GROWN=$RUNS/teacher_grown/export/teacher.safetensors
+TEACHER=$RUNS/teacher_grown_more/export/teacher.safetensors
+STUDENT=$RUNS/student_grown_more/export/student.safetensors
 TOKENIZER=$WN/tokenizer/tokenizer.model  # trained on $WN's training texts, kept for $WN_ALL
 WHISPER=checkpoints/whisper/base.pt
 ASR_LOSS_WHISPER=checkpoints/whisper/tiny.en.pt  # experiment=vae_tiny_asr_decoder's default
@@ -195,12 +198,21 @@ if want teacher && todo "$TEACHER_SHALLOW"; then
 fi
 # Twice as deep: the 4 trained layers spread over 8, each added one a copy of the layer below with its
 # residual outputs zeroed, so training goes on from what the shallow teacher computes.
-if want teacher_grown && todo "$TEACHER"; then
+if want teacher_grown && todo "$TEACHER_GROWN"; then
   echo "== the same grown to $TEACHER_GROWN_LAYERS layers, $TEACHER_GROWN_STEPS steps =="
   run $PY train.py "${TEACHER_ARGS[@]}" "${WN_ALL_DATA[@]}" model.init_from="$TEACHER_SHALLOW" \
     model.grow_layers=true model.model.num_layers="$TEACHER_GROWN_LAYERS" model.optimizer.lr=5.0e-4 \
     trainer.max_steps="$TEACHER_GROWN_STEPS" callbacks.speech_samples.every_n_steps="$TEACHER_GROWN_STEPS" \
     hydra.run.dir="$RUNS/teacher_grown" $(resume "$RUNS/teacher_grown")
+fi
+# Its validation loss still fell over the last annealed steps: another schedule, at a lower peak.
+if want teacher_grown_more && todo "$TEACHER"; then
+  echo "== the same, a fresh $TEACHER_GROWN_MORE_STEPS-step schedule =="
+  run $PY train.py "${TEACHER_ARGS[@]}" "${WN_ALL_DATA[@]}" model.init_from="$TEACHER_GROWN" \
+    model.model.num_layers="$TEACHER_GROWN_LAYERS" model.optimizer.lr=3.0e-4 \
+    trainer.max_steps="$TEACHER_GROWN_MORE_STEPS" \
+    callbacks.speech_samples.every_n_steps="$TEACHER_GROWN_MORE_STEPS" \
+    hydra.run.dir="$RUNS/teacher_grown_more" $(resume "$RUNS/teacher_grown_more")
 fi
 
 if want student && todo "$STUDENT"; then
@@ -209,7 +221,7 @@ if want student && todo "$STUDENT"; then
     model.num_layers="$STUDENT_LAYERS" \
     trainer.max_steps="$STUDENT_STEPS" trainer.val_check_interval=1000 \
     callbacks.model_checkpoint.every_n_train_steps=500 callbacks.speech_samples.every_n_steps=2000 \
-    hydra.run.dir="$RUNS/student_grown" $(resume "$RUNS/student_grown")
+    hydra.run.dir="$RUNS/student_grown_more" $(resume "$RUNS/student_grown_more")
 fi
 
 # Held-out sentences ($WN_ALL's test split, items spread over the six voices): each model generates
@@ -238,7 +250,8 @@ if want ship; then
   run cp "$CODEC" "${CODEC%.safetensors}.json" "$TEACHER" "${TEACHER%.safetensors}.json" "$STUDENT" \
     "${STUDENT%.safetensors}.json" "$TOKENIZER" "$OUT/"
   for stage in vae vae_wide_decoder vae_wide_decoder_more vae_asr_decoder vae_asr_decoder_wn \
-    vae_asr_decoder_wn_long teacher_wn teacher_wn_more teacher_wn_all teacher_grown student_grown; do
+    vae_asr_decoder_wn_long teacher_wn teacher_wn_more teacher_wn_all teacher_grown teacher_grown_more \
+    student_grown_more; do
     run cp "$RUNS/$stage/csv/metrics.csv" "$OUT/logs/${stage}_metrics.csv"
     run cp "$RUNS/$stage/config.yaml" "$OUT/logs/${stage}_config.yaml"
   done
