@@ -2,11 +2,11 @@
 # Train the demo checkpoints shipped in recipes/tiny/checkpoints/ (codec, teacher, student, tokenizer)
 # on offline synthetic corpora, long enough to speak, score them with Whisper base on held-out
 # sentences, and copy them with their training logs and reports into the shipped folder. On CPU
-# (≈ 12.5 h on 2 cores; see checkpoints/README.md for the numbers of the shipped run): the codec on the
+# (≈ 13.5 h on 2 cores; see checkpoints/README.md for the numbers of the shipped run): the codec on the
 # demo corpus (720 sentences; its decoder last on the WordNet audio), the teacher and student on corpora
 # read from WordNet's usage examples
 # (the teacher learns to read only with thousands of distinct sentences: 7840, then all 21,295; then it
-# is grown from 4 layers to 8).
+# is grown from 4 layers to 8 and trained on, two schedules).
 # Resumable: rerun after a crash and finished stages are skipped, an interrupted training continues
 # from its last checkpoint.
 #   bash recipes/tiny/demo_checkpoints.sh
