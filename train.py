@@ -1,18 +1,6 @@
 """Train a stage (VAE or teacher): ``python train.py experiment=<name> [key=value ...]``."""
 
-import hydra
-from omegaconf import DictConfig
-
-from pockettts.schema import register_schemas
-from pockettts.training.run import fit
-
-register_schemas()
-
-
-@hydra.main(version_base="1.3", config_path="configs", config_name="train")
-def main(cfg: DictConfig) -> None:
-    fit(cfg)
-
+from pockettts.cli.train import main
 
 if __name__ == "__main__":
     main()

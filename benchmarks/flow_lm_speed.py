@@ -10,11 +10,13 @@ without CFG (a second, unconditioned stream), and the real-time factor of genera
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import torch
 
 from pockettts.models.flow_lm import FlowLM
+from pockettts.models.sampling import SamplingOptions
 
 
 def main() -> None:
@@ -41,9 +43,10 @@ def main() -> None:
             prefill = time.perf_counter() - start
             timings = []
             for cfg in (1.0, 2.0):
-                model.generate(voice, tokens, max_frames=2, cfg_scale=cfg, eos_threshold=1e9)  # warm-up
+                never_stops = SamplingOptions(cfg_scale=cfg, eos_threshold=1e9)
+                model.generate(voice, tokens, dataclasses.replace(never_stops, max_frames=2))  # warm-up
                 start = time.perf_counter()
-                model.generate(voice, tokens, max_frames=args.frames, cfg_scale=cfg, eos_threshold=1e9)
+                model.generate(voice, tokens, dataclasses.replace(never_stops, max_frames=args.frames))
                 timings.append((time.perf_counter() - start - prefill * (2 if cfg != 1 else 1)) / args.frames)
         params = sum(p.numel() for p in model.parameters()) / 1e6
         plain, guided = (t * 1000 for t in timings)

@@ -33,6 +33,7 @@ from pockettts.audio import read_audio
 from pockettts.models.flow_lm import FlowLM
 from pockettts.models.heads import sample_noise
 from pockettts.models.quantize import set_precision
+from pockettts.models.sampling import SamplingOptions
 
 TEXTS = [
     "The boat drifted slowly toward the shore.",
@@ -63,7 +64,7 @@ def random_model_errors(frames: int) -> None:
         previous = flow_lm.bos_emb[None]
         exact, approx = [], []
         for _ in range(frames):
-            noise = sample_noise((1, 32), 0.3, generator=generator)
+            noise = sample_noise((1, 32), SamplingOptions().temperature, generator=generator)
             latent = flow_lm.head.sample(flow_lm.step(previous, exact_state), noise, 1)
             approx.append(quantized_lm.head.sample(quantized_lm.step(previous, int8_state), noise, 1))
             exact.append(latent)
@@ -83,9 +84,9 @@ def transcript_agreement(
 ) -> None:
     """Both precisions speak each ((voice ``[C, T]``, rate), text) with sampling seeds 0 … seeds-1;
     prints the transcripts, then the mean WERs over all items and seeds."""
-    from pockettts.eval.asr import WhisperASR
     from pockettts.eval.wer import word_error_rate
     from pockettts.models.tts import TextToSpeech
+    from pockettts.whisper import WhisperASR
 
     voices = [voice for voice, _ in prompts]
     jobs = [(index, seed) for index in range(len(prompts)) for seed in range(seeds)]
@@ -93,7 +94,9 @@ def transcript_agreement(
     for precision in ("float32", "int8"):
         tts = TextToSpeech.load(checkpoint, precision=precision)
         states = [tts.voice(audio, rate) for audio, rate in voices]
-        generations[precision] = [tts.generate(prompts[i][1], states[i], seed=seed) for i, seed in jobs]
+        generations[precision] = [
+            tts.generate(prompts[i][1], states[i], SamplingOptions(seed=seed)) for i, seed in jobs
+        ]
         speech[precision] = [generation.audio for generation in generations[precision]]
     asr = WhisperASR(whisper)
     heard = {p: asr.transcribe_many(clips, 24_000, progress=False) for p, clips in speech.items()}

@@ -10,8 +10,8 @@ is its own), after one warm-up generation; configurations alternate over ``--rou
 machine slows both sides alike. Printed per configuration: real-time factor (wall / audio seconds)
 and time to first audio through the public streaming API, the per-frame split (backbone, head,
 decoder: a sequential single-stream replay) and peak RSS; then ours / reference ratios.
-The reference is measured as ``../shared/tools/pocket_reference_speed.py`` does (its
-``TTSModel`` built from its own ``english.yaml``, its ``generate_audio_stream``), in our own code.
+The reference is ``pocket-tts``'s own ``TTSModel``, built from its packaged ``english.yaml`` and
+measured through its public ``generate_audio_stream``, timed by this script.
 """
 
 from __future__ import annotations
@@ -90,6 +90,7 @@ def run_ours(precision: str, frames: int, runs: int, folder: Path) -> dict:
 
     from pockettts.models.flow_lm import FlowLM
     from pockettts.models.heads import sample_noise
+    from pockettts.models.sampling import SamplingOptions
     from pockettts.models.tts import TextToSpeech
     from pockettts.models.vae import AudioVAE
     from pockettts.text import Tokenizer
@@ -101,9 +102,9 @@ def run_ours(precision: str, frames: int, runs: int, folder: Path) -> dict:
     vae_config = {k: v for k, v in vae_config["vae"].items() if k != "_target_"} | {"weight_norm": False}
     tts = TextToSpeech(flow_lm, AudioVAE(**vae_config), tokenizer, precision=precision)
     voice = tts.voice(_voice_prompt(folder), SAMPLE_RATE)
-    options = dict(eos_threshold=math.inf, max_frames=frames, max_tokens=1000)
-    _timed_stream(tts.stream(TEXT, voice, **options))  # warm-up
-    e2e = [_timed_stream(tts.stream(TEXT, voice, **options)) for _ in range(runs)]
+    options = SamplingOptions(eos_threshold=math.inf, max_frames=frames, max_tokens=1000)
+    _timed_stream(tts.stream(TEXT, voice, options))  # warm-up
+    e2e = [_timed_stream(tts.stream(TEXT, voice, options)) for _ in range(runs)]
 
     backbone, head, decoder = [], [], []
     with torch.inference_mode():
@@ -115,7 +116,7 @@ def run_ours(precision: str, frames: int, runs: int, folder: Path) -> dict:
             z = flow_lm.step(previous, state)
             flow_lm.out_eos(z)
             after_backbone = time.perf_counter()
-            noise = sample_noise((1, flow_lm.latent_dim), 0.3)
+            noise = sample_noise((1, flow_lm.latent_dim), options.temperature)
             previous = flow_lm.head.sample(z, noise, 1)
             after_head = time.perf_counter()
             tts.vae.decode(flow_lm.denormalize(previous)[None], decoder_state)

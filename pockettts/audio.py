@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,8 @@ import numpy as np
 import soundfile as sf
 import torch
 import torchaudio.functional as AF
+
+from pockettts.io import atomic_write
 
 SAMPLE_RATE = 24_000
 TARGET_LUFS = -23.0
@@ -229,13 +230,10 @@ def load_audio(
 
 
 def save_audio(path: str | os.PathLike, wav: torch.Tensor, sample_rate: int) -> Path:
-    """Write ``[C, T]`` or ``[T]`` audio as 16-bit PCM (format from the suffix), atomically.
-
-    The file appears under its final name only once it is complete, so an interrupted run never
-    leaves a truncated file that a later run would mistake for a finished one.
+    """Write ``[C, T]`` or ``[T]`` audio as 16-bit PCM (format from the suffix), atomically
+    (``pockettts.io.atomic_write``: an interrupted run leaves no truncated file).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = wav.detach().float().cpu()
     data = data[None] if data.dim() == 1 else data
     if data.dim() != 2:
@@ -243,12 +241,5 @@ def save_audio(path: str | os.PathLike, wav: torch.Tensor, sample_rate: int) -> 
     fmt = {".wav": "WAV", ".flac": "FLAC"}.get(path.suffix.lower())
     if fmt is None:
         raise ValueError(f"unsupported audio suffix {path.suffix!r} for {path} (use .wav or .flac)")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        sf.write(tmp, data.clamp(-1, 1).T.numpy(), sample_rate, format=fmt, subtype="PCM_16")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    samples = data.clamp(-1, 1).T.numpy()
+    return atomic_write(path, lambda tmp: sf.write(tmp, samples, sample_rate, format=fmt, subtype="PCM_16"))

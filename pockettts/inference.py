@@ -7,16 +7,17 @@ import time
 from pathlib import Path
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 
 from pockettts.audio import AudioError, read_audio, save_audio
 from pockettts.models.tts import TextToSpeech, VoiceState
-from pockettts.schema import synthesis_options
+from pockettts.schema import InferConfig
 from pockettts.text import TextError
 
 log = logging.getLogger(__name__)
 
 
-def _texts(cfg) -> list[tuple[str, Path]]:
+def _texts(cfg: InferConfig) -> list[tuple[str, Path]]:
     if (cfg.text is None) == (cfg.text_file is None):
         raise ValueError("give exactly one of text=... or text_file=...")
     if cfg.text is not None:
@@ -30,7 +31,7 @@ def _texts(cfg) -> list[tuple[str, Path]]:
     return [(line, Path(cfg.out) / f"{index:04d}.wav") for index, line in enumerate(lines)]
 
 
-def _voice(tts: TextToSpeech, cfg) -> VoiceState:
+def _voice(tts: TextToSpeech, cfg: InferConfig) -> VoiceState:
     path = Path(cfg.voice)
     if not path.is_file():
         raise FileNotFoundError(f"voice {path} does not exist")
@@ -49,8 +50,10 @@ def _voice(tts: TextToSpeech, cfg) -> VoiceState:
     return voice
 
 
-def run(cfg) -> int:
+def run(cfg: InferConfig | DictConfig) -> int:
     """Exit code 0 when every text was spoken; 1 (with the reason logged) otherwise."""
+    if isinstance(cfg, DictConfig):  # from Hydra: the schema's dataclasses, ``cfg.sampling`` included
+        cfg = OmegaConf.to_object(cfg)
     try:
         tts = TextToSpeech.load(
             cfg.checkpoint, cfg.vae, precision=cfg.precision, overlap_decoding=cfg.overlap_decoding
@@ -65,7 +68,7 @@ def run(cfg) -> int:
         start = time.perf_counter()
         chunks, first_audio = [], None
         try:
-            for chunk in tts.stream(text, voice, seed=cfg.seed, **synthesis_options(cfg)):
+            for chunk in tts.stream(text, voice, cfg.sampling):
                 first_audio = first_audio or time.perf_counter() - start
                 chunks.append(chunk)
         except TextError as err:

@@ -12,6 +12,10 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+# Read once: os.umask can only be read by setting it, which is not safe while other threads run.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
     """Call ``write(tmp)`` to fill a temporary file beside ``path``, then rename it over ``path``.
@@ -26,6 +30,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Pa
     tmp = Path(name)
     try:
         write(tmp)
+        # mkstemp creates the file 0600: give it the mode any new file gets (umask), as open() would
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

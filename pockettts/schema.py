@@ -7,12 +7,12 @@ no-op. Nodes with a ``_target_`` are checked by their constructor's signature at
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
-from pockettts.models.tts import SynthesisOptions
+from pockettts.models.sampling import SamplingOptions
 
 
 @dataclass
@@ -28,7 +28,6 @@ class RunConfig:
     """Keys shared by every entry point."""
 
     task_name: str = "run"
-    seed: int = 1234
     tags: list[str] = field(default_factory=list)
     paths: PathsConfig = field(default_factory=PathsConfig)
     data: Any = None
@@ -41,6 +40,7 @@ class RunConfig:
 @dataclass
 class TrainConfig(RunConfig):
     task_name: str = "train"
+    seed: int = 1234  # Lightning's seed_everything; data and model nodes take theirs from it
     ckpt_path: str | None = None  # resume: weights, optimisers, step, data position, RNG
     run_test: bool = False
 
@@ -53,25 +53,14 @@ class DistillConfig(TrainConfig):
 
 @dataclass
 class GenerationConfig(RunConfig):
-    """What ``eval.py`` and ``infer.py`` share: the model and ``TextToSpeech``'s generation knobs."""
+    """What ``eval.py`` and ``infer.py`` share: the model, the voice prompt's length, and how speech
+    is sampled (``sampling.temperature=0.5`` on the command line)."""
 
     checkpoint: str = "???"
     vae: str | None = None
     max_voice_seconds: float = 30.0
-    cfg_scale: float = 1.0
-    temperature: float = 0.3
-    noise_clamp: float | None = None
-    eos_threshold: float = -4.0
-    frames_after_eos: int | None = None
-    max_tokens: int = 50
+    sampling: SamplingOptions = field(default_factory=SamplingOptions)
     precision: str = "float32"
-
-
-def synthesis_options(cfg: Any) -> dict[str, Any]:
-    """``TextToSpeech`` options from an eval/infer config: every ``SynthesisOptions`` field the config
-    has, except ``seed`` (the run's seed; callers give each item its own sampling seed)."""
-    names = {f.name for f in fields(SynthesisOptions)} & {f.name for f in fields(GenerationConfig)}
-    return {name: getattr(cfg, name) for name in sorted(names - {"seed"})}
 
 
 @dataclass
@@ -79,7 +68,6 @@ class EvalConfig(GenerationConfig):
     """``eval.py``: the knobs of ``pockettts.eval.runner`` (documented in ``configs/eval.yaml``)."""
 
     task_name: str = "eval"
-    seed: int = 0
     testset: str = "demo"
     testset_options: dict[str, Any] = field(default_factory=dict)
     max_items: int | None = None

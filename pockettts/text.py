@@ -4,13 +4,17 @@ applies it (SentencePiece training on manifests; loading of a SentencePiece ``.m
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
+import shutil
 import tempfile
 import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
+
+from pockettts.io import atomic_write
 
 _WHITESPACE = re.compile(r"\s+")
 
@@ -27,18 +31,18 @@ def is_speakable(text: str) -> bool:
     return any(ch.isalnum() for ch in text)
 
 
-_PLAIN_PUNCTUATION = str.maketrans(
-    {
-        "\u2018": "'",
-        "\u2019": "'",
-        "\u201c": '"',
-        "\u201d": '"',
-        "\u2013": "-",
-        "\u2014": "-",
-        "\u00a0": " ",
-        "\u2026": "...",
-    }
-)
+# Typographic characters -> their plain forms (a Pocket TTS config's ``replace_characters``).
+PLAIN_PUNCTUATION = {
+    "\u2018": "'",
+    "\u2019": "'",
+    "\u201c": '"',
+    "\u201d": '"',
+    "\u2013": "-",
+    "\u2014": "-",
+    "\u00a0": " ",
+    "\u2026": "...",
+}
+_PLAIN_PUNCTUATION = str.maketrans(PLAIN_PUNCTUATION)
 
 
 # -- SentencePiece tokenizer -------------------------------------------------------------------
@@ -89,8 +93,8 @@ def train_tokenizer(
     """Train a SentencePiece model on the normalised transcripts of ``manifests``.
 
     Writes ``<out_prefix>.model`` and ``<out_prefix>.vocab``; both appear only once complete (trained
-    under a temporary prefix, then renamed, ``.model`` last). Pocket TTS uses BPE, 4000 pieces and
-    character coverage 1.0 (0.9995 for CJK scripts).
+    in a scratch directory, then each written atomically, ``.model`` last). Pocket TTS uses BPE,
+    4000 pieces and character coverage 1.0 (0.9995 for CJK scripts).
 
     Args:
         hard_vocab_limit: when True (the default) a corpus too small for ``vocab_size`` raises
@@ -110,10 +114,10 @@ def train_tokenizer(
     if not texts:
         raise TextError(f"no usable transcripts in {[str(m) for m in manifests]}")
     out_prefix = Path(out_prefix)
-    out_prefix.parent.mkdir(parents=True, exist_ok=True)
     spm.set_random_generator_seed(seed)
-    with tempfile.TemporaryDirectory(dir=out_prefix.parent, prefix=f".{out_prefix.name}.") as tmp:
-        tmp_prefix = Path(tmp) / out_prefix.name
+    # The trainer writes both files under a prefix of its own: train in scratch, then publish.
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp_prefix = Path(scratch) / out_prefix.name
         try:
             spm.SentencePieceTrainer.train(
                 sentence_iterator=iter(texts),
@@ -133,7 +137,7 @@ def train_tokenizer(
                 raise VocabularyTooLargeError(vocab_size, int(match.group(2)), len(texts)) from err
             raise
         for suffix in (".vocab", ".model"):
-            os.replace(f"{tmp_prefix}{suffix}", f"{out_prefix}{suffix}")
+            atomic_write(f"{out_prefix}{suffix}", functools.partial(shutil.copyfile, f"{tmp_prefix}{suffix}"))
     return Path(f"{out_prefix}.model")
 
 

@@ -142,14 +142,14 @@ stage_vae() {
   want vae && todo "$VAE" || return 0
   if [ "$VAE" = "$RELEASED_VAE" ]; then
     echo "== stage 1: Kyutai's released codec, converted (no training) =="
-    run $PY -m pockettts.compat.mimi --weights "$POCKET_WEIGHTS" --config "$POCKET_CONFIG" --out "$VAE"
+    run $PY -m pockettts.tools import-kyutai --codec --weights "$POCKET_WEIGHTS" --config "$POCKET_CONFIG" --out "$VAE"
   elif [ "$VAE" = "$TRAINED_VAE" ]; then
     echo "== stage 1: the VAE ($VAE_EXP) =="
     overrides "${VAE_OVERRIDES:-}"
     launch $PY train.py experiment="$VAE_EXP" data.data_dir="$DATA" data.train_manifest=clean/train.jsonl \
       data.valid_manifest=clean/valid.jsonl "${VAE_ARGS[@]}" trainer="$TRAINER" \
       ${OVERRIDES[@]+"${OVERRIDES[@]}"} hydra.run.dir="$RUNS/vae" $(resume "$RUNS/vae")
-    run $PY -m pockettts.eval.codec --vae "$VAE" --manifest "$DATA/clean/valid.jsonl" --limit 200 \
+    run $PY -m pockettts.tools codec --vae "$VAE" --manifest "$DATA/clean/valid.jsonl" --limit 200 \
       --out "$RUNS/vae/codec_report.json"
   fi
 }
@@ -183,11 +183,11 @@ stage_student() {
 
 stage_eval_librispeech() {
   want eval || return 0
-  echo "== evaluation: LibriSpeech-PC test-clean, cross-sentence (1127 items; pocket_tts.md §12.4) =="
+  echo "== evaluation: LibriSpeech-PC test-clean, cross-sentence (1127 items) =="
   # Teachers are sampled with CFG 2, students (guidance distilled in) with CFG 1. Resumable.
   for model in teacher:2.0 student:1.0; do
     run $PY eval.py checkpoint="$RUNS/${model%%:*}/export/${model%%:*}.safetensors" \
-      testset=librispeech_pc testset_options.librispeech_root="$LIBRISPEECH" cfg_scale="${model#*:}" \
-      temperature=0.3 whisper="$EVAL_WHISPER" results_root="$RUNS/eval"
+      testset=librispeech_pc testset_options.librispeech_root="$LIBRISPEECH" sampling.cfg_scale="${model#*:}" \
+      sampling.temperature=0.3 whisper="$EVAL_WHISPER" results_root="$RUNS/eval"
   done
 }

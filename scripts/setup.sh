@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up of a fresh Linux machine: Debian packages (TTS voices for the demo corpus,
-# ffmpeg), a virtual environment in .venv, and this package with its dev extras.
+# ffmpeg), a virtual environment in .venv, and this package with its eval (scoring models) and dev
+# (tests) extras; `pip install -e .` alone is enough to train and to speak.
 # Re-running it only redoes what changed (pyproject.toml edits trigger a reinstall).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,8 +24,8 @@ VENV=${VENV:-.venv}
 stamp="$VENV/.pockettts-installed"
 want=$(sha1sum pyproject.toml | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo "[setup] pip install -e .[dev] (first time: a few minutes)"
-  "$VENV/bin/pip" install -q --disable-pip-version-check -e '.[dev]'
+  echo "[setup] pip install -e .[eval,dev] (first time: a few minutes)"
+  "$VENV/bin/pip" install -q --disable-pip-version-check -e '.[eval,dev]'
   echo "$want" > "$stamp"
 fi
 echo "[setup] ready: $VENV ($("$VENV/bin/python" -c 'import torch, torchaudio; print("torch", torch.__version__, "torchaudio", torchaudio.__version__)'))"

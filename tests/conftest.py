@@ -115,7 +115,7 @@ def crash_after(step: int):
 @pytest.fixture(scope="session")
 def tiny_en(tmp_path_factory):
     """The packaged Whisper tiny.en converted once per session: ``(checkpoint path, package model dir)``."""
-    from pockettts.eval.whisper_convert import (
+    from pockettts.whisper import (
         WhisperConvertError,
         convert_packaged_whisper,
         find_packaged_whisper,

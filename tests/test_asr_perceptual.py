@@ -1,6 +1,7 @@
-"""The Whisper-encoder perceptual loss (pockettts.losses.asr_perceptual): the same log-mel and encoder
-states as openai-whisper's own code, zero only for identical audio, gradients to the prediction
-alone, the recogniser's weights outside the module's state, and a VAE trained with it."""
+"""The Whisper-encoder perceptual loss (pockettts.losses.asr_perceptual) and the features it is built
+on (pockettts.whisper): the same log-mel and encoder states as openai-whisper's own code, zero only
+for identical audio, gradients to the prediction alone, the recogniser's weights outside the
+module's state, and a VAE trained with it."""
 
 from __future__ import annotations
 
@@ -10,13 +11,9 @@ import pytest
 import torch
 import whisper
 
-from pockettts.losses.asr_perceptual import (
-    WhisperFeatureLoss,
-    load_whisper_model,
-    whisper_encoder_states,
-    whisper_log_mel,
-)
+from pockettts.losses.asr_perceptual import WhisperFeatureLoss
 from pockettts.models.vae import AudioVAE
+from pockettts.whisper import load_whisper_model, whisper_encoder_states, whisper_log_mel
 from tests.conftest import TINY_VAE
 
 
@@ -37,8 +34,7 @@ def loss(tiny_en):
 
 def test_log_mel_is_whispers_own_per_item(tiny_en):
     audio = torch.randn(2, 16_000) * torch.tensor([[0.1], [0.001]])  # loud and quiet: per-item floors
-    filters = whisper.audio.mel_filters("cpu", 80)
-    batch = whisper_log_mel(audio, filters)
+    batch = whisper_log_mel(audio, n_mels=80)
     for item in range(2):
         expected = whisper.log_mel_spectrogram(audio[item])
         torch.testing.assert_close(batch[item], expected, rtol=1e-5, atol=1e-5)

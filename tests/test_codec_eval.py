@@ -6,7 +6,8 @@ import json
 
 import torch
 
-from pockettts.eval.codec import codec_report, main, si_sdr
+from pockettts.eval.codec import codec_report, si_sdr
+from pockettts.tools.__main__ import main
 
 
 def test_si_sdr_orders_distortions():
@@ -25,26 +26,13 @@ def test_report_over_a_manifest_and_cli(tiny_vae, tiny_corpus, tmp_path):
     )
     path = tiny_vae.save(tmp_path / "vae.safetensors")
     out = tmp_path / "report.json"
-    assert (
-        main(
-            [
-                "--vae",
-                str(path),
-                "--manifest",
-                str(tiny_corpus / "valid.jsonl"),
-                "--limit",
-                "1",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    manifest = str(tiny_corpus / "valid.jsonl")
+    assert main(["codec", "--vae", str(path), "--manifest", manifest, "--limit", "1", "--out", str(out)]) == 0
     assert json.loads(out.read_text())["items"] == 1
 
 
 def test_whisper_scores_originals_above_a_random_codec(tiny_vae, tiny_corpus, tiny_en):
-    from pockettts.eval.asr import WhisperASR
+    from pockettts.whisper import WhisperASR
 
     report = codec_report(tiny_vae, tiny_corpus / "valid.jsonl", limit=2, asr=WhisperASR(tiny_en[0]))
     rows = report["transcripts"]

@@ -16,6 +16,7 @@ from omegaconf import OmegaConf, open_dict
 from pockettts.data.datamodule import CropDataModule, UtteranceDataModule
 from pockettts.models.vae import load_vae
 from pockettts.schema import register_schemas
+from pockettts.training.checkpoint_io import AtomicCheckpointIO
 from pockettts.training.run import build_trainer, instantiate_dict, save_resolved_config
 from tests.conftest import CONFIG_DIR
 
@@ -108,6 +109,36 @@ def test_callbacks_write_checkpoints_into_the_run_dir(tmp_path):
     assert Path(checkpoint.dirpath) == tmp_path / "run" / "checkpoints"
 
 
+def test_a_callback_set_to_null_is_switched_off(tmp_path):
+    def callback_types(overrides):
+        trainer = build_trainer(_compose("train", tmp_path, ["callbacks=vae", *overrides]))
+        return {type(c).__name__ for c in trainer.callbacks}
+
+    assert {"AudioSamplesCallback", "LearningRateMonitor"} <= callback_types([])
+    left = callback_types(["callbacks.audio_samples=null", "callbacks.lr_monitor=null"])
+    assert "ModelCheckpoint" in left and not {"AudioSamplesCallback", "LearningRateMonitor"} & left
+
+
+def test_checkpoints_are_written_atomically_locally_and_through_fsspec_remotely(tmp_path, monkeypatch):
+    checkpoint_io = build_trainer(_compose("train", tmp_path)).strategy.checkpoint_io
+    assert isinstance(checkpoint_io, AtomicCheckpointIO)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    checkpoint_io.save_checkpoint({"step": 1}, last)
+
+    def crash(obj, f, *args, **kwargs):  # a kill in the middle of writing the next checkpoint
+        Path(f).write_bytes(b"torn")
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        patch.setattr(torch, "save", crash)
+        checkpoint_io.save_checkpoint({"step": 2}, last)
+    assert checkpoint_io.load_checkpoint(last)["step"] == 1
+    assert [p.name for p in last.parent.iterdir()] == ["last.ckpt"]
+    # Any fsspec URL (s3://, gs://, ...) goes through Lightning's transaction, not the local rename.
+    checkpoint_io.save_checkpoint({"step": 3}, "memory://bucket/run/last.ckpt")
+    assert checkpoint_io.load_checkpoint("memory://bucket/run/last.ckpt")["step"] == 3
+
+
 def test_misspelt_keys_fail_loudly(tmp_path):
     with pytest.raises(ConfigCompositionException, match="sede"):
         _compose("train", tmp_path, ["sede=3"])
@@ -145,7 +176,7 @@ def test_train_without_a_model_exits_with_a_clear_message(tmp_path):
         ("vae_tiny", [], 0.84),
         ("vae_speech", ["model.ssl_teacher=null", "model.loss_weights.distillation=0"], 20.06),
         ("teacher_tiny", [], 1.24),
-        ("teacher_300m", [], 316.0),  # the released teacher's FlowLM size (reference/pocket_tts.md §11)
+        ("teacher_300m", [], 316.0),  # the released teacher's FlowLM size
     ],
 )
 def test_experiment_presets_build_their_models(experiment, extra, millions, tmp_path):
@@ -221,21 +252,24 @@ def test_student_presets_compose_with_full_prefix_prompts(experiment, layers, tm
     assert cfg.data.cut.max_voice_prompt_sec == 0.0
 
 
-def test_generation_config_mirrors_synthesis_options():
-    """eval.py/infer.py pass every shared knob on with its default unchanged; only the per-item
-    sampling seed and the frame budget (derived per text chunk) stay out of the config."""
-    from dataclasses import fields
+@pytest.mark.parametrize("name", ["eval", "infer"])
+def test_sampling_options_reach_eval_and_infer_whole_with_one_default_each(name, tmp_path):
+    """The configs set no sampling knob (``SamplingOptions`` holds the defaults); the command line
+    sets any of them under ``sampling.``, and the node converts to the dataclass."""
+    from pockettts.models.sampling import SamplingOptions
 
-    from omegaconf import OmegaConf
+    assert OmegaConf.to_object(_compose(name, tmp_path).sampling) == SamplingOptions()
+    cfg = _compose(name, tmp_path, ["sampling.temperature=0.5", "sampling.cfg_scale=2"])
+    assert OmegaConf.to_object(cfg.sampling) == SamplingOptions(cfg_scale=2.0, temperature=0.5)
 
-    from pockettts.models.tts import SynthesisOptions
-    from pockettts.schema import GenerationConfig, synthesis_options
 
-    config = OmegaConf.structured(GenerationConfig)
-    options = synthesis_options(config)
-    assert set(options) == {f.name for f in fields(SynthesisOptions)} - {"seed", "max_frames"}
-    defaults = SynthesisOptions()
-    assert options == {name: getattr(defaults, name) for name in options}
+def test_speech_samples_are_drawn_with_sampling_options(tmp_path):
+    from pockettts.models.sampling import SamplingOptions
+
+    teacher = instantiate(_compose("train", tmp_path, ["callbacks=teacher"]).callbacks.speech_samples)
+    assert teacher.sampling == SamplingOptions(cfg_scale=2.0)
+    student = _compose("distill", tmp_path, ["experiment=student_tiny", "teacher=t.safetensors"])
+    assert instantiate(student.callbacks.speech_samples).sampling == SamplingOptions()
 
 
 def test_export_checkpoint_exports_a_codec_run_and_refuses_other_modules(tmp_path):

@@ -8,8 +8,11 @@ import functools
 import pytest
 import torch
 
-from pockettts.models.flow_lm import FlowLM, load_flow_lm
+from pockettts.data.examples import TeacherBatch
+from pockettts.models.bundle import read_export, write_export
+from pockettts.models.flow_lm import FlowLM
 from pockettts.training.distill_module import DistillationModule, ends_layers, student_from_teacher
+from pockettts.training.teacher_module import teacher_forced
 from tests.conftest import cpu_trainer
 from tests.test_teacher_training import MODEL, logged_columns, run_stage, teacher_data  # noqa: F401 (fixture)
 
@@ -40,7 +43,7 @@ def test_student_copies_the_chosen_layers_and_everything_else():
 def exported_teacher(tmp_path):
     torch.manual_seed(1)
     teacher = FlowLM(**{**MODEL, "num_layers": 4})
-    return str(teacher.save(tmp_path / "teacher" / "teacher.safetensors"))
+    return str(write_export(teacher, tmp_path / "teacher" / "teacher.safetensors"))
 
 
 def _module(teacher: str, **overrides) -> DistillationModule:
@@ -65,13 +68,13 @@ def test_guided_target_and_frozen_heads(exported_teacher, teacher_data):  # noqa
     data.prepare_data()
     data.setup("fit")
     batch = next(iter(data.train_dataloader()))
+    assert isinstance(batch, TeacherBatch) and batch.voice.shape[0] == batch.text.shape[0] == batch.size
     target, valid = module.guided_target(batch)
-    teacher = load_flow_lm(exported_teacher)
-    inputs = module._inputs(batch)
-    everything = torch.ones(batch["target"].shape[0], dtype=torch.bool)
+    teacher = read_export(exported_teacher).flow_lm
+    everything = torch.ones(batch.size, dtype=torch.bool)
     with torch.no_grad():
-        z_cond = teacher(*inputs)["z"]
-        z_null = teacher(*inputs, drop_voice=everything, drop_text=everything)["z"]
+        z_cond = teacher_forced(teacher, batch)["z"]
+        z_null = teacher_forced(teacher, batch, drop_voice=everything, drop_text=everything)["z"]
     torch.testing.assert_close(target[valid], (z_null + 2.0 * (z_cond - z_null))[valid])
 
 
@@ -81,25 +84,25 @@ def test_context_noise_is_shared_by_both_models_and_off_in_validation(exported_t
     data.setup("fit")
     batch = next(iter(data.train_dataloader()))
     module = _module(exported_teacher, context_noise=0.5).train()
-    mask = torch.arange(batch["target"].shape[1])[None] < batch["target_lengths"][:, None]
-    frames = batch["target"][mask]
+    mask = torch.arange(batch.target.shape[1])[None] < batch.target_lengths[:, None]
+    frames = batch.target[mask]
     module.teacher.emb_mean.copy_(frames.mean(0))  # the data's statistics, as `latent_stats: cache` gives
     module.teacher.emb_std.copy_(frames.std(0))
     torch.manual_seed(0)
     noisy = module.noisy_context(batch)
-    change = (noisy["target"] - batch["target"])[mask]
-    assert change.abs().mean() > 0.05 * batch["target"][mask].abs().mean()
+    change = (noisy.target - batch.target)[mask]
+    assert change.abs().mean() > 0.05 * batch.target[mask].abs().mean()
     # Normalised (unit variance) latents: sqrt(1-k)·x + sqrt(k)·ε with k <= 0.5 keeps a correlation of
     # E[sqrt(1-k)] >= sqrt(0.5) with the clean latents.
-    clean = module.teacher.normalize(batch["target"])[mask]
-    noised = module.teacher.normalize(noisy["target"])[mask]
+    clean = module.teacher.normalize(batch.target)[mask]
+    noised = module.teacher.normalize(noisy.target)[mask]
     assert torch.corrcoef(torch.stack([clean.flatten(), noised.flatten()]))[0, 1] > 0.6
     # The loss is the guided target on the noisy context: student and teacher read the same latents.
     torch.manual_seed(0)
     with torch.no_grad():
         loss = module.loss(batch)
         target, valid = module.guided_target(noisy)
-        z = module.model(*module._inputs(noisy))["z"]
+        z = teacher_forced(module.model, noisy)["z"]
     torch.testing.assert_close(loss, (z[valid] - target[valid]).pow(2).mean())
     assert module.eval().noisy_context(batch) is batch
     assert _module(exported_teacher).train().noisy_context(batch) is batch
@@ -121,7 +124,7 @@ def test_distillation_lowers_the_loss_and_leaves_the_heads_alone(exported_teache
     assert after < 0.5 * before, (before, after)
     for name, tensor in module.model.head.state_dict().items():
         assert torch.equal(tensor, head_before[name]), name
-    student = load_flow_lm(tmp_path / "export" / "student.safetensors")
+    student = read_export(tmp_path / "export" / "student.safetensors").flow_lm
     assert len(student.transformer.layers) == 2
 
 
@@ -130,7 +133,7 @@ def test_distill_py_student_tiny_runs_end_to_end(exported_teacher, tiny_corpus, 
     run_dir = run_stage(
         "distill.py", "student_tiny", tiny_corpus, vae, tmp_path, f"teacher={exported_teacher}"
     )
-    assert len(load_flow_lm(run_dir / "export" / "student.safetensors").transformer.layers) == 2
+    assert len(read_export(run_dir / "export" / "student.safetensors").flow_lm.transformer.layers) == 2
     assert (run_dir / "export" / "tokenizer.model").is_file()
     assert {"val/loss", "val/text_progress"} <= logged_columns(run_dir)
     assert (run_dir / "samples" / "step_0000002" / "example0_generated.wav").is_file()

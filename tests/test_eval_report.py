@@ -17,11 +17,11 @@ from pockettts.eval.report import (
     _series_knobs,
     build_report,
     default_baseline,
-    main,
     markdown_table,
     parse_baseline,
     varying_knobs,
 )
+from pockettts.tools.__main__ import main
 from tests.test_eval_runner import _louder, meta  # noqa: F401 (fixture)
 from tests.test_tts import tts  # noqa: F401 (fixture)
 
@@ -113,13 +113,13 @@ def test_report_writes_table_csv_and_one_plot_per_varying_knob(tmp_path):
 
 
 def test_cli_errors_name_the_problem(tmp_path, capsys):
-    assert main([str(tmp_path), "--out", str(tmp_path / "out")]) == 1
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "out")]) == 1
     assert "no results.json" in capsys.readouterr().err
     _result(tmp_path, "a", 0.3)
     _result(tmp_path, "b", 0.2, cfg_scale=2.0)
-    assert main([str(tmp_path), "--out", str(tmp_path / "out"), "--baseline", "cfg=1"]) == 1
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "out"), "--baseline", "cfg=1"]) == 1
     assert "baseline knob 'cfg' is not a knob" in capsys.readouterr().err
-    assert main([str(tmp_path), "--out", str(tmp_path / "out"), "--baseline", "cfg_scale=3"]) == 1
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "out"), "--baseline", "cfg_scale=3"]) == 1
     assert "no result has the baseline setting" in capsys.readouterr().err
 
 
@@ -136,7 +136,7 @@ def test_two_point_cfg_sweep_through_eval_py_gives_its_table_and_plot(tts, tiny_
     assert result.returncode == 0, result.stderr[-3000:]
     sweep = tmp_path / "logs" / "eval" / "sweeps" / "cfg_temperature"
     assert len(list(sweep.rglob("results.json"))) == 2  # the command line replaced the 4 x 4 grid
-    assert main([str(sweep), "--out", str(tmp_path / "report")]) == 0
+    assert main(["report", str(sweep), "--out", str(tmp_path / "report")]) == 0
     table = (tmp_path / "report" / "results.md").read_text().splitlines()
     rows = [line for line in table if line.startswith("| 1 |") or line.startswith("| 2 |")]
     assert len(rows) == 2 and rows[0].endswith("★ |") and not rows[1].endswith("★ |")

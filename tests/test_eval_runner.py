@@ -20,11 +20,14 @@ from pockettts.eval.runner import (
     dirname_for_testset,
     eval_knobs,
     evaluate,
+    open_checkpoint,
     results_name,
     spread,
 )
 from pockettts.eval.wer import character_error_rate, word_error_rate
+from pockettts.models.bundle import write_export
 from pockettts.models.flow_lm import FlowLM
+from pockettts.models.sampling import SamplingOptions
 from pockettts.models.vae import load_vae
 from pockettts.schema import EvalConfig
 from tests.test_tts import tts  # noqa: F401 (fixture: a random-weight TextToSpeech export in tmp_path)
@@ -34,46 +37,53 @@ SMALL = dict(head={"kind": "lsd", "dim": 8, "depth": 1}, d_model=16, num_heads=2
              dim_feedforward=32, vocab_size=16, latent_dim=4)  # fmt: skip
 
 
-def _export(path: Path, metadata=None, **config) -> Path:
+def _export(path: Path, step: int | None = None, ema: bool | None = None, **config) -> Path:
     torch.manual_seed(0)
-    return FlowLM(**{**SMALL, **config}).save(path, metadata)
+    return write_export(FlowLM(**{**SMALL, **config}), path, step=step, ema=ema)
+
+
+def _info(path: Path, **options) -> dict:
+    return checkpoint_info(open_checkpoint(_export(path, **options)))
 
 
 def test_checkpoint_info_reads_name_step_ema_and_noise_level(tmp_path):
-    plain = checkpoint_info(_export(tmp_path / "student.safetensors"))
+    plain = _info(tmp_path / "student.safetensors")
     assert (plain["name"], plain["step"], plain["ema"], plain["context_noise"]) == (
         "student",
         None,
         None,
         0.0,
     )
-    noisy = checkpoint_info(_export(
-        tmp_path / "noise_max_0.5" / "export" / "teacher.safetensors", {"step": "1200", "ema": "true"},
+    noisy = _info(
+        tmp_path / "noise_max_0.5" / "export" / "teacher.safetensors", step=1200, ema=True,
         context_noise={"max_level": 0.5},
-    ))  # fmt: skip
+    )  # fmt: skip
     assert noisy["name"] == "noise_max_0.5-teacher-step1200-ema"
     assert noisy["context_noise"] == 0.5 and noisy["num_layers"] == 1 and len(noisy["sha256"]) == 64
     with pytest.raises(EvalError, match="does not exist"):
-        checkpoint_info(tmp_path / "absent.safetensors")
+        open_checkpoint(tmp_path / "absent.safetensors")
     (tmp_path / "junk.safetensors").write_bytes(b"not a model")
     with pytest.raises(EvalError, match="junk.safetensors"):
-        checkpoint_info(tmp_path / "junk.safetensors")
+        open_checkpoint(tmp_path / "junk.safetensors")
 
 
 def test_results_name_encodes_every_knob(tmp_path):
-    checkpoint = checkpoint_info(_export(tmp_path / "run" / "export" / "student.safetensors"))
+    checkpoint = _info(tmp_path / "run" / "export" / "student.safetensors")
     sha = checkpoint["sha256"][:8]
-    cfg = EvalConfig(checkpoint="unused", cfg_scale=1.5, temperature=0.3, eos_threshold=-4.0, seed=0)
+    sampling = SamplingOptions(cfg_scale=1.5, temperature=0.3, eos_threshold=-4.0)
+    cfg = EvalConfig(checkpoint="unused", sampling=sampling)
     name = results_name(eval_knobs(cfg, checkpoint, "demo"))
     tail = "seed0-asr_tiny.en-norm_whisper+plain-sim_resemblyzer-q_dnsmos"
     assert name == f"run-student-{sha}-cfg1.5-t0.3-eos-4-{tail}"
     changed = EvalConfig(
-        checkpoint="unused", cfg_scale=2.0, temperature=0.7, eos_threshold=-1.0, noise_clamp=3.0,
-        frames_after_eos=2, max_tokens=30, max_items=8, seed=2, whisper="/w/large-v3.pt", beam_size=5,
+        checkpoint="unused", max_items=8, whisper="/w/large-v3.pt", beam_size=5,
         loop_guard=True, normalizers=["plain"], speaker_embedder=None, quality_scorer=None, precision="int8",
+        sampling=SamplingOptions(cfg_scale=2.0, temperature=0.7, eos_threshold=-1.0, noise_clamp=3.0,
+                                 frames_after_eos=2, max_tokens=30, max_frames=40, head_steps=2, seed=2),
     )  # fmt: skip
     assert results_name(eval_knobs(changed, checkpoint, "demo")) == (
-        f"run-student-{sha}-cfg2-t0.7-eos-1-clamp3-after2-tok30-n8-int8-seed2-asr_large-v3_beam5_guard-norm_plain"
+        f"run-student-{sha}-cfg2-t0.7-eos-1-clamp3-after2-tok30-frames40-steps2-n8-int8-seed2-"
+        "asr_large-v3_beam5_guard-norm_plain"
     )
     assert spread(84, 4) == [0, 21, 42, 63] and spread(3, None) == spread(3, 5) == [0, 1, 2]
     assert dirname_for_testset("demo", {"data_dir": "/x", "prompt_seconds": 3.0}) == "demo-prompt3s"
@@ -195,3 +205,5 @@ def test_eval_py_bad_input_exits_non_zero_with_the_reason(tmp_path):
     checkpoint = _export(tmp_path / "m.safetensors")
     result = _eval_py(f"checkpoint={checkpoint}", "testset=librispeech_pc", cwd=tmp_path)
     assert result.returncode == 1 and "needs librispeech_root" in result.stderr + result.stdout
+    result = _eval_py(f"checkpoint={checkpoint}", "sampling.temprature=0.5", cwd=tmp_path)
+    assert result.returncode != 0 and "sampling.temprature" in result.stderr + result.stdout

@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pockettts.models.flow_lm import ContextNoise, FlowLM, load_flow_lm
+from pockettts.models.bundle import read_export, write_export
+from pockettts.models.flow_lm import MIN_FRAMES_BEFORE_EOS, ContextNoise, FlowLM
+from pockettts.models.sampling import SamplingOptions
 
 TINY = dict(
     head={"kind": "lsd", "dim": 32, "depth": 2},
@@ -151,15 +153,18 @@ def test_generation_stops_after_eos_and_export_reloads(tmp_path):
     voice, tokens, _ = _row()
     with torch.no_grad():
         model.out_eos.bias.fill_(100.0)  # EOS everywhere: stop as early as allowed
-    latents = model.generate(voice, tokens, max_frames=50, frames_after_eos=3, min_frames_before_eos=6)
-    assert latents.shape == (6 + 3, 8)
+    latents = model.generate(voice, tokens, SamplingOptions(max_frames=50, frames_after_eos=4))
+    assert latents.shape == (MIN_FRAMES_BEFORE_EOS + 4, 8)
     with torch.no_grad():
         model.out_eos.bias.fill_(-100.0)
-    assert model.generate(voice, tokens, max_frames=12).shape == (12, 8)
-    g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
-    guided = model.generate(voice, tokens, max_frames=5, cfg_scale=2.0, generator=g())
-    assert not torch.allclose(guided, model.generate(voice, tokens, max_frames=5, generator=g()))
-    path = model.save(tmp_path / "teacher.safetensors", {"tokenizer": "tokenizer.model"})
-    loaded = load_flow_lm(path)
-    torch.testing.assert_close(loaded.generate(voice, tokens, max_frames=5, generator=g()),
-                               model.generate(voice, tokens, max_frames=5, generator=g()))  # fmt: skip
+    assert model.generate(voice, tokens, SamplingOptions(max_frames=12)).shape == (12, 8)
+    with pytest.raises(ValueError, match="max_frames"):
+        model.generate(voice, tokens, SamplingOptions())
+    options = SamplingOptions(max_frames=5, seed=3)
+    guided = model.generate(voice, tokens, SamplingOptions(max_frames=5, seed=3, cfg_scale=2.0))
+    assert not torch.allclose(guided, model.generate(voice, tokens, options))
+    assert not torch.allclose(model.generate(voice, tokens, SamplingOptions(max_frames=5, seed=4)),
+                              model.generate(voice, tokens, options))  # fmt: skip
+    loaded = read_export(write_export(model, tmp_path / "teacher.safetensors")).flow_lm
+    again = loaded.generate(voice, tokens, options)
+    torch.testing.assert_close(again, model.generate(voice, tokens, options))

@@ -188,15 +188,14 @@ def test_whole_released_file_imports_and_exports(tokenizer_path, tmp_path):
     flow_lm, vae = load_pocket_tts(weights, config)
     _assert_same(reference, flow_lm)
     assert vae.latent_dim == 32
-    from pockettts.compat.pocket import main
-    from pockettts.models.flow_lm import load_flow_lm
+    from pockettts.models.bundle import read_export
+    from pockettts.tools.__main__ import main as tools_main
 
     config_file = tmp_path / "config.yaml"
     config_file.write_text(yaml.safe_dump(config))
-    assert (
-        main(["--weights", str(weights), "--config", str(config_file), "--out", str(tmp_path / "ours")]) == 0
-    )
-    _assert_same(reference, load_flow_lm(tmp_path / "ours" / "flow_lm.safetensors"))
+    argv = ["import-kyutai", "--weights", str(weights), "--config", str(config_file)]
+    assert tools_main([*argv, "--out", str(tmp_path / "ours")]) == 0
+    _assert_same(reference, read_export(tmp_path / "ours" / "flow_lm.safetensors").flow_lm)
     again = save_pocket_tts(flow_lm, vae, tmp_path / "again.safetensors")
     flow_lm2, _ = load_pocket_tts(again, config)
     for name, tensor in flow_lm.state_dict().items():

@@ -15,7 +15,7 @@ from safetensors import safe_open
 
 import pockettts.data.latents as latents_module
 from pockettts.audio import load_audio
-from pockettts.data.cli import main
+from pockettts.cli.data import main
 from pockettts.data.latents import (
     LatentCache,
     LatentCacheError,
@@ -119,11 +119,11 @@ def test_resume_after_a_lost_shard_and_after_a_crash(manifest, vae_path, tmp_pat
     with safe_open(str(first.cache_dir / "shard_00001.safetensors"), framework="pt") as handle:
         lost = set(handle.keys())
     (first.cache_dir / "shard_00001.safetensors").unlink()
-    (first.cache_dir / ".shard_00009.safetensors.tmp").write_bytes(b"torn")
+    (first.cache_dir / ".shard_00009.k2x7q.tmp.safetensors").write_bytes(b"torn")  # atomic_write's name
     second = build_latent_cache(manifest, vae_path, out, shard_size=2, progress=False)
     assert second.meta["last_run"]["encoded"] == len(lost) == 2
     assert second.meta["last_run"]["already_cached"] == total - 2
-    assert not list(second.cache_dir.glob(".*.tmp"))
+    assert not list(second.cache_dir.glob(".*.tmp*"))
     assert _contents(second).keys() == reference.keys()
     assert all(torch.equal(second.get(i), reference[i]) for i in reference)
     torch.testing.assert_close(second.stats(), reference_stats)

@@ -9,12 +9,12 @@ from safetensors.torch import save_file
 
 from pockettts.compat.mimi import (
     load_mimi_codec,
-    main,
     mimi_to_vae_state_dict,
     vae_config_from_mimi,
     vae_to_mimi_state_dict,
 )
 from pockettts.models.vae import AudioVAE, load_vae
+from pockettts.tools.__main__ import main as tools_main
 
 pocket_tts = pytest.importorskip("pocket_tts", reason="parity needs the pocket-tts test dependency")
 from pocket_tts.models.mimi import build_mimi  # noqa: E402
@@ -118,17 +118,30 @@ def test_mismatched_config_is_named(tmp_path):
         load_mimi_codec(path, small_config)
 
 
-def test_converter_cli_writes_an_exported_vae(tmp_path):
-    reference, _ = _reference_codec("english")
-    weights = tmp_path / "model.safetensors"
+def _import_codec(config_name: str, folder) -> tuple[torch.nn.Module, int]:
+    """The reference codec saved as a model file and imported alone: (reference, exit status)."""
+    reference, _ = _reference_codec(config_name)
+    weights = folder / "model.safetensors"
     save_file({f"mimi.{k}": v.contiguous() for k, v in reference.state_dict().items()}, str(weights))
-    out = tmp_path / "vae.safetensors"
-    assert (
-        main(["--weights", str(weights), "--config", str(CONFIGS_DIR / "english.yaml"), "--out", str(out)])
-        == 0
-    )
+    config = str(CONFIGS_DIR / f"{config_name}.yaml")
+    argv = ["import-kyutai", "--codec", "--weights", str(weights), "--config", config]
+    return reference, tools_main([*argv, "--out", str(folder / "vae.safetensors")])
+
+
+def test_converter_cli_writes_an_exported_vae(tmp_path):
+    reference, status = _import_codec("english", tmp_path)
+    assert status == 0
     audio = _audio(frames=4)
     with torch.no_grad():
         torch.testing.assert_close(
-            load_vae(out).encode(audio), reference.encode_to_latent(audio), atol=1e-4, rtol=1e-4
+            load_vae(tmp_path / "vae.safetensors").encode(audio),
+            reference.encode_to_latent(audio),
+            atol=1e-4,
+            rtol=1e-4,
         )
+
+
+def test_converter_cli_refuses_a_v1_codec_alone(tmp_path, capsys):
+    """The first release's codec has no latent projection: it encodes voice prompts, not latents."""
+    assert _import_codec("english_2026-01", tmp_path)[1] == 2
+    assert "v1 codec" in capsys.readouterr().err and not (tmp_path / "vae.safetensors").exists()

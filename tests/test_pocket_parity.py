@@ -15,6 +15,7 @@ from safetensors.torch import save_file
 
 from pockettts.audio import load_audio
 from pockettts.compat.pocket import load_pocket_tts
+from pockettts.models.sampling import SamplingOptions
 from pockettts.models.tts import TextToSpeech, prepare_text
 from pockettts.text import Tokenizer, train_tokenizer
 
@@ -140,7 +141,8 @@ def test_same_latents_and_audio_for_the_same_seed(models, which):
     reference_latents, reference_audio = _reference_latents(
         reference, reference.get_state_for_audio_prompt(prompt), text, seed=7, max_tokens=max_tokens
     )
-    generation = ours.generate(text, ours.voice(prompt, 24_000), seed=7, max_tokens=max_tokens)
+    options = SamplingOptions(seed=7, max_tokens=max_tokens)
+    generation = ours.generate(text, ours.voice(prompt, 24_000), options)
     assert generation.latents.shape == reference_latents.shape
     torch.testing.assert_close(generation.latents, reference_latents, atol=1e-4, rtol=1e-4)
     assert generation.audio.shape == reference_audio.shape

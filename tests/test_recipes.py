@@ -21,7 +21,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from pockettts.data.cli import build_parser
+from pockettts.cli.data import build_parser
 from pockettts.schema import register_schemas
 from tests.conftest import CONFIG_DIR
 

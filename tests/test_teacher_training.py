@@ -21,7 +21,9 @@ from pockettts.data.examples import CutConfig, cut_item
 from pockettts.data.manifest import ManifestItem, TimedSpan, read_manifest, write_manifest
 from pockettts.eval.runner import spread
 from pockettts.eval.validation_cuts import validation_examples
-from pockettts.models.flow_lm import FlowLM, load_flow_lm, read_flow_lm_metadata
+from pockettts.models.bundle import read_export, write_export
+from pockettts.models.flow_lm import FlowLM
+from pockettts.models.sampling import SamplingOptions
 from pockettts.training.teacher_module import TeacherTrainingModule, export_flow_lm, load_weights
 from tests.conftest import CONFIG_DIR, Crash, cpu_trainer
 from tests.conftest import crash_after as crash_after_step
@@ -107,15 +109,13 @@ def test_datamodule_makes_tokenizer_and_cache_and_batches(teacher_data):
     assert data.tokenizer_path.is_file() and data.tokenizer.vocab_size == VOCAB
     data.setup("fit")
     batch = next(iter(data.train_dataloader()))
-    assert batch["voice"].shape[-1] == batch["target"].shape[-1] == 8
-    assert (batch["target_lengths"] > 0).all() and (batch["text_lengths"] > 0).all()
-    assert (
-        int((batch["voice_lengths"] + batch["target_lengths"]).sum()) <= 300 + 75
-    )  # frame budget (+ prompts)
+    assert batch.voice.shape[-1] == batch.target.shape[-1] == 8
+    assert (batch.target_lengths > 0).all() and (batch.text_lengths > 0).all()
+    assert int((batch.voice_lengths + batch.target_lengths).sum()) <= 300 + 75  # frame budget (+ prompts)
     row = 0
     assert torch.equal(
-        batch["text"][row, batch["text_lengths"][row] :],
-        torch.full_like(batch["text"][row, batch["text_lengths"][row] :], VOCAB),
+        batch.text[row, batch.text_lengths[row] :],
+        torch.full_like(batch.text[row, batch.text_lengths[row] :], VOCAB),
     )
 
 
@@ -217,11 +217,12 @@ def test_alignment_scores_tell_a_march_through_the_text_from_none():
     assert progress[0] > 0.95 and progress[1] < -0.95 and progress[2] == 0
 
 
-def test_alignment_report_reads_the_exported_models_own_attention(teacher_data, tmp_path):
+def test_alignment_report_reads_the_exported_models_own_attention(teacher_data, tmp_path, capsys):
     """Per-head scores over the first items, heads ranked by progress; the text attention is the
     first layer's attention of the audio positions (after BOS, before EOS) onto the text tokens of
     the sequence [voice prefix, text, BOS + latents], rebuilt here by hand."""
-    from pockettts.eval.alignment import alignment_report, example_attention, main
+    from pockettts.eval.alignment import alignment_report, example_attention
+    from pockettts.tools.__main__ import main
 
     data = teacher_data()
     data.prepare_data()
@@ -256,14 +257,21 @@ def test_alignment_report_reads_the_exported_models_own_attention(teacher_data, 
     torch.testing.assert_close(attention[0], expected)
     args = ["--teacher", str(path), "--manifest", str(data.valid_manifest), "--cache", str(data.cache_dir)]
     out = tmp_path / "report" / "alignment.json"
-    assert main([*args, "--limit", "2", "--plot", str(tmp_path / "head.png"), "--out", str(out)]) == 0
+    plot = tmp_path / "head.png"
+    assert main(["alignment", *args, "--limit", "2", "--plot", str(plot), "--out", str(out)]) == 0
     assert (tmp_path / "head.png").stat().st_size > 0
     written = alignment_report(path, data.valid_manifest, data.cache_dir, limit=2)
     assert json.loads(out.read_text()) == json.loads(json.dumps(written))
+    capsys.readouterr()
+    assert main(["validation-cuts", *args, "--limit", "2"]) == 0  # the cuts the reports read
+    cuts = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [cut["id"] for cut in cuts] == [dataset[0]["id"], dataset[1]["id"]]
+    assert cuts[0]["target_frames"] == frames and cuts[0]["tokens"] == tokens
 
 
 def test_text_gain_report_of_an_export_is_repeatable_and_the_loss_gap(teacher_data, tmp_path):
-    from pockettts.eval.text_gain import main, text_gain
+    from pockettts.eval.text_gain import text_gain
+    from pockettts.tools.__main__ import main
 
     data = teacher_data()
     data.prepare_data()
@@ -297,7 +305,7 @@ def test_text_gain_report_of_an_export_is_repeatable_and_the_loss_gap(teacher_da
     assert spread_report["text_gain"] == pytest.approx(subset_report["text_gain"], rel=1e-6, abs=1e-9)
     assert spread_report["text_gain"] != first_report["text_gain"]
     args = ["--teacher", str(path), "--manifest", str(data.valid_manifest), "--cache", str(data.cache_dir)]
-    assert main([*args, "--limit", "1", "--draws", "1", "--spread"]) == 0
+    assert main(["text-gain", *args, "--limit", "1", "--draws", "1", "--spread"]) == 0
 
 
 def test_logged_curves_count_optimizer_steps_when_accumulating(teacher_data, tmp_path):
@@ -395,9 +403,9 @@ def test_export_and_init_from_with_a_new_tokenizer(teacher_data, tmp_path):
     cpu_trainer(tmp_path, max_steps=2).fit(module, datamodule=teacher_data())
     exported = tmp_path / "export" / "teacher.safetensors"
     assert (tmp_path / "export" / "tokenizer.model").is_file()
-    metadata = read_flow_lm_metadata(exported)
-    assert (metadata["step"], metadata["ema"]) == ("2", str(module.ema is not None).lower())
-    loaded = load_flow_lm(exported)
+    export = read_export(exported)
+    assert (export.step, export.ema) == (2, module.ema is not None)
+    loaded = export.flow_lm
     with module.exported_weights() as model:
         for name, tensor in model.state_dict().items():
             torch.testing.assert_close(loaded.state_dict()[name], tensor)
@@ -418,7 +426,7 @@ def test_init_from_a_shallower_teacher_grows_it_without_changing_what_it_compute
     source = FlowLM(**MODEL).eval()
     for parameter in source.parameters():  # non-trivial everywhere, not just the initialisation
         parameter.data.normal_(0.0, 0.2)
-    exported = source.save(tmp_path / "source.safetensors")
+    exported = write_export(source, tmp_path / "source.safetensors")
     grown = FlowLM(**{**MODEL, "num_layers": 5}).eval()
     load_weights(grown, exported, grow_layers=True)
     layers = grown.transformer.layers
@@ -493,35 +501,32 @@ def test_train_py_teacher_tiny_runs_end_to_end(tiny_corpus, tiny_vae, tmp_path):
     vae = tiny_vae.save(tmp_path / "vae.safetensors")
     extra = (f"model.model.vocab_size={VOCAB}", "model.model.latent_dim=8", "ablation=noise_calm")
     run_dir = run_stage("train.py", "teacher_tiny", tiny_corpus, vae, tmp_path, *extra)
-    model = load_flow_lm(run_dir / "export" / "teacher.safetensors")
+    model = read_export(run_dir / "export" / "teacher.safetensors").flow_lm
     assert model.context_noise is not None and model.context_noise.max_level == 1.0
     assert {"val/loss", "val/text_gain", "val/text_progress"} <= logged_columns(run_dir)
     assert (run_dir / "samples" / "step_0000002" / "example0_generated.wav").is_file()
     assert (run_dir / "samples" / "step_0000002" / "example0.txt").read_text().strip()
     # A mid-run checkpoint exports as the end of training does (here the last one: the same weights).
-    from pockettts.training.export_checkpoint import main as export_main
+    from pockettts.tools.__main__ import main as tools_main
 
-    assert export_main([str(run_dir / "checkpoints" / "step_0000002.ckpt")]) == 0
+    assert tools_main(["export-checkpoint", str(run_dir / "checkpoints" / "step_0000002.ckpt")]) == 0
     exported = run_dir / "export" / "step_0000002" / "teacher.safetensors"
-    again = load_flow_lm(exported)
+    again = read_export(exported)
     for (name, value), (_, expected) in zip(
-        again.state_dict().items(), model.state_dict().items(), strict=True
+        again.flow_lm.state_dict().items(), model.state_dict().items(), strict=True
     ):
         assert torch.equal(value, expected), name
-    metadata = read_flow_lm_metadata(exported)
+    assert again.step == 2 and again.ema is True and again.tokenizer == exported.parent / "tokenizer.model"
+    assert again.tokenizer.is_file()
     assert (
-        metadata["step"] == "2"
-        and metadata["ema"] == "true"
-        and (exported.parent / "tokenizer.model").is_file()
-    )
-    assert (
-        metadata["latent_hash"]
-        == read_flow_lm_metadata(run_dir / "export" / "teacher.safetensors")["latent_hash"]
+        again.metadata["latent_hash"]
+        == read_export(run_dir / "export" / "teacher.safetensors").metadata["latent_hash"]
     )
     with pytest.raises(FileNotFoundError, match="run config"):
-        export_main(
-            [str(run_dir / "checkpoints" / "step_0000002.ckpt"), "--config", str(tmp_path / "none.yaml")]
-        )
+        tools_main([
+            "export-checkpoint", str(run_dir / "checkpoints" / "step_0000002.ckpt"),
+            "--config", str(tmp_path / "none.yaml"),
+        ])  # fmt: skip
 
 
 def test_resynthesis_report_transcribes_generation_and_codec(teacher_data, tiny_en, tmp_path):
@@ -558,15 +563,16 @@ def test_teacher_forcing_on_a_generation_reproduces_it_and_reads_only_the_past(
     for cfg_scale in (1.0, 2.0):
         # Each generated frame came from the frames generated before it: fed back as the real past,
         # teacher forcing must predict the same frames (no noise: temperature 0).
-        generated = model.generate(voice, tokens, 5, cfg_scale=cfg_scale, temperature=0.0)
+        noiseless = SamplingOptions(cfg_scale=cfg_scale, temperature=0.0, max_frames=5)
+        generated = model.generate(voice, tokens, noiseless)
         assert generated.shape[0] == 5
-        forced = teacher_forced_latents(model, voice, tokens, generated, cfg_scale, temperature=0.0)
+        forced = teacher_forced_latents(model, voice, tokens, generated, noiseless)
         torch.testing.assert_close(forced, generated, atol=1e-5, rtol=1e-5)
     # Frame j reads the real frames < j only.
     changed = target.clone()
     changed[3] += 1.0
     draws = [
-        teacher_forced_latents(model, voice, tokens, t, 2.0, 0.3, torch.Generator().manual_seed(0))
+        teacher_forced_latents(model, voice, tokens, t, SamplingOptions(cfg_scale=2.0, seed=0))
         for t in (target, changed)
     ]
     assert torch.equal(draws[0][:4], draws[1][:4]) and not torch.allclose(draws[0][4:], draws[1][4:])

@@ -10,7 +10,7 @@ import pickle
 import pytest
 import torch
 
-from pockettts.data.cli import main
+from pockettts.cli.data import main
 from pockettts.data.manifest import read_manifest
 from pockettts.data.synthetic import read_sentences
 from pockettts.text import (
@@ -252,27 +252,27 @@ def released_model(tmp_path_factory):
 def test_released_model_imports_with_its_tokenizer_json(released_model, tokenizer_path, tmp_path, capsys):
     from pocket_tts.modules.text_conditioner import JsonTokenizer
 
-    from pockettts.compat.pocket import main
-    from pockettts.models.flow_lm import read_flow_lm_metadata
+    from pockettts.models.bundle import read_export
     from pockettts.models.tts import TextToSpeech
+    from pockettts.tools.__main__ import main as tools_main
 
     json_path = released_model / "tokenizer.json"
     argv = [
+        "import-kyutai",
         "--weights",
         str(released_model / "model.safetensors"),
         "--config",
         str(released_model / "config.yaml"),
     ]
     out = tmp_path / "ours"
-    assert main([*argv, "--out", str(out), "--tokenizer", str(json_path)]) == 0
+    assert tools_main([*argv, "--out", str(out), "--tokenizer", str(json_path)]) == 0
     assert (out / "tokenizer.json").read_bytes() == json_path.read_bytes()
-    assert read_flow_lm_metadata(out / "flow_lm.safetensors")["tokenizer"] == "tokenizer.json"
+    assert read_export(out / "flow_lm.safetensors").metadata["tokenizer"] == "tokenizer.json"
     tts = TextToSpeech.load(out / "flow_lm.safetensors")
     reference = JsonTokenizer(tts.tokenizer.vocab_size, str(json_path))
     assert tts.tokenizer.encode(PARITY_TEXTS[1]) == reference.encode(normalize_text(PARITY_TEXTS[1]))
     # A tokenizer of another size (the demo .model) or an unreadable one is refused, naming the file.
     for wrong in (tokenizer_path, tmp_path / "missing.json"):
-        with pytest.raises(SystemExit) as info:
-            main([*argv, "--out", str(tmp_path / "refused"), "--tokenizer", str(wrong)])
-        assert info.value.code == 2 and str(wrong) in capsys.readouterr().err
+        assert tools_main([*argv, "--out", str(tmp_path / "refused"), "--tokenizer", str(wrong)]) == 2
+        assert str(wrong) in capsys.readouterr().err
     assert not (tmp_path / "refused").exists()

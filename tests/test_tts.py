@@ -4,15 +4,18 @@ equals decoding all generated latents at once, and clear errors on bad input."""
 from __future__ import annotations
 
 import copy
+import json
 import shutil
 
 import pytest
 import torch
 
 from pockettts.audio import AudioError
-from pockettts.models.flow_lm import FlowLM, codec_for, recorded_vae
+from pockettts.models.bundle import read_export, write_export
+from pockettts.models.flow_lm import FlowLM
+from pockettts.models.sampling import SamplingOptions
 from pockettts.models.tts import TextToSpeech, VoiceState, prepare_text, split_text
-from pockettts.models.vae import AudioVAE, vae_latent_hash
+from pockettts.models.vae import AudioVAE
 from pockettts.text import TextError, train_tokenizer
 from tests.conftest import TINY_VAE
 
@@ -33,7 +36,7 @@ def tts(tiny_corpus, tiny_vae, tmp_path):
     export = tmp_path / "export"
     vae = tiny_vae.save(export / "vae.safetensors")
     shutil.copyfile(model_path, export / "tokenizer.model")
-    flow_lm.save(export / "flow_lm.safetensors", {"tokenizer": "tokenizer.model", "vae": str(vae)})
+    write_export(flow_lm, export / "flow_lm.safetensors", export / "tokenizer.model", vae)
     return TextToSpeech.load(export / "flow_lm.safetensors")
 
 
@@ -57,9 +60,9 @@ def test_text_is_split_at_sentences_under_the_token_budget(tts):
 
 def test_streaming_synthesis_equals_decoding_all_latents(tts):
     voice = tts.voice(_voice_audio(), 44_100)  # stereo, 44.1 kHz: converted
-    chunks = list(tts.stream("Quick, the bus is leaving!", voice, seed=3))
+    chunks = list(tts.stream("Quick, the bus is leaving!", voice, SamplingOptions(seed=3)))
     assert all(c.shape == (tts.vae.frame_size,) for c in chunks)
-    generation = tts.generate("Quick, the bus is leaving!", voice, seed=3)
+    generation = tts.generate("Quick, the bus is leaving!", voice, SamplingOptions(seed=3))
     assert generation.latents.shape == (len(chunks), tts.flow_lm.latent_dim)
     assert not generation.eos_reached  # the fixture's EOS head never fires: every chunk hit its budget
     torch.testing.assert_close(torch.cat(chunks), generation.audio)
@@ -74,10 +77,10 @@ def test_batched_generation_equals_one_request_at_a_time(tts):
     voices = [tts.voice(_voice_audio(2.0), 44_100), tts.voice(_voice_audio(1.3, 16_000, 1), 16_000)]
     texts = ["The bus is leaving.", "Quick! Run to the station, the last train leaves at nine tonight."]
     for cfg_scale in (1.0, 1.5):
-        options = dict(cfg_scale=cfg_scale, max_tokens=12)
-        batch = tts.generate_batch(texts, voices, seeds=[5, 6], **options)
+        options = SamplingOptions(cfg_scale=cfg_scale, max_tokens=12)
+        batch = tts.generate_batch(texts, voices, options, seeds=[5, 6])
         for text, voice, seed, together in zip(texts, voices, [5, 6], batch):
-            alone = tts.generate(text, voice, seed=seed, **options)
+            alone = tts.generate(text, voice, SamplingOptions(cfg_scale=cfg_scale, max_tokens=12, seed=seed))
             assert together.latents.shape == alone.latents.shape
             torch.testing.assert_close(together.latents, alone.latents, atol=1e-4, rtol=1e-4)
             torch.testing.assert_close(together.audio, alone.audio, atol=1e-4, rtol=1e-4)
@@ -99,12 +102,13 @@ def test_voice_state_round_trip_and_cfg(tts, tmp_path):
     voice = tts.voice(_voice_audio(), 44_100)
     path = voice.save(tmp_path / "voice.safetensors")
     again = VoiceState.load(path, tts.flow_lm)
-    first = tts.synthesize("The bus is leaving.", voice, seed=1)
-    torch.testing.assert_close(tts.synthesize("The bus is leaving.", again, seed=1), first)
-    assert not torch.allclose(tts.synthesize("The bus is leaving.", voice, seed=1, cfg_scale=2.0), first)
-    torch.testing.assert_close(
-        tts.synthesize("The bus is leaving.", voice, seed=1), first
-    )  # state not consumed
+    seeded = SamplingOptions(seed=1)
+    first = tts.synthesize("The bus is leaving.", voice, seeded)
+    torch.testing.assert_close(tts.synthesize("The bus is leaving.", again, seeded), first)
+    guided = SamplingOptions(seed=1, cfg_scale=2.0)
+    assert not torch.allclose(tts.synthesize("The bus is leaving.", voice, guided), first)
+    # the voice state is not consumed
+    torch.testing.assert_close(tts.synthesize("The bus is leaving.", voice, seeded), first)
 
 
 def test_bad_voice_and_model_mismatch_are_named(tts, tmp_path):
@@ -181,7 +185,7 @@ def test_infer_py_bad_input_exits_nonzero_with_the_reason(tts, tmp_path):
     for overrides, reason in [
         (["text=''", f"voice={voice_wav}"], "nothing to say"),
         (["text='Hello.'", f"voice={garbage}"], "garbage.wav"),
-        (["text='Hello.'", f"voice={voice_wav}", f"vae={other_vae}"], "codec decodes 4-d"),
+        (["text='Hello.'", f"voice={voice_wav}", f"vae={other_vae}"], "encodes another latent space"),
     ]:
         result = _infer(tmp_path, f"checkpoint={checkpoint}", *overrides, f"out={tmp_path / 'x.wav'}")
         output = result.stdout + result.stderr
@@ -195,10 +199,11 @@ def test_infer_py_bad_input_exits_nonzero_with_the_reason(tts, tmp_path):
 def test_overlapped_decoding_equals_one_thread(tts):
     voice = tts.voice(_voice_audio(), 44_100)
     text = "Quick! Run to the station, the last train leaves at nine tonight."
-    overlapped = tts.generate(text, voice, seed=2, max_tokens=12)
+    options = SamplingOptions(seed=2, max_tokens=12)
+    overlapped = tts.generate(text, voice, options)
     tts.overlap_decoding = False
     try:
-        sequential = tts.generate(text, voice, seed=2, max_tokens=12)
+        sequential = tts.generate(text, voice, options)
     finally:
         tts.overlap_decoding = True
     torch.testing.assert_close(overlapped.latents, sequential.latents)
@@ -210,16 +215,64 @@ def test_overlapped_decoding_equals_one_thread(tts):
 
 def test_int8_precision_stays_close_to_float32(tts, tmp_path):
     voice = tts.voice(_voice_audio(), 44_100)
-    exact = tts.generate("The bus is leaving.", voice, seed=4)
+    exact = tts.generate("The bus is leaving.", voice, SamplingOptions(seed=4))
     flow_lm, vae = copy.deepcopy(tts.flow_lm), copy.deepcopy(tts.vae)
     quantized = TextToSpeech(flow_lm, vae, tts.tokenizer, precision="int8")
     assert isinstance(flow_lm.transformer.layers[0].linear1, torch.ao.nn.quantized.dynamic.Linear)
-    approx = quantized.generate("The bus is leaving.", quantized.voice(_voice_audio(), 44_100), seed=4)
+    approx = quantized.generate(
+        "The bus is leaving.", quantized.voice(_voice_audio(), 44_100), SamplingOptions(seed=4)
+    )
     first = slice(0, 8)  # before autoregressive drift compounds
     error = (approx.latents[first] - exact.latents[first]).abs().mean() / exact.latents[first].std()
     assert error < 0.1
     with pytest.raises(ValueError, match="precision"):
         TextToSpeech(tts.flow_lm, tts.vae, tts.tokenizer, precision="fp8")
+
+
+def _recording(real, opened: list[str]):
+    def recorded(path, *args, **kwargs):
+        opened.append(str(path))
+        return real(path, *args, **kwargs)
+
+    return recorded
+
+
+def test_loading_an_export_reads_its_file_once(tts, tmp_path, monkeypatch):
+    """``TextToSpeech.load`` reads the export's header and weights in one open of the file."""
+    import pockettts.models.bundle
+    import pockettts.models.vae
+
+    opened: list[str] = []
+    for module in (pockettts.models.bundle, pockettts.models.vae):
+        for name in ("safe_open", "load_file"):
+            if hasattr(module, name):
+                monkeypatch.setattr(module, name, _recording(getattr(module, name), opened))
+    path = tmp_path / "export" / "flow_lm.safetensors"
+    TextToSpeech.load(path)
+    assert opened.count(str(path)) == 1
+    assert str(tmp_path / "export" / "vae.safetensors") in opened  # the recording works
+
+
+def test_an_export_round_trips_with_its_metadata(tts, tmp_path):
+    """``write_export`` -> ``read_export``: the same weights and config, the tokenizer copied beside
+    it, the codec, step and EMA flag recorded, and a readable ``.json`` beside it."""
+    vae = tmp_path / "export" / "vae.safetensors"
+    path = tmp_path / "other" / "model.safetensors"
+    write_export(tts.flow_lm, path, tts.tokenizer.path, vae, step=12, ema=True)
+    export = read_export(path)
+    assert export.flow_lm.config == tts.flow_lm.config and not export.flow_lm.training
+    for name, tensor in tts.flow_lm.state_dict().items():
+        assert torch.equal(export.flow_lm.state_dict()[name], tensor), name
+    assert export.tokenizer == tmp_path / "other" / tts.tokenizer.path.name and export.tokenizer.is_file()
+    assert (export.step, export.ema, export.codec()) == (12, True, vae)
+    readable = json.loads(path.with_suffix(".json").read_text())
+    assert readable == {**export.metadata, "config": tts.flow_lm.config}
+    bare = read_export(write_export(tts.flow_lm, tmp_path / "bare.safetensors"))
+    assert (bare.step, bare.ema) == (None, None)
+    with pytest.raises(ValueError, match="records no VAE"):
+        bare.codec()
+    with pytest.raises(ValueError, match="not an exported pockettts FlowLM"):
+        read_export(vae)
 
 
 def test_a_moved_export_finds_its_vae_beside_it_by_hash(tiny_vae, tmp_path):
@@ -228,22 +281,22 @@ def test_a_moved_export_finds_its_vae_beside_it_by_hash(tiny_vae, tmp_path):
     torch.manual_seed(0)
     flow_lm = FlowLM(head={"kind": "lsd", "dim": 16, "depth": 1}, d_model=16, num_heads=2, num_layers=1,
                      dim_feedforward=32, vocab_size=VOCAB, latent_dim=8)  # fmt: skip
-    recorded = tmp_path / "run" / "export" / "vae.safetensors"
+    recorded = tiny_vae.save(tmp_path / "run" / "export" / "vae.safetensors")
     beside = tiny_vae.save(tmp_path / "shipped" / "vae.safetensors")
-    metadata = {"vae": str(recorded), "latent_hash": vae_latent_hash(beside)}
-    path = flow_lm.save(tmp_path / "shipped" / "flow_lm.safetensors", metadata)
-    assert recorded_vae(path) == beside
+    path = write_export(flow_lm, tmp_path / "shipped" / "flow_lm.safetensors", vae=recorded)
+    assert read_export(path).codec() == recorded
     torch.manual_seed(1)
     other = AudioVAE(**tiny_vae.config)  # another codec of the same shape
     other.save(recorded)  # e.g. a later run in the same run directory
-    assert recorded_vae(path) == beside
+    assert read_export(path).codec() == beside
+    recorded.unlink()  # e.g. the export copied to another machine
+    assert read_export(path).codec() == beside
     other.save(beside)
     with pytest.raises(ValueError, match="hold another VAE"):
-        recorded_vae(path)
+        read_export(path).codec()
     beside.unlink()
-    recorded.unlink()
     with pytest.raises(FileNotFoundError, match="exists neither there nor beside it"):
-        recorded_vae(path)
+        read_export(path).codec()
 
 
 def test_a_given_codec_must_encode_the_exports_latent_space(tiny_vae, tmp_path):
@@ -252,15 +305,14 @@ def test_a_given_codec_must_encode_the_exports_latent_space(tiny_vae, tmp_path):
     flow_lm = FlowLM(head={"kind": "lsd", "dim": 16, "depth": 1}, d_model=16, num_heads=2, num_layers=1,
                      dim_feedforward=32, vocab_size=VOCAB, latent_dim=8)  # fmt: skip
     trained_with = tiny_vae.save(tmp_path / "run" / "vae.safetensors")
-    metadata = {"vae": str(trained_with), "latent_hash": vae_latent_hash(trained_with)}
-    path = flow_lm.save(tmp_path / "flow_lm.safetensors", metadata)
+    export = read_export(write_export(flow_lm, tmp_path / "flow_lm.safetensors", vae=trained_with))
     wider = {"n_filters": 8, "dimension": 32}
     wide = AudioVAE(**{**tiny_vae.config, "decoder_seanet": wider, "weight_norm": False})
     wide.load_inference_state_dict(tiny_vae.inference_state_dict(), encoder_only=True)
     wide_path = wide.save(tmp_path / "wide" / "vae.safetensors")
-    assert codec_for(path) == trained_with and codec_for(path, wide_path) == wide_path
+    assert export.codec() == trained_with and export.codec(wide_path) == wide_path
     torch.manual_seed(1)
     other = AudioVAE(**tiny_vae.config).save(tmp_path / "other" / "vae.safetensors")
     with pytest.raises(ValueError, match="another latent space") as info:
-        codec_for(path, other)
-    assert str(other) in str(info.value) and str(path) in str(info.value)
+        export.codec(other)
+    assert str(other) in str(info.value) and str(export.path) in str(info.value)

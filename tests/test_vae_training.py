@@ -191,8 +191,8 @@ def test_decoder_only_fine_tune_keeps_the_latents(tiny_corpus, tmp_path):
 
 
 def test_a_decoder_only_run_loads_a_checkpoint_with_a_weight_normalised_encoder():
-    """Decoder-only runs used to keep the frozen encoder weight-normalised; their checkpoints load
-    into today's plain frozen encoder (the pairs folded), strictly, with the same weights."""
+    """A decoder-only checkpoint whose frozen encoder is weight-normalised loads into a plain frozen
+    encoder (the weight-norm pairs folded), strictly, with the same weights."""
     old = _module(seed=2)  # weight norm everywhere
     checkpoint = {"state_dict": old.state_dict(), "global_step": 3}
     old.on_save_checkpoint(checkpoint)
@@ -283,7 +283,7 @@ def test_train_py_vae_tiny_runs_end_to_end(tiny_corpus, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert load_vae(run_dir / "export" / "vae.safetensors").latent_dim == 32
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
-    assert not list((run_dir / "checkpoints").glob("*.tmp"))
+    assert not list((run_dir / "checkpoints").glob("*.tmp*"))  # atomic_write's staging files
     assert (run_dir / "samples" / "step_0000002" / "clip0_reconstruction.wav").is_file()
     assert (run_dir / "samples" / "step_0000002" / "clip0.png").is_file()
     assert (run_dir / "config.yaml").is_file()

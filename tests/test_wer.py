@@ -81,3 +81,28 @@ def test_plain_normalizer_is_the_f5_rule():
     # lowercase, every punctuation mark gone (Unicode ones too), spaces collapsed; digits untouched
     text = "  “It’s 5 o'clock,”  she said — SMILING. "
     assert get_normalizer("plain")(text) == "its 5 oclock she said smiling"
+
+
+def test_wer_corpus_level_and_utterance_mean_differ():
+    refs = ["The cat sat on the mat.", "Hello, world!", "It's a fine day"]
+    hyps = ["the cat sat on a mat", "hello big world", "its fine day"]
+    # [the->a] of 6; "big" inserted of 2; "a" deleted of 4 ("it's" -> "its" on both sides)
+    r = word_error_rate(refs, hyps, normalizer="plain")
+    assert counts(r) == (1, 1, 1, 10) and r["reference_words"] == 12
+    assert r["wer"] == pytest.approx(3 / 12)
+    assert r["utterance_wer"] == pytest.approx([1 / 6, 1 / 2, 1 / 4])
+    assert r["mean_utterance_wer"] == pytest.approx((1 / 6 + 1 / 2 + 1 / 4) / 3)
+
+
+def test_whisper_normalizer_forgives_abbreviations_and_numbers_plain_does_not():
+    refs, hyps = ["Mr. Smith has twenty-one cats."], ["mister smith has 21 cats"]
+    assert word_error_rate(refs, hyps, "whisper")["wer"] == 0.0
+    # plain: [mr->mister] smith has [twentyone->21] cats: 2 S over 5 words
+    plain = word_error_rate(refs, hyps, "plain")
+    assert counts(plain)[:3] == (2, 0, 0) and plain["wer"] == pytest.approx(2 / 5)
+
+
+def test_whisper_normalizer_spelling_and_numbers():
+    # whisper: "colour" -> "color", "ten" -> "10"; "blue" deleted, "green" inserted over 7 words
+    r = word_error_rate(["Colour me blue", "We need ten apples."], ["color me", "we need 10 green apples"])
+    assert counts(r) == (0, 1, 1, 6) and r["wer"] == pytest.approx(2 / 7)

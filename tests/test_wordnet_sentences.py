@@ -1,4 +1,4 @@
-"""The WordNet usage-example sentence list: extraction rules and the shipped file."""
+"""The WordNet usage-example sentence list: extraction rules, its command and the shipped file."""
 
 import pytest
 
@@ -10,6 +10,7 @@ from pockettts.data.wordnet_sentences import (
     usage_examples,
     wordnet_sentences,
 )
+from pockettts.tools.__main__ import main
 
 # Lines in WordNet 3.0's data-file format (licence header lines start with two spaces).
 HEADER = '  16 THIS SOFTWARE AND DATABASE IS PROVIDED "AS IS" AND PRINCETON  '
@@ -50,6 +51,10 @@ def test_wordnet_sentences_from_a_dictionary_folder(tmp_path):
     )
     # Case-insensitive duplicates collapse; the digit example and the 3-word one are dropped.
     assert wordnet_sentences(tmp_path, min_words=6) == ["I can breathe better when the air is clean."]
+    out = tmp_path / "lists" / "wordnet.txt"
+    assert main(["wordnet-sentences", "--wordnet", str(tmp_path), "--out", str(out), "--min-words", "3"]) == 0
+    shorter = wordnet_sentences(tmp_path, min_words=3)  # with "The patient is respiring."
+    assert len(shorter) == 2 and read_sentences(out) == shorter
     (tmp_path / "data.adv").unlink()
     with pytest.raises(FileNotFoundError, match="data.adv"):
         wordnet_sentences(tmp_path)

@@ -4,15 +4,21 @@ Read: the ``flow_lm.*`` tensors of a Pocket TTS model file (package layout), or 
 layout (``condition_provider.conditioners...``, ``fuser.padding_value``, ``in_proj_weight``,
 ``flow.w_s_t.*``). Written: the package layout. Our head lives under ``head.`` (``head.flow_net``
 is Kyutai's ``flow_net``; ``head.w_s_t`` their training-only ``flow.w_s_t``).
+
+Heads map to Pocket TTS ``flow.type``s: LSD and flow matching as they are; the consistency head's
+one-step sampler as a "drifting" head (no time input, see ``_one_step_consistency_net``).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 
+from pockettts.compat import KyutaiLayoutError
 from pockettts.models.flow_lm import FlowLM
+from pockettts.models.heads import ConsistencyHead
 
 _TRAINING_RENAMES = {
     "condition_provider.conditioners.transcript_in_segment.embed.weight": "conditioner.embed.weight",
@@ -47,18 +53,74 @@ def pocket_to_flow_lm_state_dict(tensors: dict[str, torch.Tensor]) -> dict[str, 
     return out
 
 
+# Our head kind -> the Pocket TTS ``flow.type`` that samples the same way.
+_POCKET_FLOW_TYPES = {"lsd": "lsd", "flow_matching": "flow_matching", "consistency": "drifting"}
+
+
 def flow_lm_to_pocket_state_dict(model: FlowLM, prefix: str = "flow_lm.") -> dict[str, torch.Tensor]:
     """Our FlowLM -> the package layout (what ``pocket_tts``'s ``FlowLMModel`` loads)."""
     if model.context_noise is not None and model.context_noise.level_embedding is not None:
-        raise ValueError("a model conditioned on the context noise level has no Pocket TTS equivalent")
+        raise KyutaiLayoutError("a model conditioned on the context noise level has no Pocket TTS equivalent")
     if model.short_context is not None:
-        raise ValueError("a model with a short-context transformer has no Pocket TTS equivalent")
+        raise KyutaiLayoutError("a model with a short-context transformer has no Pocket TTS equivalent")
     out: dict[str, torch.Tensor] = {}
     for name, tensor in model.state_dict().items():
         if name in _OURS_ONLY or name.startswith("head.") and not name.startswith("head.flow_net."):
             continue
         out[prefix + name.removeprefix("head.")] = tensor.detach().contiguous()
+    if isinstance(model.head, ConsistencyHead):
+        out = {k: v for k, v in out.items() if not k.startswith(f"{prefix}flow_net.")}
+        out.update({f"{prefix}flow_net.{k}": v for k, v in _one_step_consistency_net(model.head).items()})
     return out
+
+
+def _one_step_consistency_net(head: ConsistencyHead) -> dict[str, torch.Tensor]:
+    """The consistency head's one-step sample ``f(σ_d·ε, π/2) = −σ_d·F(z, π/2, ε)`` as the weights of a
+    net without time input (a Pocket TTS "drifting" head samples ``net(z, ε)``): the embedding of the
+    constant time joins ``cond_embed``'s bias, and ``−σ_d`` scales the output layer. The dropped
+    ``cos(π/2)·σ_d·ε`` term is ``4e-8·ε`` in float32."""
+    net = head.flow_net
+    tensors = {k: v.detach().clone() for k, v in net.state_dict().items() if not k.startswith("time_embed.")}
+    with torch.no_grad():
+        tensors["cond_embed.bias"] += net.time_embed[0](torch.full((1, 1), math.pi / 2))[0]
+    for name in ("final_layer.linear.weight", "final_layer.linear.bias"):
+        tensors[name] *= -head.sigma_data
+    return tensors
+
+
+def flow_lm_config_to_pocket(model: FlowLM, tokenizer_path: str, tokenizer_kind: str) -> dict[str, Any]:
+    """Our FlowLM -> the ``flow_lm`` section of a Pocket TTS yaml (``flow_lm_config_from_pocket``'s
+    inverse); ``tokenizer_kind`` is ``sentencepiece`` or ``tokenizers`` (a ``tokenizer.json``)."""
+    config = model.config
+    if config["max_period"] != int(config["max_period"]):
+        raise KyutaiLayoutError(
+            f"backbone max_period {config['max_period']} is not a whole number, as Pocket TTS requires"
+        )
+    net = model.head.flow_net
+    d_model, dim_feedforward = config["d_model"], config["dim_feedforward"]
+    return {
+        "dtype": "float32",
+        "insert_bos_before_voice": config["insert_bos_before_voice"],
+        "flow": {
+            "type": _POCKET_FLOW_TYPES[config["head"]["kind"]],
+            "dim": net.model_channels,
+            "depth": net.num_res_blocks,
+        },
+        "transformer": {
+            "d_model": d_model,
+            "num_heads": config["num_heads"],
+            "num_layers": config["num_layers"],
+            "dim_feedforward": dim_feedforward,
+            "hidden_scale": max(1, dim_feedforward // d_model),  # required, unused beside dim_feedforward
+            "max_period": int(config["max_period"]),
+        },
+        "lookup_table": {
+            "dim": d_model,
+            "n_bins": model.vocab_size,
+            "tokenizer": tokenizer_kind,
+            "tokenizer_path": tokenizer_path,
+        },
+    }
 
 
 def flow_lm_config_from_pocket(

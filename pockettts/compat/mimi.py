@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from safetensors import safe_open
 
+from pockettts.compat import KyutaiLayoutError
 from pockettts.models.vae import AudioVAE
 
 log = logging.getLogger(__name__)
@@ -26,6 +28,19 @@ log = logging.getLogger(__name__)
 _TRAINING_ONLY = ("wavlm_", "quantizer.vq.", "_codebook")
 # Our bottleneck's training-time tensors, which released package files do not carry.
 _OUR_TRAINING_ONLY = ("quantizer.logvar_proj.weight", "quantizer.logvar_param")
+# The v1 layout's features -> latent projection: the package's codec has none (a v1 FlowLM reads
+# the features themselves as voice prompts), so released files do not carry it either.
+_V1_INPUT_PROJ = "quantizer.input_proj.weight"
+# ``AudioVAE`` transformer options, all of which a Pocket TTS config spells out.
+_TRANSFORMER_KEYS = (
+    "d_model",
+    "num_heads",
+    "num_layers",
+    "dim_feedforward",
+    "context",
+    "max_period",
+    "layer_scale",
+)
 
 
 def _rename(name: str, training_layout: bool) -> str:
@@ -54,10 +69,11 @@ def mimi_to_vae_state_dict(tensors: dict[str, torch.Tensor]) -> dict[str, torch.
 
 
 def vae_to_mimi_state_dict(vae: AudioVAE, prefix: str = "mimi.") -> dict[str, torch.Tensor]:
-    """Our VAE -> the package layout (weight norm folded, training-only bottleneck tensors dropped)."""
+    """Our VAE -> the package layout (weight norm folded, training-only bottleneck tensors and the v1
+    latent projection dropped)."""
     out: dict[str, torch.Tensor] = {}
     for name, tensor in vae.inference_state_dict().items():
-        if name in _OUR_TRAINING_ONLY:
+        if name in _OUR_TRAINING_ONLY or name == _V1_INPUT_PROJ:
             continue
         name = (
             name.replace(".output_proj.", ".output_projs.0.") if "transformer.output_proj" in name else name
@@ -70,16 +86,7 @@ def vae_config_from_mimi(mimi: dict[str, Any]) -> dict[str, Any]:
     """The ``mimi`` section of a Pocket TTS yaml config -> ``AudioVAE`` keyword arguments."""
 
     def transformer(section: dict[str, Any]) -> dict[str, Any]:
-        keys = (
-            "d_model",
-            "num_heads",
-            "num_layers",
-            "dim_feedforward",
-            "context",
-            "max_period",
-            "layer_scale",
-        )
-        return {k: section[k] for k in keys if k in section}
+        return {k: section[k] for k in _TRANSFORMER_KEYS if k in section}
 
     seanet_keys = (
         "channels", "dimension", "n_filters", "n_residual_layers", "ratios", "kernel_size",
@@ -103,6 +110,41 @@ def vae_config_from_mimi(mimi: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
+def mimi_config_from_vae(vae: AudioVAE) -> dict[str, Any]:
+    """Our VAE -> the ``mimi`` section of a Pocket TTS yaml (``vae_config_from_mimi``'s inverse)."""
+    config = vae.config
+    if vae.frame_size == vae.encoder.hop_length:
+        raise KyutaiLayoutError("a codec whose SEANet runs at the frame rate (no downsampling conv)")
+
+    def transformer(name: str, dimension: int) -> dict[str, Any]:
+        section = config[name]
+        for key in ("context", "layer_scale"):
+            if section.get(key) is None:
+                raise KyutaiLayoutError(f"a codec {name} without {key} has no Pocket TTS equivalent")
+        kept = {k: section[k] for k in _TRANSFORMER_KEYS}
+        return {**kept, "input_dimension": dimension, "output_dimensions": [dimension]}
+
+    seanet, decoder_seanet = config["seanet"], config["decoder_seanet"]
+    decoder_dimension = decoder_seanet["dimension"]
+    mimi: dict[str, Any] = dict(
+        dtype="float32",
+        sample_rate=config["sample_rate"],
+        channels=seanet["channels"],
+        frame_rate=config["frame_rate"],
+        inner_dim=vae.inner_dim,
+        outer_dim=decoder_dimension,
+        seanet=dict(seanet),
+        transformer=transformer("transformer", seanet["dimension"]),
+        quantizer={"dimension": vae.latent_dim, "output_dimension": decoder_dimension},
+    )
+    if decoder_seanet != seanet:
+        mimi["decoder_seanet"] = dict(decoder_seanet)
+    decoder_transformer = transformer("decoder_transformer", decoder_dimension)
+    if decoder_transformer != mimi["transformer"]:
+        mimi["decoder_transformer"] = decoder_transformer
+    return mimi
+
+
 def load_mimi_codec(weights: str | Path, mimi_config: dict[str, Any]) -> AudioVAE:
     """Build an ``AudioVAE`` from released codec weights (a Pocket TTS model file or a codec file)
     and the ``mimi`` section of its yaml config; the bottleneck's log-variance head keeps its init."""
@@ -115,7 +157,7 @@ def load_mimi_codec(weights: str | Path, mimi_config: dict[str, Any]) -> AudioVA
     converted = mimi_to_vae_state_dict(tensors)
     expected = set(vae.state_dict())
     missing = sorted(expected - set(converted) - set(_OUR_TRAINING_ONLY))
-    if missing == ["quantizer.input_proj.weight"]:
+    if missing == [_V1_INPUT_PROJ]:
         # v1 files (english_2026-01) carry no bottleneck projection: the FlowLM reads the 512-d
         # features for voice prompts, so the codec still decodes latents and encodes prompts.
         vae.quantizer.input_proj_loaded, missing = False, []
@@ -129,31 +171,24 @@ def load_mimi_codec(weights: str | Path, mimi_config: dict[str, Any]) -> AudioVA
     return vae.eval()
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m pockettts.compat.mimi --weights W --config C --out vae.safetensors``: convert a
-    released codec into an exported VAE (for ``init_from`` or as a later stage's frozen codec)."""
-    import argparse
+def read_mimi_config(config: str | Path) -> dict[str, Any]:
+    """The ``mimi`` section of a Pocket TTS yaml config file."""
+    path = Path(config)
+    if not path.is_file():
+        raise FileNotFoundError(f"Pocket TTS config {path} does not exist")
+    loaded = yaml.safe_load(path.read_text())
+    if not isinstance(loaded, dict) or "mimi" not in loaded:
+        raise ValueError(f"{path} has no `mimi` section: not a Pocket TTS config")
+    return loaded["mimi"]
 
-    import yaml
 
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--weights", required=True, help="Pocket TTS model or codec .safetensors")
-    parser.add_argument("--config", required=True, help="its Pocket TTS yaml config (with a `mimi` section)")
-    parser.add_argument("--out", required=True, help="where to write the exported VAE")
-    args = parser.parse_args(argv)
-    config = yaml.safe_load(Path(args.config).read_text())
-    if "mimi" not in config:
-        raise SystemExit(f"{args.config} has no `mimi` section")
-    vae = load_mimi_codec(args.weights, config["mimi"])
+def import_mimi_codec(weights: str | Path, config: str | Path, out: str | Path) -> Path:
+    """A released codec (a Pocket TTS model file or a codec file, with its yaml) -> an exported VAE at
+    ``out``, for ``init_from`` or as a later stage's frozen codec."""
+    vae = load_mimi_codec(weights, read_mimi_config(config))
     if not vae.quantizer.input_proj_loaded:
-        raise SystemExit(
-            f"{args.weights} is a v1 codec without its latent projection: it cannot encode training "
-            "latents; use the whole model for inference (python -m pockettts.compat.pocket)"
+        raise ValueError(
+            f"{weights} is a v1 codec without its latent projection: it cannot encode training latents; "
+            "import the whole model for inference instead"
         )
-    path = vae.save(args.out)
-    print(f"wrote {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return vae.save(out)

@@ -6,19 +6,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from pockettts.compat import KyutaiLayoutError
 from pockettts.compat.flow_lm import (
     flow_lm_config_from_pocket,
     flow_lm_to_pocket_state_dict,
     pocket_to_flow_lm_state_dict,
 )
 from pockettts.compat.mimi import load_mimi_codec, vae_to_mimi_state_dict
+from pockettts.io import atomic_write
+from pockettts.models.bundle import write_export
 from pockettts.models.flow_lm import FlowLM
-from pockettts.models.vae import AudioVAE, vae_latent_hash
+from pockettts.models.vae import AudioVAE
 from pockettts.text import Tokenizer
 
 # Ours only (training-time parts Kyutai's inference files do not carry).
@@ -68,53 +70,32 @@ def load_pocket_tts(weights: str | Path, config: str | Path | dict[str, Any]) ->
 
 def save_pocket_tts(flow_lm: FlowLM, vae: AudioVAE, path: str | Path) -> Path:
     """Write our models in the released single-file layout (``flow_lm.*`` + ``mimi.*``), atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors: dict[str, torch.Tensor] = {
-        **flow_lm_to_pocket_state_dict(flow_lm),
-        **vae_to_mimi_state_dict(vae),
-    }
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
-    tmp.replace(path)
-    return path
+    voice_dim = flow_lm.speaker_proj_weight.shape[1]
+    if voice_dim != vae.inner_dim:
+        # Pocket TTS encodes voice prompts as the codec's downsampled features (inner_dim wide).
+        raise KyutaiLayoutError(
+            f"a FlowLM reading {voice_dim}-d voice features with a codec whose features are "
+            f"{vae.inner_dim}-d has no Pocket TTS equivalent"
+        )
+    tensors = {**flow_lm_to_pocket_state_dict(flow_lm), **vae_to_mimi_state_dict(vae)}
+    tensors = {k: v.contiguous() for k, v in tensors.items()}
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp)))
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m pockettts.compat.pocket --weights model.safetensors --config english.yaml --out DIR
-    [--tokenizer tokenizer.json]``: a released model as our exports (``DIR/flow_lm.safetensors``,
-    ``DIR/vae.safetensors``), usable as a teacher, for fine-tuning or for inference."""
-    import argparse
-    import shutil
-
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--weights", required=True)
-    parser.add_argument("--config", required=True)
-    parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument(
-        "--tokenizer",
-        default=None,
-        type=Path,
-        help="its tokenizer.json or SentencePiece .model, copied beside the export under its own name",
-    )
-    args = parser.parse_args(argv)
-    flow_lm, vae = load_pocket_tts(args.weights, args.config)
-    if args.tokenizer:
-        try:
-            tokenizer = Tokenizer(args.tokenizer)
-        except (OSError, ValueError) as err:
-            parser.error(str(err))
-        if tokenizer.vocab_size != flow_lm.vocab_size:
-            parser.error(f"{tokenizer} does not fit the model's {flow_lm.vocab_size} text tokens")
-    vae_path = vae.save(args.out / "vae.safetensors")
-    metadata = {"vae": str(vae_path), "latent_hash": vae_latent_hash(vae_path)}
-    if args.tokenizer:
-        if args.tokenizer.resolve() != (args.out / args.tokenizer.name).resolve():
-            shutil.copyfile(args.tokenizer, args.out / args.tokenizer.name)
-        metadata["tokenizer"] = args.tokenizer.name
-    print(f"wrote {flow_lm.save(args.out / 'flow_lm.safetensors', metadata)} and {vae_path}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+def import_pocket_tts(
+    weights: str | Path, config: str | Path, out_dir: str | Path, tokenizer: str | Path | None = None
+) -> tuple[Path, Path]:
+    """A released model file and its yaml -> our exports ``out_dir/flow_lm.safetensors`` and
+    ``out_dir/vae.safetensors`` (a teacher, a model to fine-tune or to run); ``tokenizer`` (its
+    ``tokenizer.json`` or SentencePiece ``.model``) is checked, then copied beside them. Nothing is
+    written when the tokenizer is unreadable or does not fit."""
+    flow_lm, vae = load_pocket_tts(weights, config)
+    if tokenizer is not None:
+        vocab_size = Tokenizer(tokenizer).vocab_size
+        if vocab_size != flow_lm.vocab_size:
+            raise ValueError(
+                f"the tokenizer {tokenizer} has {vocab_size} pieces, the model {flow_lm.vocab_size}"
+            )
+    out_dir = Path(out_dir)
+    vae_path = vae.save(out_dir / "vae.safetensors")
+    return write_export(flow_lm, out_dir / "flow_lm.safetensors", tokenizer, vae_path), vae_path

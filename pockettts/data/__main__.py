@@ -1,5 +1,5 @@
 import sys
 
-from pockettts.data.cli import main
+from pockettts.cli.data import main
 
 sys.exit(main())

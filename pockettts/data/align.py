@@ -6,7 +6,7 @@ come from dynamic time warping over its alignment heads (``whisper.timing.find_a
 ``transcribe(word_timestamps=True)`` uses on its own hypotheses). The words are the reference
 words, so prompt/target cuts never depend on recognition errors.
 
-    python -m pockettts.data align --manifest train.jsonl --out train.aligned.jsonl \
+    pockettts-data align --manifest train.jsonl --out train.aligned.jsonl \
         --whisper checkpoints/whisper/tiny.en.pt
 """
 
@@ -21,23 +21,24 @@ from tqdm import tqdm
 
 from pockettts.audio import AudioError, load_audio
 from pockettts.data.manifest import ManifestItem, TimedSpan, read_manifest, write_manifest
+from pockettts.extras import import_eval_module
+from pockettts.whisper import (
+    WHISPER_SAMPLE_RATE,
+    WHISPER_WINDOW_SECONDS,
+    load_whisper_model,
+    require_language,
+)
 
 log = logging.getLogger(__name__)
-
-WHISPER_SAMPLE_RATE = 16_000
-MAX_SECONDS = 30.0  # one Whisper window
 
 
 class WhisperAligner:
     """Forced word alignment with an openai-whisper model loaded from ``checkpoint``."""
 
     def __init__(self, checkpoint: str | Path, language: str = "en", device: str = "cpu"):
-        import whisper
-
-        from pockettts.eval.asr import WhisperASR
-
-        self.model = WhisperASR(checkpoint, language=language, device=device).model
-        self.tokenizer = whisper.tokenizer.get_tokenizer(
+        self.model = load_whisper_model(checkpoint, device)
+        require_language(self.model, language, checkpoint)
+        self.tokenizer = import_eval_module("whisper").tokenizer.get_tokenizer(
             self.model.is_multilingual,
             num_languages=self.model.num_languages,
             language=language,
@@ -47,10 +48,8 @@ class WhisperAligner:
     @torch.no_grad()
     def align(self, audio: torch.Tensor, text: str) -> list[TimedSpan]:
         """``audio`` ``[T]`` at 16 kHz (≤ 30 s) and its transcript -> one span per word (seconds)."""
-        import whisper
-        from whisper.timing import find_alignment
-
-        if audio.shape[-1] > MAX_SECONDS * WHISPER_SAMPLE_RATE:
+        whisper = import_eval_module("whisper")
+        if audio.shape[-1] > WHISPER_WINDOW_SECONDS * WHISPER_SAMPLE_RATE:
             raise ValueError(
                 f"{audio.shape[-1] / WHISPER_SAMPLE_RATE:.1f} s is longer than one Whisper window"
             )
@@ -59,7 +58,7 @@ class WhisperAligner:
         frames = audio.shape[-1] // whisper.audio.HOP_LENGTH
         tokens = self.tokenizer.encode(" " + text.strip())
         spans: list[TimedSpan] = []
-        for timing in find_alignment(self.model, self.tokenizer, tokens, mel, frames):
+        for timing in whisper.timing.find_alignment(self.model, self.tokenizer, tokens, mel, frames):
             # Whisper splits punctuation off as its own "word" (no leading space): glue it back so
             # the spans are exactly the transcript's whitespace-separated words.
             if spans and not timing.word.startswith(" "):
@@ -95,7 +94,7 @@ def align_manifest(
             counts["unreadable"] += 1
             items.append(item)
             continue
-        if audio.shape[-1] > MAX_SECONDS * WHISPER_SAMPLE_RATE:
+        if audio.shape[-1] > WHISPER_WINDOW_SECONDS * WHISPER_SAMPLE_RATE:
             counts["too_long"] += 1
             items.append(item)
             continue

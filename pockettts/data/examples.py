@@ -1,6 +1,6 @@
 """Training examples for the TTS backbone: voice prompt + text + target latents from one utterance.
 
-As in Kyutai's recipe (reference/pocket_tts.md §5) the prompt is a *prefix of the same utterance*,
+As in Kyutai's open training recipe, the prompt is a *prefix of the same utterance*,
 cut between two aligned words (or sentences); the target is the rest of the utterance, ending
 ``trail_sec`` after its last word so that end-of-speech sits at a consistent place, and the text is
 what is said after the cut. Without any alignment the prompt is a random window of the utterance
@@ -156,13 +156,32 @@ class TeacherExampleDataset(Dataset):
         }
 
 
-# The entries of a collated batch that ``FlowLM.forward`` takes, in its argument order.
-FORWARD_KEYS = ("voice", "voice_lengths", "text", "text_lengths", "target", "target_lengths")
+@dataclass
+class TeacherBatch:
+    """Padded teacher-forcing examples (right padding; the lengths say what is real).
+
+    Attributes:
+        voice: ``[B, Fv, D]`` prompt latents, ``voice_lengths`` ``[B]``.
+        text: ``[B, L]`` token ids (padded with the tokenizer's ``pad_id``), ``text_lengths`` ``[B]``.
+        target: ``[B, F, D]`` latents to predict, ``target_lengths`` ``[B]``.
+
+    Not frozen: Lightning moves a batch to its device by replacing the fields.
+    """
+
+    voice: torch.Tensor
+    voice_lengths: torch.Tensor
+    text: torch.Tensor
+    text_lengths: torch.Tensor
+    target: torch.Tensor
+    target_lengths: torch.Tensor
+
+    @property
+    def size(self) -> int:
+        return self.target.shape[0]
 
 
-def collate_examples(batch: list[dict], pad_id: int) -> dict:
-    """Pad a list of examples: ``voice [B, Fv, D]``, ``text [B, L]`` (``pad_id``), ``target [B, F, D]``,
-    each with ``*_lengths [B]``; ``ids`` and ``texts`` as lists."""
+def collate_examples(batch: list[dict], pad_id: int) -> TeacherBatch:
+    """Pad a list of ``TeacherExampleDataset`` examples into a ``TeacherBatch``."""
 
     def pad(tensors: list[torch.Tensor], value: float | int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         lengths = torch.tensor([t.shape[0] for t in tensors])
@@ -172,16 +191,8 @@ def collate_examples(batch: list[dict], pad_id: int) -> dict:
             out[row, : tensor.shape[0]] = tensor
         return out, lengths
 
-    voice, voice_lengths = pad([ex["voice"] for ex in batch])
-    text, text_lengths = pad([ex["tokens"] for ex in batch], pad_id)
-    target, target_lengths = pad([ex["target"] for ex in batch])
-    return {
-        "voice": voice,
-        "voice_lengths": voice_lengths,
-        "text": text,
-        "text_lengths": text_lengths,
-        "target": target,
-        "target_lengths": target_lengths,
-        "ids": [ex["id"] for ex in batch],
-        "texts": [ex["text"] for ex in batch],
-    }
+    return TeacherBatch(
+        *pad([ex["voice"] for ex in batch]),
+        *pad([ex["tokens"] for ex in batch], pad_id),
+        *pad([ex["target"] for ex in batch]),
+    )

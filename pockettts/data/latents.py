@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from pockettts.audio import TARGET_LUFS, is_silent, load_audio, loudness_normalize
 from pockettts.data.manifest import ManifestItem, read_manifest
+from pockettts.io import atomic_write, atomic_write_text
 from pockettts.models.vae import AudioVAE, load_vae, vae_latent_hash
 
 log = logging.getLogger(__name__)
@@ -116,23 +117,12 @@ class FrameMoments:
 # -- small file helpers -------------------------------------------------------------------------
 
 
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _write_json(path: Path, record: dict) -> None:
-    _write_atomic(path, lambda tmp: tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8"))
+    atomic_write_text(path, json.dumps(record, indent=2) + "\n")
 
 
 def _write_jsonl(path: Path, records: Iterable[dict]) -> None:
-    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    _write_atomic(path, lambda tmp: tmp.write_text(lines, encoding="utf-8"))
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -263,7 +253,7 @@ class _CacheWriter:
                 moments.add(latents)
             metadata = {"format": CACHE_FORMAT, "latent_hash": self.latent_hash, **moments.to_metadata()}
             path = self.cache_dir / shard_name(self.next_number)
-            _write_atomic(path, lambda tmp: save_file(self.pending, str(tmp), metadata=metadata))
+            atomic_write(path, lambda tmp: save_file(self.pending, str(tmp), metadata=metadata))
             with open(self.cache_dir / INDEX_FILE, "a", encoding="utf-8") as index:
                 for item_id in sorted(self.pending):
                     frames = self.pending[item_id].shape[0]
@@ -312,7 +302,7 @@ def build_latent_cache(
         )
 
     # The shards decide what is done; the index is rewritten from them (it may lag after a crash).
-    for leftover in cache_dir.glob(".*.tmp"):
+    for leftover in cache_dir.glob(".*.tmp*"):  # pockettts.io.atomic_write's temporary names
         leftover.unlink()
     records, _ = _scan_shards(cache_dir)
     _write_jsonl(cache_dir / INDEX_FILE, records)
@@ -370,7 +360,7 @@ def build_latent_cache(
     if moments is not None:
         mean, std = moments.mean_std()
         stats = {"mean": mean.float(), "std": std.float()}
-        _write_atomic(
+        atomic_write(
             cache_dir / STATS_FILE,
             lambda tmp: save_file(stats, str(tmp), metadata={"frames": str(moments.count)}),
         )

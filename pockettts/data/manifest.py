@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+
+from pockettts.io import atomic_write
 
 
 class ManifestError(ValueError):
@@ -131,18 +132,13 @@ def read_manifest(path: str | os.PathLike) -> list[ManifestItem]:
 
 def write_manifest(path: str | os.PathLike, items: Iterable[ManifestItem]) -> Path:
     """Write items as jsonl atomically: the file is replaced only once it is complete."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8") as handle:
             for item in items:
                 handle.write(json.dumps(item.to_json(), ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+
+    return atomic_write(path, write)
 
 
 def _drop_torn_tail(path: Path) -> None:

@@ -11,6 +11,7 @@ and a finished corpus whose recipe has not changed is reused instantly.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -27,13 +28,14 @@ from tqdm import tqdm
 
 from pockettts.audio import SAMPLE_RATE, load_audio, loudness_normalize, save_audio
 from pockettts.data.manifest import ManifestItem, TimedSpan, write_manifest
+from pockettts.io import atomic_write, atomic_write_text
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SENTENCES = Path(__file__).with_name("demo_sentences.txt")
 SPLITS = ("train", "valid", "test")
 
-# Recorded speakers available from Debian main (see README): flite's clustergen voices awb
+# Recorded speakers available from Debian main (see docs/data.md): flite's clustergen voices awb
 # (Scottish male), rms (US male), slt (US female) and its kal16 diphone voice (US male); festival's
 # ked diphone voice (US male); plus one espeak-ng formant voice (female) for a sixth timbre.
 DEFAULT_VOICES = (
@@ -130,7 +132,11 @@ def _run(cmd: list[str], voice: str, what: str, stdin: str | None = None) -> Non
 
 
 def _synthesise_batch(voice: str, sentences: list[str], cache_dir: Path) -> None:
-    """Synthesise sentences with one voice into the cache (atomic per file)."""
+    """Synthesise sentences with one voice into the cache (atomic per file).
+
+    The engines write a whole batch into a scratch directory (festival makes it in one process);
+    each file is then copied into the cache atomically.
+    """
     engine, name = voice.split(":", 1)
     todo = [s for s in sentences if not _cache_path(cache_dir, voice, s).exists()]
     if not todo:
@@ -156,7 +162,7 @@ def _synthesise_batch(voice: str, sentences: list[str], cache_dir: Path) -> None
         for sentence, path in zip(todo, tmp_paths):
             if not path.exists() or path.stat().st_size <= 44:
                 raise SynthesisError(f"{voice}: no audio produced for sentence {sentence!r}; {_APT_HINT}")
-            path.replace(_cache_path(cache_dir, voice, sentence))
+            atomic_write(_cache_path(cache_dir, voice, sentence), functools.partial(shutil.copyfile, path))
 
 
 def trim_silence(
@@ -313,7 +319,7 @@ def build_demo_corpus(
             for split in SPLITS
         },
     }
-    summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(summary_path, json.dumps(summary, indent=2) + "\n")
     if not config.keep_sentence_cache:
         shutil.rmtree(cache_dir, ignore_errors=True)
     return summary

@@ -1,26 +1,22 @@
-r"""A larger sentence list for the demo corpus: WordNet 3.0's usage examples.
+"""A larger sentence list for the demo corpus: WordNet 3.0's usage examples.
 
 The bundled CC0 list has 720 sentences, too few distinct texts for a small teacher to learn to read
 new ones (it memorises sentence -> audio pairs instead). WordNet's glosses carry ~48k quoted usage
 examples ("he ran flat out to catch the bus"), free to redistribute with Princeton's notice
 (``wordnet_sentences_LICENSE.txt``). Debian ships them in ``wordnet-base``; this module turns its
-``data.*`` files into a one-sentence-per-line list for ``python -m pockettts.data demo --sentences``::
-
-    apt-get download wordnet-base && dpkg-deb -x wordnet-base_*.deb wn
-    python -m pockettts.data.wordnet_sentences --wordnet wn/usr/share/wordnet \
-        --out pockettts/data/wordnet_sentences.txt
+``data.*`` files into a one-sentence-per-line list for ``python -m pockettts.data demo --sentences``
+(command line: ``pockettts-tools wordnet-sentences``).
 """
 
 from __future__ import annotations
 
-import argparse
 import random
 import re
 from collections.abc import Iterable
 from pathlib import Path
 
 WORDNET_DATA_FILES = ("data.noun", "data.verb", "data.adj", "data.adv")
-WORDNET_SENTENCES = Path(__file__).with_suffix(".txt")  # the shipped list, made by main() below
+WORDNET_SENTENCES = Path(__file__).with_suffix(".txt")  # the shipped list (pockettts-tools wordnet-sentences)
 # Plain words and simple punctuation only: no digits, quotes, ellipses or dashes the voices misread.
 _READABLE = re.compile(r"[A-Za-z][A-Za-z ,'\-]*[A-Za-z][.?!]?")
 _QUOTED = re.compile(r'"([^"]+)"')
@@ -66,20 +62,3 @@ def wordnet_sentences(
     ordered = list(sentences.values())
     random.Random(seed).shuffle(ordered)
     return ordered[:limit]
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pockettts.data.wordnet_sentences", description=__doc__)
-    parser.add_argument("--wordnet", type=Path, required=True, help="folder with WordNet's data.* files")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--min-words", type=int, default=6)
-    parser.add_argument("--max-words", type=int, default=14)
-    parser.add_argument("--limit", type=int, default=None)
-    args = parser.parse_args(argv)
-    sentences = wordnet_sentences(args.wordnet, args.min_words, args.max_words, args.limit)
-    args.out.write_text("\n".join(sentences) + "\n", encoding="utf-8")
-    print(f"{len(sentences)} sentences -> {args.out}")
-
-
-if __name__ == "__main__":
-    main()

@@ -1,2 +1,2 @@
-"""Evaluation: codec reconstruction (codec.py), Whisper ASR from local checkpoints (asr.py,
-whisper_convert.py), WER (wer.py), and generated-vs-codec resynthesis (resynthesis.py)."""
+"""Evaluation: codec reconstruction (codec.py), WER (wer.py), and generated-vs-codec resynthesis
+(resynthesis.py); Whisper ASR itself lives in ``pockettts.whisper``."""

@@ -1,25 +1,18 @@
-r"""Does a trained backbone align speech with its text? Its attention, read head by head
+"""Does a trained backbone align speech with its text? Its attention, read head by head
 (``pockettts.models.text_alignment``: ``text_mass``, the share of an audio frame's attention on the
 text, and ``progress``, how steadily its centre moves through the text; +1 for a diagonal), averaged
 over a manifest's validation cuts (teacher forcing, the real latents as context), heads ranked by
 ``progress``. ``text_gain`` asks whether the text helps the loss; this asks whether the model has
-found where in the text it is.
-
-    python -m pockettts.eval.alignment --teacher RUN/export/teacher.safetensors \
-        --manifest data/demo/clean/valid.jsonl --cache data/demo/latents [--limit 16] [--plot a.png]
+found where in the text it is. Command line: ``pockettts-tools alignment``.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from pathlib import Path
 
 import torch
 
-from pockettts.eval.runner import spread
-from pockettts.eval.validation_cuts import add_cut_arguments, validation_examples
+from pockettts.eval.validation_cuts import cut_indices, validation_examples
 from pockettts.models.flow_lm import FlowLM
 from pockettts.models.text_alignment import MIN_FRAMES, alignment_scores, text_attention
 
@@ -45,7 +38,7 @@ def alignment_report(
     or with ``spread_items`` spread evenly over the manifest); cuts under ``MIN_FRAMES`` are skipped."""
     with torch.random.fork_rng():  # building the model draws its (then overwritten) init
         model, dataset, vae_path = validation_examples(teacher, manifest, cache_dir, vae)
-    indices = spread(len(dataset), limit) if spread_items else list(range(len(dataset)))[:limit]
+    indices = cut_indices(len(dataset), limit, spread_items)
     masses, progresses = [], []
     for index in indices:
         example = dataset[index]
@@ -84,27 +77,3 @@ def plot_head(model: FlowLM, example: dict, layer: int, head: int, out: str | Pa
     figure.savefig(out, dpi=120)
     plt.close(figure)
     return Path(out)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    add_cut_arguments(parser)
-    parser.add_argument("--plot", default=None, help="PNG of the best head on the first item")
-    parser.add_argument("--out", default=None, help="also write the report (JSON) to this file")
-    args = parser.parse_args(argv)
-    report = alignment_report(args.teacher, args.manifest, args.cache, args.vae, args.limit, args.spread)
-    print(json.dumps(report, indent=2))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    if args.plot:
-        model, dataset, _ = validation_examples(args.teacher, args.manifest, args.cache, args.vae)
-        best = report["heads"][0]
-        print(f"wrote {plot_head(model, dataset[0], best['layer'], best['head'], args.plot)}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,21 +1,13 @@
 """Reconstruction quality of a VAE over a manifest: how far is ``decode(encode(x))`` from ``x``?
 
-    python -m pockettts.eval.codec --vae <run>/export/vae.safetensors --manifest data/demo/clean/valid.jsonl
-    python -m pockettts.eval.codec --vae ... --manifest ... --untrained   # same architecture, random init
-
-    python -m pockettts.eval.codec --vae ... --manifest ... --whisper checkpoints/whisper/base.pt
-
-Reports the mean 80-mel log-mel L1 distance (``pockettts.losses.spectral.mel_distance``), lower is
-better, and the clip-level SI-SDR, and writes them as JSON when ``--out`` is given. With ``--whisper``
-it also transcribes every original clip and its reconstruction: the WER of the originals is the
-floor the codec is judged against (Whisper base: about 5% on the demo voices).
+The mean 80-mel log-mel L1 distance (``pockettts.losses.spectral.mel_distance``), lower is better,
+and the clip-level SI-SDR. With a Whisper model it also transcribes every original clip and its
+reconstruction: the WER of the originals is the floor the codec is judged against (Whisper base:
+about 5% on the demo voices). Command line: ``pockettts-tools codec``.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from pathlib import Path
 
 import torch
@@ -23,10 +15,10 @@ from tqdm import tqdm
 
 from pockettts.audio import load_audio
 from pockettts.data.manifest import read_manifest
-from pockettts.eval.asr import WhisperASR, add_loop_guard_argument
 from pockettts.eval.wer import word_error_rate
 from pockettts.losses.spectral import mel_distance
-from pockettts.models.vae import AudioVAE, load_vae
+from pockettts.models.vae import AudioVAE
+from pockettts.whisper import WhisperASR
 
 
 def si_sdr(estimate: torch.Tensor, reference: torch.Tensor, eps: float = 1e-8) -> float:
@@ -77,39 +69,3 @@ def codec_report(
         report["whisper"] = asr.options
         report["transcripts"] = transcripts
     return report
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--vae", required=True, help="an exported VAE (.safetensors)")
-    parser.add_argument("--manifest", required=True, help="a validated manifest (jsonl)")
-    parser.add_argument("--limit", type=int, default=None, help="first N items only")
-    parser.add_argument(
-        "--untrained", action="store_true", help="score a random init of the same architecture"
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the --untrained init")
-    parser.add_argument("--out", default=None, help="write the report here as JSON")
-    parser.add_argument(
-        "--whisper", default=None, help="openai-whisper checkpoint: also transcribe originals and rebuilds"
-    )
-    add_loop_guard_argument(parser)
-    args = parser.parse_args(argv)
-    vae = load_vae(args.vae)
-    if args.untrained:
-        torch.manual_seed(args.seed)
-        vae = AudioVAE(**vae.config).eval()
-    asr = WhisperASR(args.whisper, loop_guard=args.loop_guard) if args.whisper else None
-    report = {
-        "vae": args.vae, "untrained": args.untrained, **codec_report(vae, args.manifest, args.limit, asr)
-    }  # fmt: skip
-    print(json.dumps(report, indent=2))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -3,7 +3,7 @@
 - ``"dnsmos"`` (default): Microsoft's DNSMOS P.835 (signal / background / overall) and P.808 ONNX
   models, shipped in the ``speechmos`` wheel; works offline.
 - ``"distillmos"``: DistillMOS (weights shipped in its wheel); rates formant-synth speech oddly (it
-  scored a noisy espeak clip above the clean one, ``reference/environment.md`` §3), so prefer DNSMOS
+  scored a noisy espeak clip above the clean one), so prefer DNSMOS
   on the demo corpus.
 - ``"utmos"``: UTMOS22 strong learner, the TTS papers' MOS; no installable package ships its
   weights, so it needs ``checkpoint=`` a local TorchScript file (``utmos_scripted.pt`` of
@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from pockettts.audio import mono_waveform, resample
+from pockettts.extras import import_eval_module
 
 SCORER_RATE = 16_000  # all three models are 16 kHz
 
@@ -55,7 +56,7 @@ class DNSMOSScorer:
     primary = "dnsmos_ovrl"
 
     def __init__(self):
-        from speechmos import dnsmos
+        dnsmos = import_eval_module("speechmos.dnsmos")
 
         models = Path(dnsmos.__file__).parent
         self.model = dnsmos.DNSMOS(
@@ -79,7 +80,7 @@ class DistillMOSScorer:
     primary = "distillmos"
 
     def __init__(self):
-        import distillmos
+        distillmos = import_eval_module("distillmos")
 
         with contextlib.redirect_stdout(io.StringIO()):  # it prints the weights path on load
             self.model = distillmos.ConvTransformerSQAModel().eval()
@@ -93,7 +94,7 @@ class DistillMOSScorer:
 class UTMOSScorer:
     """UTMOS22 strong from a local TorchScript file (input ``[B, 1, T]`` at 16 kHz -> ``[B]`` MOS).
 
-    Scored one clip at a time: padding a batch shifts UTMOS (``reference/peers.md`` b.4).
+    Scored one clip at a time: padding a batch shifts UTMOS.
     """
 
     name = "utmos"

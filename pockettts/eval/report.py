@@ -1,22 +1,17 @@
 """Gather evaluation results into one table and plots of every metric against each varying knob.
 
-    python -m pockettts.eval.report logs/eval/sweeps/cfg_temperature --out reports/cfg_temperature
-    python -m pockettts.eval.report DIR1 DIR2 --out OUT --baseline cfg_scale=1 --baseline temperature=0.3
-
 Every ``results.json`` under the given directories (written by ``pockettts.eval.runner``) is one
 row. ``OUT/results.md`` is a markdown table (knobs that vary first, the fixed ones in a line above
 it), ``OUT/results.csv`` has every knob and number, and ``OUT/vs_<knob>.png`` plots WER, CER,
 speaker similarity and quality against each varying knob, one line per setting of the other
-varying knobs, with the baseline (``--baseline``; default CFG 1 when CFG varies, else the first
-value of the first varying knob) drawn as a star.
+varying knobs, with the baseline (default CFG 1 when CFG varies, else the first value of the first
+varying knob) drawn as a star. Command line: ``pockettts-tools report``.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -311,33 +306,3 @@ def build_report(
         "plots": plots,
         "baseline": baseline,
     }
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("dirs", nargs="+", help="directories searched for results.json (a sweep's root)")
-    parser.add_argument("--out", required=True, help="where results.md, results.csv and the plots go")
-    parser.add_argument(
-        "--baseline", action="append", default=None, metavar="KNOB=VALUE",
-        help="the baseline setting (repeatable); default cfg_scale=1, else the first knob's first value",
-    )  # fmt: skip
-    parser.add_argument(
-        "--metrics", nargs="+", default=None, help=f"summary keys to plot (default {PLOT_METRICS} + quality)"
-    )
-    args = parser.parse_args(argv)
-    try:
-        report = build_report(
-            args.dirs, args.out, parse_baseline(args.baseline) if args.baseline else None, args.metrics
-        )
-    except ReportError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(report["table"])
-    print(f"{report['results']} results -> {args.out} (table, CSV, {len(report['plots'])} plots)")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-r"""Does a trained backbone speak its prompts' texts as well as the codec can? For each item of a
+"""Does a trained backbone speak its prompts' texts as well as the codec can? For each item of a
 manifest, the validation cut gives a voice prompt, a text and the real target latents; the
 backbone generates from the prompt and text, both the generation and the VAE's decoding of the real
 latents are transcribed by Whisper, and both WERs are reported (the codec's own is the ceiling),
@@ -8,31 +8,27 @@ with the distance between generated and real latents (normalised MSE) and betwee
 ``--teacher-forced`` predicts each frame from the *real* frames before it instead (one step ahead,
 the voice and text read as in generation, same noise and CFG): generation's own errors cannot pile
 up, so the pair of reports tells a backbone that cannot say a frame from one that loses its way.
-
-    python -m pockettts.eval.resynthesis --teacher RUN/export/teacher.safetensors \
-        --data-dir data/demo --manifest overfit8.jsonl --cache data/demo/latents \
-        --whisper checkpoints/whisper/tiny.en.pt --out RUN/resynthesis
+Command line: ``pockettts-tools resynthesis``.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
-import sys
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from pockettts.audio import save_audio
-from pockettts.eval.asr import WhisperASR, add_loop_guard_argument
-from pockettts.eval.runner import spread
-from pockettts.eval.validation_cuts import add_cut_arguments, validation_examples
+from pockettts.eval.validation_cuts import cut_indices, validation_examples
 from pockettts.eval.wer import word_error_rate
 from pockettts.losses.spectral import mel_distance
 from pockettts.models.flow_lm import FlowLM
 from pockettts.models.heads import sample_noise
+from pockettts.models.sampling import SamplingOptions
 from pockettts.models.vae import load_vae
+from pockettts.whisper import WhisperASR
 
 
 @torch.no_grad()
@@ -41,15 +37,13 @@ def teacher_forced_latents(
     voice: torch.Tensor,
     tokens: torch.Tensor,
     target: torch.Tensor,
-    cfg_scale: float = 1.0,
-    temperature: float = 0.3,
-    generator: torch.Generator | None = None,
+    options: SamplingOptions,
 ) -> torch.Tensor:
     """Frame ``j`` of ``target`` ``[F, D]`` (raw latents) sampled from the model given the real frames
     ``< j``, the voice ``[Fv, voice_dim]`` and ``tokens`` ``[L]``: raw latents ``[F, D]``. With CFG
-    the null row drops voice and text, as ``FlowLM.generate``'s does."""
-    guided = cfg_scale != 1.0
-    rows = 2 if guided else 1
+    the null row drops voice and text, as ``FlowLM.generate``'s does; the noise is seeded with
+    ``options.seed`` (the frame limits of ``options`` do not apply: every frame is predicted)."""
+    rows = 2 if options.guided else 1
     lengths = [
         torch.full((rows,), n, dtype=torch.long) for n in (voice.shape[0], tokens.shape[0], target.shape[0])
     ]
@@ -59,11 +53,12 @@ def teacher_forced_latents(
         target[None].expand(rows, -1, -1), lengths[2], drop_voice=dropped, drop_text=dropped,
     )  # fmt: skip
     z = out["z"][:, :-1]  # [rows, F, d_model]: position j predicts frame j
-    z = z[1] + cfg_scale * (z[0] - z[1]) if guided else z[0]
+    z = z[1] + options.cfg_scale * (z[0] - z[1]) if options.guided else z[0]
+    generator = torch.Generator(z.device).manual_seed(options.seed)
     noise = sample_noise(
-        (target.shape[0], model.latent_dim), temperature, generator=generator, device=z.device
+        (target.shape[0], model.latent_dim), options.temperature, options.noise_clamp, generator, z.device
     )
-    return model.denormalize(model.head.sample(z, noise))
+    return model.denormalize(model.head.sample(z, noise, options.head_steps))
 
 
 @torch.no_grad()
@@ -74,9 +69,7 @@ def resynthesis_report(
     whisper: str | Path,
     out: str | Path,
     vae: str | Path | None = None,
-    cfg_scale: float = 1.0,
-    temperature: float = 0.3,
-    seed: int = 0,
+    sampling: SamplingOptions | None = None,
     max_seconds: float = 15.0,
     limit: int | None = None,
     spread_items: bool = False,
@@ -86,32 +79,27 @@ def resynthesis_report(
     """Generate (or with ``teacher_forced`` predict one step ahead of the real frames), decode,
     transcribe; write wavs, ``items.jsonl`` and ``summary.json`` under ``out``. ``limit`` items: the
     first ones, or with ``spread_items`` spread evenly over the manifest (a speaker-sorted manifest
-    then gives every speaker, not only the first)."""
+    then gives every speaker, not only the first). Item ``i`` is sampled with ``sampling`` (default
+    ``SamplingOptions()``) at seed ``sampling.seed + i``, for at most ``max_seconds``."""
+    sampling = sampling or SamplingOptions()
     model, dataset, vae_path = validation_examples(teacher, manifest, cache_dir, vae)
     codec = load_vae(vae_path)
     asr = WhisperASR(whisper, loop_guard=loop_guard)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows, pairs = [], []
-    indices = spread(len(dataset), limit) if spread_items else list(range(len(dataset)))[:limit]
+    indices = cut_indices(len(dataset), limit, spread_items)
     for index in tqdm(indices, desc="resynthesis"):
         example = dataset[index]
-        generator = torch.Generator().manual_seed(seed + index)
+        options = dataclasses.replace(
+            sampling, seed=sampling.seed + index, max_frames=int(max_seconds * codec.frame_rate)
+        )
         if teacher_forced:
             latents = teacher_forced_latents(
-                model,
-                example["voice"],
-                example["tokens"],
-                example["target"],
-                cfg_scale,
-                temperature,
-                generator,
+                model, example["voice"], example["tokens"], example["target"], options
             )
         else:
-            latents = model.generate(
-                example["voice"], example["tokens"], int(max_seconds * codec.frame_rate),
-                cfg_scale=cfg_scale, temperature=temperature, generator=generator,
-            )  # fmt: skip
+            latents = model.generate(example["voice"], example["tokens"], options)
         generated = codec.decode(latents[None])[0, 0]
         reference = codec.decode(example["target"][None])[0, 0]
         save_audio(out / f"{example['id']}_generated.wav", generated[None], codec.sample_rate)
@@ -142,7 +130,7 @@ def resynthesis_report(
         "teacher": str(teacher), "vae": str(vae_path), "whisper": asr.options, "items": len(rows),
         "selection": "spread" if spread_items else "first",
         "mode": "teacher_forced" if teacher_forced else "generated",
-        "cfg_scale": cfg_scale, "temperature": temperature, "seed": seed,
+        "cfg_scale": sampling.cfg_scale, "temperature": sampling.temperature, "seed": sampling.seed,
         "generated_wer": generated_wer["wer"], "codec_wer": codec_wer["wer"],
         "latent_mse": sum(r["latent_mse"] for r in rows) / len(rows),
         "mel_distance_to_codec": sum(r["mel_distance_to_codec"] for r in rows) / len(rows),
@@ -157,31 +145,3 @@ def resynthesis_report(
 def _mse(a: torch.Tensor, b: torch.Tensor) -> float:
     frames = min(a.shape[0], b.shape[0])
     return float((a[:frames] - b[:frames]).pow(2).mean())
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    add_cut_arguments(parser)
-    parser.add_argument("--whisper", required=True, help="openai-whisper checkpoint")
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--cfg-scale", type=float, default=1.0)
-    parser.add_argument("--temperature", type=float, default=0.3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--teacher-forced", action="store_true", help="each frame from the real frames before it"
-    )
-    add_loop_guard_argument(parser)
-    args = parser.parse_args(argv)
-    summary = resynthesis_report(
-        args.teacher, args.manifest, args.cache, args.whisper, args.out, args.vae,
-        args.cfg_scale, args.temperature, args.seed, limit=args.limit,
-        spread_items=args.spread, teacher_forced=args.teacher_forced, loop_guard=args.loop_guard,
-    )  # fmt: skip
-    print(json.dumps(summary, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

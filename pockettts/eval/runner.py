@@ -12,11 +12,13 @@ recording when there is one, a quality score, silent output, EOS reached) and ap
 
 The directory, ``<results_root>/<testset>/<knobs>/``, is named from every knob (``results_name``),
 and ``settings.json`` inside it holds them all: a rerun with other settings is refused rather than
-mixed into the same numbers. ``cfg`` is any object with ``EvalConfig``'s fields (``pockettts.schema``).
+mixed into the same numbers. ``cfg`` is an ``EvalConfig`` (``pockettts.schema``); item ``i`` is
+sampled with ``cfg.sampling`` at seed ``cfg.sampling.seed + i``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -29,10 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from pockettts.audio import AudioError, is_silent, save_audio
-from pockettts.eval.asr import WhisperASR
 from pockettts.eval.quality import build_quality_scorer
 from pockettts.eval.report import markdown_table
 from pockettts.eval.speaker import build_speaker_embedder, cosine_similarity
@@ -44,9 +46,12 @@ from pockettts.eval.testsets import (
     load_testset,
 )
 from pockettts.eval.wer import character_error_rate, word_error_rate
-from pockettts.models.flow_lm import read_flow_lm_metadata
+from pockettts.io import atomic_write_text
+from pockettts.models.bundle import ExportedModel, read_export
+from pockettts.models.sampling import SamplingOptions
 from pockettts.models.tts import Generation, TextToSpeech, VoiceState
-from pockettts.schema import synthesis_options
+from pockettts.schema import EvalConfig
+from pockettts.whisper import WhisperASR
 
 log = logging.getLogger(__name__)
 
@@ -58,33 +63,35 @@ class EvalError(RuntimeError):
 
 
 # -- naming -------------------------------------------------------------------------------------------
-def checkpoint_info(path: str | Path) -> dict[str, Any]:
-    """What an exported FlowLM says about itself: a short ``name``, ``step`` and ``ema`` when its
-    metadata records them, its context-noise maximum level (0 without context noise: the knob of
-    the noise ablation) and depth, and the file's sha256 (a retrained file is another checkpoint)."""
+def open_checkpoint(path: str | Path) -> ExportedModel:
+    """The exported FlowLM to evaluate; an ``EvalError`` naming it when it cannot be read."""
     path = Path(path)
     if not path.is_file():
         raise EvalError(f"checkpoint {path} does not exist")
     try:
-        metadata = read_flow_lm_metadata(path)
+        return read_export(path)
     except Exception as err:  # safetensors raises its own error types for non-safetensors files
         raise EvalError(f"checkpoint {path}: {err}") from err
-    config = json.loads(metadata["config"])
+
+
+def checkpoint_info(export: ExportedModel) -> dict[str, Any]:
+    """What an exported FlowLM says about itself: a short ``name``, ``step`` and ``ema`` when its
+    metadata records them, its context-noise maximum level (0 without context noise: the knob of
+    the noise ablation) and depth, and the file's sha256 (a retrained file is another checkpoint)."""
+    path, config = export.path, export.flow_lm.config
     noise = config.get("context_noise") or {}
     name = path.stem
     if path.parent.name == "export" and path.parent.parent.name not in ("", name):
         name = f"{path.parent.parent.name}-{name}"  # <run>/export/teacher.safetensors -> <run>-teacher
-    step = int(metadata["step"]) if "step" in metadata else None
-    ema = metadata["ema"].lower() == "true" if "ema" in metadata else None
-    if step is not None:
-        name += f"-step{step}"
-    if ema is not None:
-        name += "-ema" if ema else "-raw"
+    if export.step is not None:
+        name += f"-step{export.step}"
+    if export.ema is not None:
+        name += "-ema" if export.ema else "-raw"
     return {
         "name": _UNSAFE.sub("_", name),
         "path": str(path),
-        "step": step,
-        "ema": ema,
+        "step": export.step,
+        "ema": export.ema,
         "context_noise": float(noise.get("max_level", 1.0)) if noise else 0.0,  # ContextNoise's default
         "num_layers": config.get("num_layers"),
         "sha256": _sha256(path),
@@ -132,6 +139,8 @@ def results_name(knobs: dict[str, Any]) -> str:
         ("noise_clamp", "clamp"),
         ("frames_after_eos", "after"),
         ("max_tokens", "tok"),
+        ("max_frames", "frames"),
+        ("head_steps", "steps"),
         ("max_voice_seconds", "voice"),
         ("max_items", "n"),
         ("generation_batch_size", "bs"),
@@ -148,8 +157,9 @@ def results_name(knobs: dict[str, Any]) -> str:
     return _UNSAFE.sub("_", "-".join(parts))
 
 
-def eval_knobs(cfg, checkpoint: dict[str, Any], testset: str) -> dict[str, Any]:
+def eval_knobs(cfg: EvalConfig, checkpoint: dict[str, Any], testset: str) -> dict[str, Any]:
     """Every setting that changes a number of the run (``results.json`` ``knobs``)."""
+    sampling, defaults = cfg.sampling, SamplingOptions()
     return {
         "testset": testset,
         "checkpoint": checkpoint["name"],
@@ -157,19 +167,21 @@ def eval_knobs(cfg, checkpoint: dict[str, Any], testset: str) -> dict[str, Any]:
         "step": checkpoint["step"],
         "ema": checkpoint["ema"],
         "context_noise": checkpoint["context_noise"],
-        "cfg_scale": float(cfg.cfg_scale),
-        "temperature": float(cfg.temperature),
-        "eos_threshold": float(cfg.eos_threshold),
-        "noise_clamp": cfg.noise_clamp,
-        "frames_after_eos": cfg.frames_after_eos,
+        "cfg_scale": float(sampling.cfg_scale),
+        "temperature": float(sampling.temperature),
+        "eos_threshold": float(sampling.eos_threshold),
+        "noise_clamp": sampling.noise_clamp,
+        "frames_after_eos": sampling.frames_after_eos,
+        "max_frames": sampling.max_frames,
         # defaults dropped so they stay out of the directory name
-        "max_tokens": None if cfg.max_tokens == 50 else cfg.max_tokens,
+        "max_tokens": None if sampling.max_tokens == defaults.max_tokens else sampling.max_tokens,
+        "head_steps": None if sampling.head_steps == defaults.head_steps else sampling.head_steps,
         "max_voice_seconds": None if cfg.max_voice_seconds == 30 else cfg.max_voice_seconds,
         "max_items": cfg.max_items,
         "generation_batch_size": None if cfg.generation_batch_size == 1 else cfg.generation_batch_size,
         "precision": None if cfg.precision == "float32" else cfg.precision,
         "vae": cfg.vae,
-        "seed": int(cfg.seed),
+        "seed": int(sampling.seed),
         "asr": asr_name(cfg.whisper, cfg.beam_size, cfg.language, cfg.loop_guard),
         "normalizers": list(cfg.normalizers),
         "speaker_embedder": cfg.speaker_embedder,
@@ -197,10 +209,10 @@ def build_scorers(cfg) -> Scorers:
 
 
 # -- one item -----------------------------------------------------------------------------------------
-def time_to_first_audio(tts: TextToSpeech, text: str, voice: VoiceState, **options) -> float:
+def time_to_first_audio(tts: TextToSpeech, text: str, voice: VoiceState, options: SamplingOptions) -> float:
     """Seconds until the streaming path yields its first 80 ms chunk (text prefill + one frame + decode)."""
     start = time.perf_counter()
-    stream = tts.stream(text, voice, **options)
+    stream = tts.stream(text, voice, options)
     next(stream, None)
     seconds = time.perf_counter() - start
     stream.close()
@@ -208,15 +220,15 @@ def time_to_first_audio(tts: TextToSpeech, text: str, voice: VoiceState, **optio
 
 
 def generate_group(
-    tts: TextToSpeech, texts: list[str], voices: list[VoiceState], seeds: list[int], options: dict[str, Any]
+    tts: TextToSpeech, texts: list[str], voices: list[VoiceState], seeds: list[int], options: SamplingOptions
 ) -> list[tuple[Generation, float]]:
     """``(generation, wall seconds)`` per request: ``generate`` for one, ``generate_batch`` for several
     (the batch's wall time shared out by audio length; the total is exact)."""
     start = time.perf_counter()
     if len(texts) == 1:
-        generations = [tts.generate(texts[0], voices[0], seed=seeds[0], **options)]
+        generations = [tts.generate(texts[0], voices[0], dataclasses.replace(options, seed=seeds[0]))]
     else:
-        generations = tts.generate_batch(texts, voices, seeds=seeds, **options)
+        generations = tts.generate_batch(texts, voices, options, seeds)
     wall = time.perf_counter() - start
     total = sum(g.audio.numel() for g in generations)
     return [(g, wall * g.audio.numel() / total if total else wall / len(generations)) for g in generations]
@@ -269,9 +281,10 @@ def spread(count: int, wanted: int | None) -> list[int]:
     return [i * count // wanted for i in range(wanted)]
 
 
-def evaluate(cfg) -> dict[str, Any]:
+def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     """Run (or resume) the evaluation described by ``cfg``; returns the ``results.json`` content."""
-    checkpoint = checkpoint_info(cfg.checkpoint)
+    export = open_checkpoint(cfg.checkpoint)
+    checkpoint = checkpoint_info(export)
     # null options mean "the loader's default"
     options = {k: v for k, v in dict(cfg.testset_options or {}).items() if v is not None}
     try:
@@ -295,7 +308,7 @@ def evaluate(cfg) -> dict[str, Any]:
     log.info("%s: %d items, %d already done, %d to go", out, len(items), len(items) - len(todo), len(todo))
     failed: list[dict[str, str]] = []
     if todo:
-        tts = TextToSpeech.load(cfg.checkpoint, cfg.vae, precision=cfg.precision)
+        tts = TextToSpeech.load(export, cfg.vae, precision=cfg.precision)
         cache = _EmbeddingCache(scorers.speaker, tts.vae.sample_rate) if scorers.speaker else None
         progress = tqdm(total=len(todo), desc=f"eval {testset.name}")
         for start in range(0, len(todo), cfg.asr_batch_size):
@@ -309,8 +322,8 @@ def evaluate(cfg) -> dict[str, Any]:
     rows = _read_rows(out / "items.jsonl")
     done_rows = [rows[item.id] for _, item in items if item.id in rows]
     results = _aggregate(done_rows, settings, testset, failed, out)
-    _write_atomic(out / "results.json", json.dumps(results, indent=2) + "\n")
-    _write_atomic(out / "results.md", _markdown(results))
+    atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
+    atomic_write_text(out / "results.md", _markdown(results))
     return results
 
 
@@ -331,19 +344,19 @@ def _claim(out: Path, settings: dict[str, Any]) -> None:
 
 
 def _speak(
-    tts: TextToSpeech, cfg, todo: list[tuple[int, EvalItem]], out: Path, failed: list, progress
+    tts: TextToSpeech, cfg: EvalConfig, todo: list[tuple[int, EvalItem]], out: Path, failed: list, progress
 ) -> list[tuple[EvalItem, dict[str, Any], torch.Tensor]]:
     """Voice states, then generation in groups of ``generation_batch_size``; the wavs are kept.
     Returns ``(item, row without transcript, audio [T])``; a failing item is logged in ``failed``."""
-    rate = tts.vae.sample_rate
-    options = synthesis_options(cfg)
+    rate, sampling = tts.vae.sample_rate, cfg.sampling
     ready = []
     for index, item in todo:
         try:
             start = time.perf_counter()
             # the prompt window, mono, at the training loudness (-23 LUFS), as voices were in training
             voice = tts.voice(load_prompt_audio(item, rate), rate, cfg.max_voice_seconds)
-            ttfa = time_to_first_audio(tts, item.text, voice, seed=cfg.seed + index, **options)
+            seeded = dataclasses.replace(sampling, seed=sampling.seed + index)
+            ttfa = time_to_first_audio(tts, item.text, voice, seeded)
             ready.append((index, item, voice, time.perf_counter() - start - ttfa, ttfa))
         except Exception as err:  # one bad item (unreadable prompt, unspeakable text) is not the run
             _fail(item, err, failed, progress)
@@ -355,22 +368,22 @@ def _speak(
                 _fail(item, result, failed, progress)
                 continue
             generation, seconds = result
-            row = _row(item, cfg.seed + index, generation, seconds, voice_seconds, ttfa, out, rate)
+            row = _row(item, sampling.seed + index, generation, seconds, voice_seconds, ttfa, out, rate)
             spoken.append((item, row, generation.audio))
             progress.update()
     return spoken
 
 
 def _generate_safely(
-    tts: TextToSpeech, cfg, group: list[tuple]
+    tts: TextToSpeech, cfg: EvalConfig, group: list[tuple]
 ) -> list[tuple[Generation, float] | Exception]:
     """``generate_group`` over ``(index, item, voice, ...)`` members; when that raises, each member
     alone, so that only the bad request fails."""
 
     def attempt(members):
-        seeds = [cfg.seed + m[0] for m in members]
+        seeds = [cfg.sampling.seed + m[0] for m in members]
         texts, voices = [m[1].text for m in members], [m[2] for m in members]
-        return generate_group(tts, texts, voices, seeds, synthesis_options(cfg))
+        return generate_group(tts, texts, voices, seeds, cfg.sampling)
 
     try:
         return attempt(group)
@@ -462,16 +475,10 @@ def _recover_rows(path: Path) -> dict[str, dict[str, Any]]:
             if number < len(lines):
                 raise EvalError(f"{path}:{number} is not JSON (only a crash's last line may be cut)") from err
             log.warning("%s: dropped the last line, cut short by an interrupted run", path)
-            _write_atomic(path, "".join(json.dumps(r) + "\n" for r in rows.values()))
+            atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows.values()))
             break
         rows[row["id"]] = row
     return rows
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 def _append_rows(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -558,8 +565,10 @@ def _markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run(cfg) -> int:
+def run(cfg: EvalConfig | DictConfig) -> int:
     """The ``eval.py`` job: evaluate, print the table; exit code 1 with the reason logged on bad input."""
+    if isinstance(cfg, DictConfig):  # from Hydra: the schema's dataclasses, ``cfg.sampling`` included
+        cfg = OmegaConf.to_object(cfg)
     try:
         results = evaluate(cfg)
     except (EvalError, TestSetError, AudioError, FileNotFoundError, ValueError) as err:

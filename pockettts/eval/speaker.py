@@ -1,7 +1,7 @@
 """Speaker similarity: pluggable speaker embedders and the cosine between their embeddings.
 
-SIM numbers are only comparable between runs that used the same embedder (``reference/peers.md``
-b.3), so every embedder carries a ``name`` that results should record.
+SIM numbers are only comparable between runs that used the same embedder, so every embedder
+carries a ``name`` that results should record.
 
 - ``"resemblyzer"`` (default): the GE2E encoder whose weights ship inside the ``resemblyzer`` wheel,
   so it works offline; 256-d.
@@ -12,6 +12,7 @@ b.3), so every embedder carries a ``name`` that results should record.
 from __future__ import annotations
 
 import functools
+import warnings
 from pathlib import Path
 from typing import Protocol
 
@@ -19,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from pockettts.audio import is_silent, loudness_normalize, mono_waveform, resample
+from pockettts.extras import import_eval_module
 
 EMBEDDER_RATE = 16_000  # both embedders work on 16 kHz audio
 
@@ -66,9 +68,10 @@ class ResemblyzerEmbedder:
     name = "resemblyzer"
 
     def __init__(self, device: str = "cpu"):
-        from resemblyzer import VoiceEncoder
-
-        self.encoder = VoiceEncoder(device=device, verbose=False)
+        with warnings.catch_warnings():  # webrtcvad imports pkg_resources, which warns of its own end
+            warnings.filterwarnings("ignore", "pkg_resources is deprecated", UserWarning)
+            resemblyzer = import_eval_module("resemblyzer")
+        self.encoder = resemblyzer.VoiceEncoder(device=device, verbose=False)
 
     def embed(self, audio: torch.Tensor, sample_rate: int) -> torch.Tensor:
         from resemblyzer import preprocess_wav

@@ -1,6 +1,6 @@
 """Zero-shot TTS test sets: which voice prompt to clone and which text to say, item by item.
 
-Three formats (``reference/peers.md`` b.1):
+Three formats:
 
 - the LibriSpeech-PC cross-sentence list (1127 items, shipped in ``lists/``; audio from a local
   LibriSpeech test-clean),

@@ -1,26 +1,20 @@
-r"""How much does a trained backbone use its text? The head loss over a manifest's validation cuts
+"""How much does a trained backbone use its text? The head loss over a manifest's validation cuts
 (teacher forcing), with the text and with every row's text removed, under the same seeded head
 draws: the gap ``text_gain`` is what training logs as ``val/text_gain``, here for any exported model
 and manifest. Comparing its training sentences with held-out ones separates memorising from
 reading: ≈ 0 on held-out sentences means new text is not read; a large gap on training sentences
-with a negative one on new text means sentence -> audio pairs were memorised.
-
-    python -m pockettts.eval.text_gain --teacher RUN/export/teacher.safetensors \
-        --manifest data/demo/clean/valid.jsonl --cache data/demo/latents [--limit 32] [--draws 8]
+with a negative one on new text means sentence -> audio pairs were memorised. Command line:
+``pockettts-tools text-gain``.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from pathlib import Path
 
 import torch
 
-from pockettts.data.examples import FORWARD_KEYS, collate_examples
-from pockettts.eval.runner import spread
-from pockettts.eval.validation_cuts import add_cut_arguments, validation_examples
+from pockettts.data.examples import collate_examples
+from pockettts.eval.validation_cuts import cut_indices, validation_examples
 
 
 @torch.no_grad()
@@ -39,15 +33,16 @@ def text_gain(
     ``limit`` items: the first ones, or with ``spread_items`` spread evenly over the manifest."""
     with torch.random.fork_rng():  # building the model draws its (then overwritten) init
         model, dataset, vae_path = validation_examples(teacher, manifest, cache_dir, vae)
-    indices = spread(len(dataset), limit) if spread_items else list(range(len(dataset)))[:limit]
+    indices = cut_indices(len(dataset), limit, spread_items)
     pad_id = dataset.tokenizer.pad_id
     totals = {"with_text": 0.0, "without_text": 0.0}
     frames = 0
     for start in range(0, len(indices), batch_size):
         batch = collate_examples([dataset[i] for i in indices[start : start + batch_size]], pad_id)
-        rows = batch["target"].shape[0]
-        inputs = [batch[k] for k in FORWARD_KEYS]
-        batch_frames = int(batch["target_lengths"].sum())
+        rows = batch.size
+        inputs = (batch.voice, batch.voice_lengths, batch.text, batch.text_lengths, batch.target,
+                  batch.target_lengths)  # fmt: skip
+        batch_frames = int(batch.target_lengths.sum())
         for draw in range(draws):
             for key, drop_text in (("with_text", None), ("without_text", torch.ones(rows, dtype=torch.bool))):
                 with torch.random.fork_rng():
@@ -62,21 +57,3 @@ def text_gain(
         "frames": frames, "draws": draws, "head_loss": with_text, "head_loss_without_text": without_text,
         "text_gain": without_text - with_text,
     }  # fmt: skip
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    add_cut_arguments(parser)
-    parser.add_argument("--draws", type=int, default=8, help="seeded head draws per item")
-    args = parser.parse_args(argv)
-    report = text_gain(
-        args.teacher, args.manifest, args.cache, args.vae, args.limit, args.draws, spread_items=args.spread
-    )
-    print(json.dumps(report, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

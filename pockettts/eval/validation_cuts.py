@@ -1,13 +1,15 @@
-"""The validation cuts an exported backbone is evaluated on (``eval.resynthesis``, ``eval.text_gain``)."""
+"""The validation cuts an exported backbone is evaluated on (``eval.resynthesis``, ``eval.text_gain``,
+``eval.alignment``)."""
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from pockettts.data.examples import TeacherExampleDataset
 from pockettts.data.latents import LatentCache
-from pockettts.models.flow_lm import FlowLM, codec_for, load_flow_lm, read_flow_lm_metadata
+from pockettts.eval.runner import spread
+from pockettts.models.bundle import read_export
+from pockettts.models.flow_lm import FlowLM
 from pockettts.text import Tokenizer
 
 
@@ -17,22 +19,15 @@ def validation_examples(
     """An exported backbone, the validation cuts of ``manifest`` (prompt, tokens of its tokenizer,
     real target latents from the cache of ``vae``, default: the one recorded in the export) and
     that VAE's path."""
-    teacher = Path(teacher)
-    metadata = read_flow_lm_metadata(teacher)
-    vae_path = codec_for(teacher, vae)
-    tokenizer = Tokenizer(teacher.parent / metadata.get("tokenizer", "tokenizer.model"))
+    export = read_export(teacher)
+    vae_path = export.codec(vae)
     dataset = TeacherExampleDataset(
-        manifest, LatentCache.open(cache_dir, vae_path), tokenizer, random_cuts=False
+        manifest, LatentCache.open(cache_dir, vae_path), Tokenizer(export.tokenizer), random_cuts=False
     )
-    return load_flow_lm(teacher), dataset, vae_path
+    return export.flow_lm, dataset, vae_path
 
 
-def add_cut_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of every report on validation cuts: the export, the manifest and its latent
-    cache, the codec, and which items."""
-    parser.add_argument("--teacher", required=True, help="an exported FlowLM")
-    parser.add_argument("--manifest", required=True)
-    parser.add_argument("--cache", required=True, help="latent cache root of the manifest")
-    parser.add_argument("--vae", default=None, help="default: the VAE recorded in the teacher export")
-    parser.add_argument("--limit", type=int, default=None, help="first N items (see --spread)")
-    parser.add_argument("--spread", action="store_true", help="the N items spread evenly over the manifest")
+def cut_indices(count: int, limit: int | None = None, spread_items: bool = False) -> list[int]:
+    """The ``limit`` of ``count`` validation cuts a report reads: the first ones, or with
+    ``spread_items`` spread evenly (a speaker-sorted manifest then gives every speaker)."""
+    return spread(count, limit) if spread_items else list(range(count))[:limit]

@@ -1,6 +1,6 @@
 """Word and character error rates of transcripts against reference texts, after a named normaliser.
 
-Two normalisers, whose numbers must never be compared with each other (``reference/peers.md`` b.2):
+Two normalisers, whose numbers must never be compared with each other:
 ``"whisper"`` is openai-whisper's ``EnglishTextNormalizer`` (spelling, numbers, contractions);
 ``"plain"`` lowercases and deletes punctuation, apostrophes included (the F5-TTS rule).
 """
@@ -12,7 +12,7 @@ import string
 import unicodedata
 from collections.abc import Callable, Sequence
 
-import jiwer
+from pockettts.extras import import_eval_module
 
 _ASCII_PUNCTUATION = set(string.punctuation)
 
@@ -25,9 +25,7 @@ def plain_normalize(text: str) -> str:
 
 @functools.cache
 def _whisper_normalizer() -> Callable[[str], str]:
-    from whisper.normalizers import EnglishTextNormalizer
-
-    return EnglishTextNormalizer()
+    return import_eval_module("whisper.normalizers").EnglishTextNormalizer()
 
 
 def get_normalizer(name: str) -> Callable[[str], str]:
@@ -62,6 +60,7 @@ def _error_rate(
     references: Sequence[str], hypotheses: Sequence[str], normalizer: str, unit: str
 ) -> dict[str, object]:
     refs, hyps = _normalized_pairs(references, hypotheses, normalizer)
+    jiwer = import_eval_module("jiwer")
     process, rate = (jiwer.process_words, "wer") if unit == "words" else (jiwer.process_characters, "cer")
     per_utt = [getattr(process(r, h), rate) for r, h in zip(refs, hyps)]
     total = process(refs, hyps)

@@ -162,8 +162,8 @@ class MultiResolutionSTFTLoss(nn.Module):
             return torch.stack(losses).mean()
 
 
-# The metric's definition is frozen so numbers stay comparable across runs and with
-# reference/vae_calibration.md ("log-mel L1": 1024-pt FFT, hop 256, 80 Slaney mels, natural log).
+# The metric's definition is frozen so numbers stay comparable across runs
+# ("log-mel L1": 1024-pt FFT, hop 256, 80 Slaney mels, natural log).
 MEL_DISTANCE_N_FFT = 1024
 MEL_DISTANCE_HOP = 256
 MEL_DISTANCE_N_MELS = 80

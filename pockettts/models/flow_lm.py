@@ -15,19 +15,15 @@ the released Pocket TTS FlowLM (see ``pockettts.compat.flow_lm``).
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from pockettts.models.heads import build_head, sample_noise
-from pockettts.models.vae import vae_latent_hash
+from pockettts.models.sampling import SamplingOptions
 from pockettts.modules.streaming import State, StreamingModule, child_state, flatten_state
 from pockettts.modules.transformer import StreamingTransformer
 
@@ -127,8 +123,8 @@ class ShortContextTransformer(StreamingModule):
 class FlowLM(StreamingModule):
     """Backbone + generation head + EOS head.
 
-    All arguments are plain data (recorded in ``self.config`` and written into exports, so a
-    checkpoint rebuilds its own model without any config system).
+    All arguments are plain data (recorded in ``self.config`` and written into exports by
+    ``pockettts.models.bundle``, so a checkpoint rebuilds its own model without any config system).
 
     Args:
         head: ``{"kind": "lsd" | "consistency" | "flow_matching", **options}`` for
@@ -385,115 +381,39 @@ class FlowLM(StreamingModule):
     def frames(
         self,
         state: State,
+        options: SamplingOptions,
         max_frames: int | Sequence[int],
-        cfg_scale: float = 1.0,
-        temperature: float = 0.7,
-        noise_clamp: float | None = None,
-        eos_threshold: float = -4.0,
-        frames_after_eos: int | Sequence[int] = 3,
-        min_frames_before_eos: int = 6,
-        head_steps: int = 1,
+        frames_after_eos: int | Sequence[int],
         generators: Sequence[torch.Generator | None] | torch.Generator | None = None,
     ) -> FrameSampler:
-        """Autoregressive frames from a prefilled state (see ``FrameSampler``)."""
-        return FrameSampler(
-            self, state, max_frames, cfg_scale, temperature, noise_clamp, eos_threshold,
-            frames_after_eos, min_frames_before_eos, head_steps, generators,
-        )  # fmt: skip
+        """Autoregressive frames from a prefilled state (see ``FrameSampler``); ``max_frames`` and
+        ``frames_after_eos`` are per stream (or one for all), resolved from ``options`` by the caller."""
+        return FrameSampler(self, state, options, max_frames, frames_after_eos, generators)
 
     @torch.no_grad()
     def generate(
-        self,
-        voice: torch.Tensor | None,
-        tokens: torch.Tensor,
-        max_frames: int,
-        cfg_scale: float = 1.0,
-        generator: torch.Generator | None = None,
-        **options,
+        self, voice: torch.Tensor | None, tokens: torch.Tensor, options: SamplingOptions
     ) -> torch.Tensor:
-        """Speak ``tokens`` ``[L]`` in the voice ``[Fv, voice_dim]``: raw latents ``[F, latent_dim]``
-        (``options``: those of ``frames``)."""
-        guided = cfg_scale != 1.0
+        """Speak ``tokens`` ``[L]`` in the voice ``[Fv, voice_dim]``: raw latents ``[F, latent_dim]``.
+
+        ``options.max_frames`` must be set (the default budget needs the codec's frame rate); the
+        noise is drawn from a generator on the model's device seeded with ``options.seed``.
+        """
+        if options.max_frames is None:
+            raise ValueError("FlowLM.generate needs options.max_frames")
         state = (
-            self.prefill_batch([(voice, tokens)], with_null=True) if guided else self.prefill(voice, tokens)
+            self.prefill_batch([(voice, tokens)], with_null=True)
+            if options.guided
+            else self.prefill(voice, tokens)
         )
-        frames = [
-            f.latents for f in self.frames(state, max_frames, cfg_scale, generators=generator, **options)
-        ]
+        generator = torch.Generator(self.bos_emb.device).manual_seed(options.seed)
+        sampler = self.frames(state, options, options.max_frames, options.frames_after(), generator)
+        frames = [f.latents for f in sampler]
         return torch.cat(frames, dim=0) if frames else self.bos_emb.new_zeros(0, self.latent_dim)
 
-    # -- export -------------------------------------------------------------------------------------
-    def save(self, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
-        """Write weights + config (in the safetensors metadata, and ``<path>.json``), atomically."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        header = {"format": "pockettts.flow_lm", "config": json.dumps(self.config), **(metadata or {})}
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(tensors, str(tmp), metadata=header)
-        tmp.replace(path)
-        path.with_suffix(".json").write_text(json.dumps({**header, "config": self.config}, indent=2) + "\n")
-        return path
 
-
-def read_flow_lm_metadata(path: str | Path) -> dict[str, str]:
-    """The safetensors metadata of an exported FlowLM (config, tokenizer, codec hash, ...)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"FlowLM checkpoint {path} does not exist")
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata() or {}
-    if metadata.get("format") != "pockettts.flow_lm" or "config" not in metadata:
-        raise ValueError(f"{path} is not an exported pockettts FlowLM (no config in its metadata)")
-    return metadata
-
-
-def recorded_vae(path: str | Path) -> Path:
-    """The codec an exported FlowLM was trained with: the path recorded at export (relative to the
-    working directory then) or, when that is gone or holds another codec (a copied or shipped
-    export), the file of the same name beside the export. Either must have the recorded latent hash
-    (the encoder side's, so a codec with a new decoder qualifies)."""
-    path = Path(path)
-    metadata = read_flow_lm_metadata(path)
-    if "vae" not in metadata:
-        raise ValueError(f"{path} records no VAE: pass one")
-    recorded = Path(metadata["vae"])
-    candidates = [c for c in (recorded, path.parent / recorded.name) if c.is_file()]
-    if not candidates:
-        raise FileNotFoundError(
-            f"{path} was trained with the VAE {recorded}, which exists neither there nor beside it"
-        )
-    wanted = metadata.get("latent_hash")
-    for candidate in candidates:
-        if not wanted or vae_latent_hash(candidate) == wanted:
-            return candidate
-    raise ValueError(
-        f"{' and '.join(map(str, candidates))} hold another VAE than the one {path} was trained with "
-        f"({recorded}, latent hash {wanted[:12]})"
-    )
-
-
-def codec_for(path: str | Path, vae: str | Path | None = None) -> Path:
-    """The codec to decode an exported FlowLM's latents with: ``vae`` when given, which must encode
-    the latent space the FlowLM was trained on (another decoder is fine, another encoder is not),
-    else the recorded one (``recorded_vae``)."""
-    if vae is None:
-        return recorded_vae(path)
-    wanted = read_flow_lm_metadata(path).get("latent_hash")
-    found = vae_latent_hash(vae)
-    if wanted and found != wanted:
-        raise ValueError(
-            f"the VAE {vae} encodes another latent space (latent hash {found[:12]}) than {path} "
-            f"was trained on ({wanted[:12]}): pass a codec with that encoder"
-        )
-    return Path(vae)
-
-
-def load_flow_lm(path: str | Path, device: str | torch.device = "cpu") -> FlowLM:
-    """Rebuild an exported FlowLM (``FlowLM.save``) in eval mode."""
-    model = FlowLM(**json.loads(read_flow_lm_metadata(path)["config"]))
-    model.load_state_dict(load_file(str(path), device="cpu"))
-    return model.to(device).eval()
+# Pocket TTS ignores end of speech during the first frames of a stream.
+MIN_FRAMES_BEFORE_EOS = 6
 
 
 class Frame(NamedTuple):
@@ -507,11 +427,11 @@ class Frame(NamedTuple):
 class FrameSampler:
     """Iterate the frames of ``B`` streams generated together from one prefilled state.
 
-    The state holds ``B`` rows, or ``2B`` with classifier-free guidance (``cfg_scale != 1``; rows
-    ``B..2B-1`` unconditioned, from ``FlowLM.prefill_batch(..., with_null=True)``), and the head reads
-    ``z_null + cfg_scale · (z_cond − z_null)``. A row stops ``frames_after_eos`` frames after its
-    EOS logit first exceeds ``eos_threshold`` (counting that frame; never before
-    ``min_frames_before_eos``: Pocket TTS's rule) or after its ``max_frames``. Each row draws its
+    The state holds ``B`` rows, or ``2B`` with classifier-free guidance (``options.cfg_scale != 1``;
+    rows ``B..2B-1`` unconditioned, from ``FlowLM.prefill_batch(..., with_null=True)``), and the head
+    reads ``z_null + cfg_scale · (z_cond − z_null)``. A row stops ``frames_after_eos`` frames after its
+    EOS logit first exceeds ``options.eos_threshold`` (counting that frame; never before frame
+    ``MIN_FRAMES_BEFORE_EOS``: Pocket TTS's rule) or after its ``max_frames``. Each row draws its
     noise from its own generator and only while it emits, so a row's frames do not depend on what
     it is batched with. After iteration, ``eos_steps[b]`` is the step where row ``b`` saw EOS
     (``None``: it ran to its ``max_frames``).
@@ -521,48 +441,40 @@ class FrameSampler:
         self,
         model: FlowLM,
         state: State,
+        options: SamplingOptions,
         max_frames: int | Sequence[int],
-        cfg_scale: float,
-        temperature: float,
-        noise_clamp: float | None,
-        eos_threshold: float,
         frames_after_eos: int | Sequence[int],
-        min_frames_before_eos: int,
-        head_steps: int,
         generators: Sequence[torch.Generator | None] | torch.Generator | None,
     ):
         rows = next(t for t in flatten_state(state).values() if t.dim() > 1).shape[0]
-        self.guided = cfg_scale != 1.0
-        if self.guided and rows % 2:
+        if options.guided and rows % 2:
             raise ValueError("guidance needs unconditioned rows: prefill_batch(..., with_null=True)")
-        self.batch = rows // 2 if self.guided else rows
+        self.batch = rows // 2 if options.guided else rows
         per_row = lambda value: list(value) if isinstance(value, Sequence) else [value] * self.batch  # noqa: E731
         self.max_frames, self.frames_after_eos = per_row(max_frames), per_row(frames_after_eos)
         self.generators = per_row(generators) if not isinstance(generators, torch.Generator) else [generators]
         if not len(self.max_frames) == len(self.frames_after_eos) == len(self.generators) == self.batch:
             raise ValueError(f"per-row options must have {self.batch} entries (one per stream)")
-        self.model, self.state, self.cfg_scale = model, state, cfg_scale
-        self.temperature, self.noise_clamp, self.eos_threshold = temperature, noise_clamp, eos_threshold
-        self.min_frames_before_eos, self.head_steps = min_frames_before_eos, head_steps
+        self.model, self.state, self.options = model, state, options
         self.eos_steps: list[int | None] = [None] * self.batch
 
     @torch.no_grad()
     def __iter__(self) -> Iterator[Frame]:
-        model, batch = self.model, self.batch
-        previous = model.bos_emb[None].expand(2 * batch if self.guided else batch, -1)
+        model, batch, options = self.model, self.batch, self.options
+        previous = model.bos_emb[None].expand(2 * batch if options.guided else batch, -1)
         stopped = [False] * batch
         for step in range(max(self.max_frames)):
             z = model.step(previous, self.state)
-            if self.guided:
-                z = z[batch:] + self.cfg_scale * (z[:batch] - z[batch:])
+            if options.guided:
+                z = z[batch:] + options.cfg_scale * (z[:batch] - z[batch:])
             eos_logits = model.out_eos(z)[:, 0].tolist()
             for row in range(batch):
                 if stopped[row]:
                     continue
                 if (
                     self.eos_steps[row] is None
-                    and step >= self.min_frames_before_eos
-                    and eos_logits[row] > self.eos_threshold
+                    and step >= MIN_FRAMES_BEFORE_EOS
+                    and eos_logits[row] > options.eos_threshold
                 ):
                     self.eos_steps[row] = step
                 eos_step = self.eos_steps[row]
@@ -576,9 +488,9 @@ class FrameSampler:
             for row in range(batch):
                 if not stopped[row]:
                     noise[row] = sample_noise(
-                        (model.latent_dim,), self.temperature, self.noise_clamp, self.generators[row],
+                        (model.latent_dim,), options.temperature, options.noise_clamp, self.generators[row],
                         device=z.device,
                     )[None]  # fmt: skip
-            latents = model.head.sample(z, noise, self.head_steps)
-            previous = torch.cat([latents, latents]) if self.guided else latents
+            latents = model.head.sample(z, noise, options.head_steps)
+            previous = torch.cat([latents, latents]) if options.guided else latents
             yield Frame(model.denormalize(latents), torch.tensor([not s for s in stopped]))

@@ -9,7 +9,6 @@ streaming VAE, so audio is yielded 80 ms at a time as it is produced.
 
 from __future__ import annotations
 
-import math
 import re
 import threading
 from collections.abc import Iterator, Sequence
@@ -21,9 +20,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from pockettts.audio import AudioError, end_on_pause, is_silent, resample, to_mono
-from pockettts.models.flow_lm import FlowLM, codec_for, load_flow_lm, read_flow_lm_metadata
+from pockettts.models.bundle import ExportedModel, read_export
+from pockettts.models.flow_lm import FlowLM
 from pockettts.models.heads import sample_noise
 from pockettts.models.quantize import set_precision
+from pockettts.models.sampling import SamplingOptions
 from pockettts.models.vae import AudioVAE, load_vae
 from pockettts.modules.streaming import State, copy_state, flatten_state, unflatten_state
 from pockettts.text import Tokenizer, normalize_text
@@ -139,18 +140,16 @@ class TextToSpeech:
         self.precision, self.overlap_decoding = precision, overlap_decoding
 
     @classmethod
-    def load(cls, flow_lm: str | Path, vae: str | Path | None = None, **options) -> TextToSpeech:
-        """From an exported FlowLM (teacher or student) with its tokenizer (``.model`` or
-        ``tokenizer.json``) beside it; the VAE is the one recorded in the export unless given (then it
-        must share the export's latent space: another decoder is fine, another encoder is not)."""
-        metadata = read_flow_lm_metadata(flow_lm)
-        # The export records its tokenizer's file name (a SentencePiece .model or a tokenizer.json).
-        folder = Path(flow_lm).parent
-        names = ("tokenizer.model", "tokenizer.json")
-        default = next((n for n in names if (folder / n).is_file()), names[0])
-        tokenizer = folder / metadata.get("tokenizer", default)
-        codec = load_vae(codec_for(flow_lm, vae))
-        return cls(load_flow_lm(flow_lm), codec, Tokenizer(tokenizer), **options)
+    def load(
+        cls, export: str | Path | ExportedModel, vae: str | Path | None = None, **options
+    ) -> TextToSpeech:
+        """From an exported FlowLM (teacher or student; a path, or one already read) with its
+        tokenizer beside it; the VAE is the one recorded in the export unless given (then it must
+        share the export's latent space: another decoder is fine, another encoder is not)."""
+        if not isinstance(export, ExportedModel):
+            export = read_export(export)
+        codec = load_vae(export.codec(vae))
+        return cls(export.flow_lm, codec, Tokenizer(export.tokenizer), **options)
 
     @torch.no_grad()
     def voice(self, audio: torch.Tensor, sample_rate: int, max_seconds: float = 30.0) -> VoiceState:
@@ -164,40 +163,33 @@ class TextToSpeech:
         latents = self.vae.voice_features(wav[None], self.flow_lm.speaker_proj_weight.shape[1])[0]
         return VoiceState(latents, self.flow_lm.prefill(latents, None))
 
-    def _chunks(self, text: str, options: SynthesisOptions) -> list[_Chunk]:
+    def _chunks(self, text: str, options: SamplingOptions) -> list[_Chunk]:
         chunks = []
         for chunk in split_text(prepare_text(text), self.tokenizer, options.max_tokens):
             tokens = torch.tensor(self.tokenizer.encode(chunk), dtype=torch.long)
-            after = options.frames_after_eos
-            if after is None:
-                after = 5 if len(chunk.split()) <= 4 else 3
-            budget = options.max_frames or math.ceil((len(tokens) / 3 + 2) * self.vae.frame_rate)
-            chunks.append(_Chunk(tokens, budget, after))
+            budget = options.frame_budget(len(tokens), self.vae.frame_rate)
+            chunks.append(_Chunk(tokens, budget, options.frames_after(len(chunk.split()))))
         return chunks
 
     @torch.no_grad()
     def _latents(
-        self, text: str, voice: VoiceState, options: SynthesisOptions, eos: list[bool]
+        self, text: str, voice: VoiceState, options: SamplingOptions, eos: list[bool]
     ) -> Iterator[tuple[torch.Tensor, bool]]:
         """One request's raw latents ``[1, latent_dim]`` frame by frame, each with whether it opens a
         text chunk; appends to ``eos`` whether each chunk ended on EOS."""
         generator = torch.Generator().manual_seed(options.seed)
-        guided = options.cfg_scale != 1.0
         for chunk in self._chunks(text, options):
-            if guided:  # both passes in one batch; the voice prefix is read again
+            if options.guided:  # both passes in one batch; the voice prefix is read again
                 state = self.flow_lm.prefill_batch([(voice.latents, chunk.tokens)], with_null=True)
             else:
                 state = self.flow_lm.prefill_text(copy_state(voice.backbone), chunk.tokens)
             self._discard_prefill_draw(generator, options)
-            sampler = self.flow_lm.frames(
-                state, chunk.max_frames, frames_after_eos=chunk.frames_after_eos, generators=generator,
-                **options.sampling(),
-            )  # fmt: skip
+            sampler = self.flow_lm.frames(state, options, chunk.max_frames, chunk.frames_after_eos, generator)
             for index, frame in enumerate(sampler):
                 yield frame.latents, index == 0
             eos.append(sampler.eos_steps[0] is not None)
 
-    def _discard_prefill_draw(self, generator: torch.Generator, options: SynthesisOptions) -> None:
+    def _discard_prefill_draw(self, generator: torch.Generator, options: SamplingOptions) -> None:
         """Pocket TTS samples (and discards) one noise vector when it reads a chunk's text; drawing it
         too makes a seed give the same frames in both implementations."""
         sample_noise((self.flow_lm.latent_dim,), options.temperature, options.noise_clamp, generator)
@@ -209,14 +201,16 @@ class TextToSpeech:
         return audio
 
     @torch.no_grad()
-    def stream(self, text: str, voice: VoiceState, **options) -> Iterator[torch.Tensor]:
-        """Yield waveform chunks ``[frame_size]`` (80 ms) as the frames are generated
-        (``options``: the fields of ``SynthesisOptions``). Each text chunk is decoded from a fresh
-        decoder state, as in Pocket TTS."""
-        yield from self._stream(text, voice, SynthesisOptions(**options), [], None)
+    def stream(
+        self, text: str, voice: VoiceState, options: SamplingOptions | None = None
+    ) -> Iterator[torch.Tensor]:
+        """Yield waveform chunks ``[frame_size]`` (80 ms) as the frames are generated (``options``:
+        default ``SamplingOptions()``). Each text chunk is decoded from a fresh decoder state, as in
+        Pocket TTS."""
+        yield from self._stream(text, voice, options or SamplingOptions(), [], None)
 
     def _stream(
-        self, text: str, voice: VoiceState, options: SynthesisOptions, eos: list[bool],
+        self, text: str, voice: VoiceState, options: SamplingOptions, eos: list[bool],
         latents: list[torch.Tensor] | None,
     ) -> Iterator[torch.Tensor]:  # fmt: skip
         frames = self._latents(text, voice, options, eos)
@@ -236,42 +230,44 @@ class TextToSpeech:
             yield from audio.split(self.vae.frame_size)
 
     @torch.no_grad()
-    def generate(self, text: str, voice: VoiceState, **options) -> Generation:
+    def generate(self, text: str, voice: VoiceState, options: SamplingOptions | None = None) -> Generation:
         """One request, streamed internally: audio, latents and whether every chunk reached EOS."""
         eos: list[bool] = []
         latents: list[torch.Tensor] = []
-        audio = list(self._stream(text, voice, SynthesisOptions(**options), eos, latents))
+        audio = list(self._stream(text, voice, options or SamplingOptions(), eos, latents))
         return Generation(
             torch.cat(audio) if audio else torch.zeros(0),
             torch.cat(latents) if latents else torch.zeros(0, self.flow_lm.latent_dim),
             all(eos),
         )
 
-    def synthesize(self, text: str, voice: VoiceState, **options) -> torch.Tensor:
-        """The whole waveform ``[T]`` at ``vae.sample_rate`` (``options``: those of ``stream``)."""
-        return self.generate(text, voice, **options).audio
+    def synthesize(
+        self, text: str, voice: VoiceState, options: SamplingOptions | None = None
+    ) -> torch.Tensor:
+        """The whole waveform ``[T]`` at ``vae.sample_rate``."""
+        return self.generate(text, voice, options).audio
 
     @torch.no_grad()
     def generate_batch(
         self,
         texts: Sequence[str],
         voices: Sequence[VoiceState],
+        options: SamplingOptions | None = None,
         seeds: Sequence[int] | None = None,
-        **options,
     ) -> list[Generation]:
         """Several requests generated together (one backbone pass per frame for the whole batch).
 
         Each request gets what ``generate`` would give it alone with seed ``seeds[i]`` (default:
-        the ``seed`` option for all), up to float rounding: request ``i``'s chunks are generated in
+        ``options.seed`` for all), up to float rounding: request ``i``'s chunks are generated in
         rounds (round ``r`` batches every request's ``r``-th chunk) with its own noise generator,
         and each chunk is decoded in one call (a causal decoder: the same as frame by frame).
         """
         if len(texts) != len(voices):
             raise ValueError(f"{len(texts)} texts but {len(voices)} voices")
-        opts = SynthesisOptions(**options)
-        seeds = list(seeds) if seeds is not None else [opts.seed] * len(texts)
+        options = options or SamplingOptions()
+        seeds = list(seeds) if seeds is not None else [options.seed] * len(texts)
         generators = [torch.Generator().manual_seed(seed) for seed in seeds]
-        plans = [self._chunks(text, opts) for text in texts]
+        plans = [self._chunks(text, options) for text in texts]
         chunk_latents: list[list[torch.Tensor]] = [[] for _ in texts]
         eos: list[list[bool]] = [[] for _ in texts]
         for round_ in range(max(len(plan) for plan in plans)):
@@ -279,13 +275,13 @@ class TextToSpeech:
             chunks = [plans[i][round_] for i in members]
             state = self.flow_lm.prefill_batch(
                 [(voices[i].latents, c.tokens) for i, c in zip(members, chunks)],
-                with_null=opts.cfg_scale != 1.0,
+                with_null=options.guided,
             )
             for i in members:
-                self._discard_prefill_draw(generators[i], opts)
+                self._discard_prefill_draw(generators[i], options)
             sampler = self.flow_lm.frames(
-                state, [c.max_frames for c in chunks], frames_after_eos=[c.frames_after_eos for c in chunks],
-                generators=[generators[i] for i in members], **opts.sampling(),
+                state, options, [c.max_frames for c in chunks], [c.frames_after_eos for c in chunks],
+                [generators[i] for i in members],
             )  # fmt: skip
             frames = [[] for _ in members]
             for frame in sampler:
@@ -366,27 +362,6 @@ class _Chunk:
     tokens: torch.Tensor  # [L]
     max_frames: int
     frames_after_eos: int
-
-
-@dataclass
-class SynthesisOptions:
-    """Generation knobs (Pocket TTS's defaults); ``frames_after_eos=None`` uses its guess (5 frames
-    after EOS for chunks of at most 4 words, else 3); ``max_frames=None`` its frame budget per text
-    chunk (2 s more than 3 tokens per second)."""
-
-    cfg_scale: float = 1.0
-    temperature: float = 0.3
-    noise_clamp: float | None = None
-    eos_threshold: float = -4.0
-    frames_after_eos: int | None = None
-    max_tokens: int = 50
-    max_frames: int | None = None
-    seed: int = 0
-
-    def sampling(self) -> dict:
-        """The options ``FlowLM.frames`` takes as they are."""
-        return dict(cfg_scale=self.cfg_scale, temperature=self.temperature, noise_clamp=self.noise_clamp,
-                    eos_threshold=self.eos_threshold)  # fmt: skip
 
 
 @dataclass

@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn.utils import parametrize
 
+from pockettts.io import atomic_write, atomic_write_text
 from pockettts.modules.conv import StreamingConv1d, StreamingConvTranspose1d, folded_state_dict
 from pockettts.modules.seanet import SEANetDecoder, SEANetEncoder
 from pockettts.modules.streaming import State, StreamingModule, child_state
@@ -279,7 +280,6 @@ class AudioVAE(StreamingModule):
     def save(self, path: str | Path) -> Path:
         """Write ``<path>`` (safetensors, config in its metadata) and ``<path>.json`` (the config)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         config = {**self.config, "weight_norm": False}
         tensors = self.inference_state_dict()
         metadata = {
@@ -287,10 +287,8 @@ class AudioVAE(StreamingModule):
             "config": json.dumps(config),
             "latent_sha1": latent_space_hash(tensors, config),
         }
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(tensors, str(tmp), metadata=metadata)
-        tmp.replace(path)
-        path.with_suffix(".json").write_text(json.dumps(config, indent=2) + "\n")
+        atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+        atomic_write_text(path.with_suffix(".json"), json.dumps(config, indent=2) + "\n")
         return path
 
 
@@ -333,7 +331,7 @@ def _vae_metadata(path: str | Path) -> dict[str, str]:
     if metadata.get("format") != "pockettts.vae" or "config" not in metadata:
         raise ValueError(
             f"{path} is not an exported pockettts VAE (no config in its metadata); released Pocket TTS "
-            "codec weights convert with pockettts.compat.mimi"
+            "codec weights convert with `pockettts-tools import-kyutai --codec`"
         )
     return metadata
 

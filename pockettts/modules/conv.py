@@ -22,7 +22,7 @@ PAD_MODES = ("constant", "replicate")
 def _maybe_weight_norm(conv: nn.Module, weight_norm: bool) -> nn.Module:
     if conv.bias is not None:
         # Default bias init (±1/sqrt(fan_in)) drowns quiet speech at the input of an encoder and
-        # can leave the latent input-independent (reference/vae_calibration.md §6).
+        # can leave the latent input-independent.
         nn.init.zeros_(conv.bias)
     return parametrizations.weight_norm(conv, dim=0) if weight_norm else conv
 

@@ -16,6 +16,7 @@ reads its own sampled latents.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,12 +25,13 @@ from typing import Any
 import lightning as L
 import torch
 
-from pockettts.data.examples import FORWARD_KEYS
-from pockettts.models.flow_lm import ContextNoise, FlowLM, load_flow_lm
+from pockettts.data.examples import TeacherBatch
+from pockettts.models.bundle import read_export
+from pockettts.models.flow_lm import ContextNoise, FlowLM
 from pockettts.training.ema import EMA, EMAWeightsMixin
 from pockettts.training.guard import NonFiniteGuard
 from pockettts.training.optimization import GuardedOptimizationMixin
-from pockettts.training.teacher_module import export_flow_lm
+from pockettts.training.teacher_module import export_flow_lm, teacher_forced
 from pockettts.training.text_progress import TextProgressMixin
 
 log = logging.getLogger(__name__)
@@ -93,7 +95,7 @@ class DistillationModule(TextProgressMixin, GuardedOptimizationMixin, EMAWeights
     ):
         super().__init__()
         self.automatic_optimization = False
-        frozen_teacher = load_flow_lm(teacher).requires_grad_(False)
+        frozen_teacher = read_export(teacher).flow_lm.requires_grad_(False)
         object.__setattr__(self, "teacher", frozen_teacher)  # not a submodule: no copies in checkpoints
         self.teacher_path = teacher
         teacher_depth = len(frozen_teacher.transformer.layers)
@@ -124,44 +126,39 @@ class DistillationModule(TextProgressMixin, GuardedOptimizationMixin, EMAWeights
         self.model.head.eval()  # frozen copy: no training-mode behaviour (e.g. LSD's distill schedule)
         return self
 
-    def _inputs(self, batch: dict[str, Any]) -> tuple:
-        return tuple(batch[k] for k in FORWARD_KEYS)
-
-    def noisy_context(self, batch: dict[str, Any]) -> dict[str, Any]:
+    def noisy_context(self, batch: TeacherBatch) -> TeacherBatch:
         """``batch`` with its ``target`` latents ``[B, F, d]`` noised (in the teacher's normalisation) when
         training with ``context_noise``; the loss is still taken on the backbone outputs ``z``."""
         if not self.training or self.context_noise.max_level == 0.0:
             return batch
-        noisy, _ = self.context_noise(self.teacher.normalize(batch["target"]))
-        return {**batch, "target": self.teacher.denormalize(noisy)}
+        noisy, _ = self.context_noise(self.teacher.normalize(batch.target))
+        return dataclasses.replace(batch, target=self.teacher.denormalize(noisy))
 
     @torch.no_grad()
-    def guided_target(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    def guided_target(self, batch: TeacherBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher's ``z_null + α(z_cond − z_null)`` ``[B, F + 1, d]`` and the valid mask ``[B, F + 1]``."""
-        inputs = self._inputs(batch)
-        conditioned = self.teacher(*inputs)
+        conditioned = teacher_forced(self.teacher, batch)
         if self.cfg_scale == 1.0:
             return conditioned["z"], conditioned["valid"]
-        everything = torch.ones(batch["target"].shape[0], dtype=torch.bool, device=self.device)
-        null = self.teacher(*inputs, drop_voice=everything, drop_text=everything)["z"]
+        everything = torch.ones(batch.size, dtype=torch.bool, device=self.device)
+        null = teacher_forced(self.teacher, batch, drop_voice=everything, drop_text=everything)["z"]
         return null + self.cfg_scale * (conditioned["z"] - null), conditioned["valid"]
 
-    def loss(self, batch: dict[str, Any]) -> torch.Tensor:
+    def loss(self, batch: TeacherBatch) -> torch.Tensor:
         batch = self.noisy_context(batch)
         target, valid = self.guided_target(batch)
-        z = self.model(*self._inputs(batch))["z"]
+        z = teacher_forced(self.model, batch)["z"]
         return (z[valid].float() - target[valid].float()).pow(2).mean()
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+    def training_step(self, batch: TeacherBatch, batch_idx: int) -> None:
         self.seed_step()
         loss = self.loss(batch)
         self.guarded_step(loss)
-        size = batch["target"].shape[0]
-        self.log("train/loss", loss.detach(), on_step=True, prog_bar=True, batch_size=size)
+        self.log("train/loss", loss.detach(), on_step=True, prog_bar=True, batch_size=batch.size)
         self.log("train/skipped_steps", float(self.guard.skipped), on_step=True)
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self.log("val/loss", self.loss(batch), batch_size=batch["target"].shape[0], sync_dist=True)
+    def validation_step(self, batch: TeacherBatch, batch_idx: int) -> None:
+        self.log("val/loss", self.loss(batch), batch_size=batch.size, sync_dist=True)
         self.accumulate_text_progress(batch)
 
     def on_train_end(self) -> None:

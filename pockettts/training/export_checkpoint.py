@@ -1,18 +1,15 @@
 """Export the model of any Lightning checkpoint of its run: a FlowLM (teacher or student) or a codec.
 
-Training exports only at its end; to evaluate a run mid-way (``eval.codec``, ``eval.text_gain``,
-``eval.alignment``, ``eval.resynthesis``, ``eval.py``, ``infer.py``), export one of its
+Training exports only at its end; to evaluate a run mid-way (``pockettts-tools codec``,
+``text-gain``, ``alignment``, ``resynthesis``, ``eval.py``, ``infer.py``), export one of its
 ``checkpoints/*.ckpt`` the way the end of training would have: the EMA weights; for a FlowLM the
 tokenizer copied beside the file, the codec and the step recorded in its metadata. The module
-(and for a FlowLM the data) is rebuilt from the run's resolved ``config.yaml``::
-
-    python -m pockettts.training.export_checkpoint RUN/checkpoints/step_0024000.ckpt
-    # -> RUN/export/step_0024000/teacher.safetensors (student.safetensors, vae.safetensors; or --out PATH)
+(and for a FlowLM the data) is rebuilt from the run's resolved ``config.yaml``. Command line:
+``pockettts-tools export-checkpoint``.
 """
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import hydra
@@ -57,23 +54,3 @@ def export_checkpoint(
     datamodule = hydra.utils.instantiate(cfg.data)  # the tokenizer and codec the export records
     with module.exported_weights() as model:
         return export_flow_lm(model, out, datamodule, step=step, ema=module.ema is not None)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m pockettts.training.export_checkpoint",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("checkpoint", help="RUN/checkpoints/<name>.ckpt")
-    parser.add_argument(
-        "--out", default=None, help="default: RUN/export/step_NNNNNNN/<teacher|student|vae>.safetensors"
-    )
-    parser.add_argument("--config", default=None, help="default: RUN/config.yaml")
-    args = parser.parse_args(argv)
-    print(export_checkpoint(args.checkpoint, args.out, args.config))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

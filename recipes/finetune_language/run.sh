@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Teach a trained English teacher a new language: a new tokenizer, init_from the English weights with
 # the text embedding re-initialised (its size changes with the tokenizer), fine-tuning, then
-# re-distillation of the student. Kyutai's finetune_language recipe (pocket_tts.md §12.3): from the
+# re-distillation of the student. Kyutai's finetune_language recipe: from the
 # released 24-layer English teacher, lr 2e-4, ~2.5x faster than training from scratch.
 #   bash recipes/finetune_language/run.sh            # GPUs: German MLS from Hugging Face (see README.md)
 #   SIZE=tiny bash recipes/finetune_language/run.sh  # CPU, minutes: a German demo corpus (espeak-ng voices)
@@ -75,7 +75,7 @@ fi
 
 if want base && [ "$SIZE" = full ] && todo "$BASE_TEACHER"; then
   echo "== English base: the released teacher and its codec, converted =="
-  run $PY -m pockettts.compat.pocket --weights "$POCKET_WEIGHTS" --config "$POCKET_CONFIG" --out "$BASE"
+  run $PY -m pockettts.tools import-kyutai --weights "$POCKET_WEIGHTS" --config "$POCKET_CONFIG" --out "$BASE"
 fi
 
 if want data && todo "$DATA/clean/valid.jsonl"; then
@@ -126,7 +126,7 @@ if want eval && [ "$SIZE" = full ]; then
   echo "== evaluation on the new language's held-out speakers/sentences (multilingual Whisper) =="
   for model in teacher:2.0 student:1.0; do
     run $PY eval.py checkpoint="$RUNS/${model%%:*}/export/${model%%:*}.safetensors" \
-      testset="$DATA/clean/test.jsonl" language="$LANGUAGE" cfg_scale="${model#*:}" temperature=0.3 \
+      testset="$DATA/clean/test.jsonl" language="$LANGUAGE" sampling.cfg_scale="${model#*:}" sampling.temperature=0.3 \
       whisper="$EVAL_WHISPER" results_root="$RUNS/eval"
   done
 fi

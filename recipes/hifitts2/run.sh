@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # HiFiTTS-2 (NVIDIA's LibriVox corpus, the open recipe's data) from nothing to an evaluated teacher
 # and student on GPUs. Every stage is resumable; README.md gives disk, time, hardware and the healthy
-# curves (pocket_tts.md §12.2 reports them for a 2 kh subset of this corpus).
+# curves (Kyutai's open recipe reports them for a 2 kh subset of this corpus).
 #   HIFITTS2_ROOT=/data/hifitts2 bash recipes/hifitts2/run.sh       # every stage, this machine's GPUs
 #   VAE_FROM=released bash recipes/hifitts2/run.sh                  # Kyutai's codec instead of training
 #   MAX_ITEMS=N ...                                                  # a subset (the first N rows)

