@@ -126,8 +126,8 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
 def test_two_point_cfg_sweep_through_eval_py_gives_its_table_and_plot(tts, tiny_en, meta, tmp_path):  # noqa: F811
     _louder(tmp_path / "export" / "vae.safetensors")
     command = [
-        sys.executable, str(ROOT / "eval.py"), "-m", "+sweep=cfg_temperature", "cfg_scale=1,2",
-        "temperature=0.3",
+        sys.executable, str(ROOT / "eval.py"), "-m", "+sweep=cfg_temperature", "sampling.cfg_scale=1,2",
+        "sampling.temperature=0.3",
         f"checkpoint={tmp_path / 'export' / 'flow_lm.safetensors'}", "testset=seed_tts",
         f"testset_options.meta_path={meta}", f"whisper={tiny_en[0]}", "max_items=1", "quality_scorer=null",
         f"paths.log_dir={tmp_path / 'logs'}", f"hydra.sweep.dir={tmp_path / 'multirun'}",
