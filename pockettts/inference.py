@@ -1,4 +1,8 @@
-"""The ``infer.py`` job: speak one text or a text file in a voice, write wav(s), report speed."""
+"""The ``infer.py`` job: speak one text or a text file in a voice, write wav(s), report speed.
+
+``device`` (``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``) says where it runs; ``precision`` unset is
+the device's fast path: int8 on a CPU, float32 on a GPU (where bfloat16 and float16 are options).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from pockettts.audio import AudioError, read_audio, save_audio
+from pockettts.devices import describe_device, resolve_device, synchronize
 from pockettts.models.tts import TextToSpeech, VoiceState
 from pockettts.schema import InferConfig
 from pockettts.text import TextError
@@ -55,8 +60,10 @@ def run(cfg: InferConfig | DictConfig) -> int:
     if isinstance(cfg, DictConfig):  # from Hydra: the schema's dataclasses, ``cfg.sampling`` included
         cfg = OmegaConf.to_object(cfg)
     try:
+        device = resolve_device(cfg.device)
+        precision = cfg.precision or ("int8" if device.type == "cpu" else "float32")
         tts = TextToSpeech.load(
-            cfg.checkpoint, cfg.vae, precision=cfg.precision, overlap_decoding=cfg.overlap_decoding
+            cfg.checkpoint, cfg.vae, device, precision=precision, overlap_decoding=cfg.overlap_decoding
         )
         voice = _voice(tts, cfg)
         jobs = _texts(cfg)
@@ -69,20 +76,23 @@ def run(cfg: InferConfig | DictConfig) -> int:
         chunks, first_audio = [], None
         try:
             for chunk in tts.stream(text, voice, cfg.sampling):
-                first_audio = first_audio or time.perf_counter() - start
+                if first_audio is None:
+                    synchronize(device)
+                    first_audio = time.perf_counter() - start
                 chunks.append(chunk)
         except TextError as err:
             log.error("text %r: %s", text[:80], err)
             failures += 1
             continue
+        synchronize(device)
         elapsed = time.perf_counter() - start
-        audio = torch.cat(chunks) if chunks else torch.zeros(0)
+        audio = torch.cat(chunks).cpu() if chunks else torch.zeros(0)
         seconds = audio.shape[-1] / tts.vae.sample_rate
         save_audio(out, audio[None], tts.vae.sample_rate)
         rtf = elapsed / seconds if seconds else float("inf")
-        threads = torch.get_num_threads()
+        where = f"{torch.get_num_threads()} thr." if device.type == "cpu" else describe_device(device)
         print(
             f"{out}: {seconds:.2f} s of audio in {elapsed:.2f} s (real-time factor {rtf:.3f}, first audio "
-            f"after {1000 * (first_audio or 0):.0f} ms, {cfg.precision}, {threads} thr.)"
+            f"after {1000 * (first_audio or 0):.0f} ms, {precision}, {where})"
         )
     return 1 if failures else 0

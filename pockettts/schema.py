@@ -53,14 +53,16 @@ class DistillConfig(TrainConfig):
 
 @dataclass
 class GenerationConfig(RunConfig):
-    """What ``eval.py`` and ``infer.py`` share: the model, the voice prompt's length, and how speech
-    is sampled (``sampling.temperature=0.5`` on the command line)."""
+    """What ``eval.py`` and ``infer.py`` share: the model, the voice prompt's length, how speech is
+    sampled (``sampling.temperature=0.5`` on the command line), and where everything runs
+    (``device``: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``, see ``pockettts.devices``)."""
 
     checkpoint: str = "???"
     vae: str | None = None
     max_voice_seconds: float = 30.0
     sampling: SamplingOptions = field(default_factory=SamplingOptions)
     precision: str = "float32"
+    device: str = "cpu"
 
 
 @dataclass
@@ -77,7 +79,7 @@ class EvalConfig(GenerationConfig):
     beam_size: int | None = None
     loop_guard: bool = False
     asr_batch_size: int = 16
-    generation_batch_size: int = 1
+    generation_batch_size: int | None = None  # None: 1 on a CPU, asr_batch_size on a GPU
     normalizers: list[str] = field(default_factory=lambda: ["whisper", "plain"])
     speaker_embedder: str | None = "resemblyzer"
     speaker_checkpoint: str | None = None
@@ -92,7 +94,7 @@ class InferConfig(GenerationConfig):
     voice: str = "???"
     out: str = "out.wav"
     save_voice: str | None = None
-    precision: str = "int8"
+    precision: str | None = None  # None: int8 on a CPU, float32 on a GPU
     overlap_decoding: bool = True
 
 

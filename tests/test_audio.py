@@ -11,7 +11,7 @@ from pockettts.audio import (
     read_audio,
     save_audio,
 )
-from tests.conftest import write_tone
+from tests.support import write_tone
 
 
 def test_load_audio_makes_mono_24k_at_target_loudness(tmp_path):

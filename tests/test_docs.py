@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support import ROOT
+
 README_MAX_LINES = 220
 # Folders that hold no tracked text: local data, runs, environments and caches.
 UNTRACKED_TOP = {".git", ".venv", "data", "logs", "outputs", "checkpoints", "wandb"}

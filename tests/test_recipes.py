@@ -23,9 +23,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from pockettts.cli.data import build_parser
 from pockettts.schema import register_schemas
-from tests.conftest import CONFIG_DIR
+from tests.support import CONFIG_DIR, ROOT
 
-ROOT = Path(CONFIG_DIR).parent
 RECIPES = ROOT / "recipes"
 ENTRY_POINTS = {"train.py": "train", "distill.py": "distill", "eval.py": "eval", "infer.py": "infer"}
 # The scripts that run the recipes, and the settings they document (one dry run each).

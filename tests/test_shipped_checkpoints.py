@@ -20,9 +20,9 @@ from pockettts.models.sampling import SamplingOptions
 from pockettts.models.tts import TextToSpeech
 from pockettts.models.vae import AudioVAE, load_vae, vae_latent_hash
 from pockettts.whisper import WhisperASR
-from tests.conftest import CONFIG_DIR
+from tests.support import ROOT
 
-SHIPPED = Path(CONFIG_DIR).parent / "recipes" / "tiny" / "checkpoints"
+SHIPPED = ROOT / "recipes" / "tiny" / "checkpoints"
 # From the demo corpus's test split: no training utterance contains it.
 HELD_OUT = "Gray squirrels chased one another in spirals around the trunk."
 # New sentences: in neither sentence list, so no shipped model heard them.

@@ -25,6 +25,7 @@ from pockettts.data.manifest import read_manifest
 from pockettts.data.sources import PRESETS, HFColumns, HFSourceConfig, manifest_from_folder, manifest_from_hf
 from pockettts.data.synthetic import DEFAULT_VOICES, DemoCorpusConfig, build_demo_corpus
 from pockettts.data.validate import ValidationConfig, validate_manifest
+from pockettts.devices import DEVICE_CHOICES
 from pockettts.text import MODEL_TYPES, TextError, Tokenizer, VocabularyTooLargeError, train_tokenizer
 
 MAX_PROBLEMS_SHOWN = 20
@@ -87,7 +88,7 @@ def _from_hf(args: argparse.Namespace) -> int:
         language=args.language,
         max_items=args.max_items,
     )
-    print(json.dumps(manifest_from_hf(source, args.out)))
+    print(json.dumps(manifest_from_hf(source, args.out, workers=args.workers)))
     return 0
 
 
@@ -200,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     hf.add_argument("--where", nargs="*", default=[], metavar="COLUMN=VALUE")
     hf.add_argument("--language", default="en")
     hf.add_argument("--max-items", type=int, default=None)
+    hf.add_argument("--workers", type=int, default=1, help="processes converting rows (one core each)")
     for f in fields(HFColumns):
         hf.add_argument(f"--{f.name}-column", default=None, help=f"column holding the {f.name}")
     hf.set_defaults(run=_from_hf)
@@ -234,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--vae", type=Path, required=True, help="exported VAE (.safetensors)")
     enc.add_argument("--out", type=Path, required=True, help="cache root; one subfolder per VAE hash")
     enc.add_argument("--shard-size", type=int, default=256)
-    enc.add_argument("--device", default="cpu")
+    enc.add_argument("--device", default="cpu", help=f"where the VAE encodes: {DEVICE_CHOICES}")
     enc.add_argument("--workers", type=int, default=2, help="threads decoding audio ahead of the encoder")
     enc.add_argument("--silence-db", type=float, default=ValidationConfig.silence_db)
     enc.add_argument("--no-progress", action="store_true")
@@ -248,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     align.add_argument("--language", default="en")
     align.add_argument("--overwrite", action="store_true", help="re-align items that already have words")
+    align.add_argument("--device", default="cpu", help=f"where Whisper runs: {DEVICE_CHOICES}")
     align.set_defaults(run=_align)
     return parser
 
@@ -255,9 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _align(args: argparse.Namespace) -> int:
     from pockettts.data.align import WhisperAligner, align_manifest
 
-    counts = align_manifest(
-        args.manifest, args.out, WhisperAligner(args.whisper, args.language), args.overwrite
-    )
+    aligner = WhisperAligner(args.whisper, args.language, args.device)
+    counts = align_manifest(args.manifest, args.out, aligner, args.overwrite)
     print(json.dumps({"out": str(args.out), **counts}))
     return 0
 

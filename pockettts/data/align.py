@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from pockettts.audio import AudioError, load_audio
 from pockettts.data.manifest import ManifestItem, TimedSpan, read_manifest, write_manifest
+from pockettts.devices import resolve_device
 from pockettts.extras import import_eval_module
 from pockettts.whisper import (
     WHISPER_SAMPLE_RATE,
@@ -33,10 +34,11 @@ log = logging.getLogger(__name__)
 
 
 class WhisperAligner:
-    """Forced word alignment with an openai-whisper model loaded from ``checkpoint``."""
+    """Forced word alignment with an openai-whisper model loaded from ``checkpoint`` onto ``device``
+    (``auto``, ``cpu``, ``cuda``, ``cuda:N``)."""
 
-    def __init__(self, checkpoint: str | Path, language: str = "en", device: str = "cpu"):
-        self.model = load_whisper_model(checkpoint, device)
+    def __init__(self, checkpoint: str | Path, language: str = "en", device: str | torch.device = "cpu"):
+        self.model = load_whisper_model(checkpoint, resolve_device(device))
         require_language(self.model, language, checkpoint)
         self.tokenizer = import_eval_module("whisper").tokenizer.get_tokenizer(
             self.model.is_multilingual,

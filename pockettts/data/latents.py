@@ -24,11 +24,11 @@ import json
 import logging
 import os
 import re
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 
 import torch
@@ -38,6 +38,8 @@ from tqdm import tqdm
 
 from pockettts.audio import TARGET_LUFS, is_silent, load_audio, loudness_normalize
 from pockettts.data.manifest import ManifestItem, read_manifest
+from pockettts.data.parallel import ordered_map
+from pockettts.devices import resolve_device
 from pockettts.io import atomic_write, atomic_write_text
 from pockettts.models.vae import AudioVAE, load_vae, vae_latent_hash
 
@@ -206,18 +208,8 @@ def _prefetched(
     load: Callable, items: list[ManifestItem], workers: int
 ) -> Iterator[tuple[ManifestItem, object]]:
     """``(item, load(item))`` in order, decoding up to ``2 * workers`` items ahead in threads."""
-    if workers <= 0:
-        yield from ((item, load(item)) for item in items)
-        return
-    remaining = iter(items)
-    with ThreadPoolExecutor(workers) as pool:
-        pending = deque((item, pool.submit(load, item)) for item in islice(remaining, 2 * workers))
-        while pending:
-            item, future = pending.popleft()
-            upcoming = next(remaining, None)
-            if upcoming is not None:
-                pending.append((upcoming, pool.submit(load, upcoming)))
-            yield item, future.result()
+    with ThreadPoolExecutor(workers) if workers > 0 else nullcontext() as pool:
+        yield from zip(items, ordered_map(load, items, pool, 2 * workers))
 
 
 class _CacheWriter:
@@ -264,8 +256,8 @@ class _CacheWriter:
 
 
 @torch.inference_mode()
-def _encode(vae: AudioVAE, wav: torch.Tensor, device: str | torch.device) -> torch.Tensor:
-    """``[1, T]`` -> float32 latents ``[ceil(T / frame_size), D]`` on the CPU."""
+def _encode(vae: AudioVAE, wav: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``[1, T]`` -> float32 latents ``[ceil(T / frame_size), D]`` on the CPU (for the shard files)."""
     return vae.encode(wav[None].to(device))[0].float().cpu().contiguous()
 
 
@@ -285,10 +277,12 @@ def build_latent_cache(
     sample rate and loudness-normalised like everywhere else. Resumable: items already cached are
     skipped, so several manifests (train, valid) can share one cache. Missing, unreadable and
     silent items are listed in ``skipped.jsonl`` and never stop the run. ``workers`` threads decode
-    audio ahead of the encoder. The counts of this run are in ``cache.meta["last_run"]``.
+    audio ahead of the encoder, which runs on ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``).
+    The counts of this run are in ``cache.meta["last_run"]``.
     """
     if shard_size < 1:
         raise ValueError(f"shard_size must be positive, got {shard_size}")
+    device = resolve_device(device)
     manifest, vae_path = Path(manifest), Path(vae_path)
     items = read_manifest(manifest)
     latent_hash = vae_latent_hash(vae_path)

@@ -7,17 +7,22 @@ undecodable bytes) are skipped and listed, never fatal, and conversion resumes w
 from __future__ import annotations
 
 import csv
+import functools
 import logging
 import os
 import re
 from collections.abc import Mapping
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from pockettts.audio import SAMPLE_RATE, AudioError, load_audio, save_audio
 from pockettts.data.manifest import ManifestAppender, ManifestItem, write_manifest
+from pockettts.data.parallel import ordered_map
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +128,11 @@ def _check_columns(dataset, columns: HFColumns, where: Mapping[str, str]) -> Non
 
 
 def manifest_from_hf(
-    source: HFSourceConfig, output: str | os.PathLike, dataset=None, progress: bool = True
+    source: HFSourceConfig,
+    output: str | os.PathLike,
+    dataset=None,
+    progress: bool = True,
+    workers: int = 1,
 ) -> dict[str, int]:
     """Convert a Hugging Face dataset split into a manifest at ``output``.
 
@@ -132,7 +141,10 @@ def manifest_from_hf(
     file paths is referenced in place (with its offset/duration window), since copying a corpus of
     long chapter files would double its disk footprint.
 
-    Rows already in ``output`` (by id) are skipped, so an interrupted conversion resumes.
+    ``workers`` processes convert rows in parallel (one torch thread each); the manifest is written
+    in dataset order whatever their number, so it is the serial run's. Rows already in ``output``
+    (by id) are skipped, so an interrupted conversion resumes; rows that failed are retried, and
+    listed once in ``<output>.skipped.txt``.
 
     Returns:
         counts: ``written``, ``resumed`` (already present), ``filtered`` (``where``), ``skipped``.
@@ -147,13 +159,23 @@ def manifest_from_hf(
     if embedded_audio:
         # Decode ourselves (soundfile) rather than through datasets' optional decoder.
         dataset = dataset.cast_column(cols.audio, datasets.Audio(decode=False))
-    audio_root = Path(source.audio_root) if source.audio_root else None
-    audio_dir = output.parent / "audio"
+    convert = functools.partial(
+        _convert_row,
+        source=source,
+        embedded_audio=embedded_audio,
+        audio_root=Path(source.audio_root) if source.audio_root else None,
+        audio_dir=output.parent / "audio",
+        manifest_dir=output.parent,
+    )
     counts = {"written": 0, "resumed": 0, "filtered": 0, "skipped": 0}
     skipped_log = output.with_suffix(".skipped.txt")
+    listed = (
+        {line.split("\t")[0] for line in skipped_log.read_text().splitlines()}
+        if skipped_log.exists()
+        else set()
+    )
 
-    with ManifestAppender(output) as sink, open(skipped_log, "a", encoding="utf-8") as skipped:
-        done = sink.existing_ids()
+    def rows_to_convert(done: set[str]):
         total = len(dataset) if source.max_items is None else min(len(dataset), source.max_items)
         for index in tqdm(range(total), desc=f"hf:{source.name}", disable=not progress):
             row = dataset[index]
@@ -164,19 +186,50 @@ def manifest_from_hf(
             if item_id in done:
                 counts["resumed"] += 1
                 continue
-            speaker = str(row[cols.speaker]) if cols.speaker else "unknown"
-            try:
-                item = _hf_row_item(
-                    row, item_id, speaker, source, embedded_audio, audio_root, audio_dir, output.parent
-                )
-            except (AudioError, ValueError, TypeError) as err:
-                counts["skipped"] += 1
-                skipped.write(f"{item_id}\t{err}\n")
+            yield item_id, str(row[cols.speaker]) if cols.speaker else "unknown", row
+
+    # One torch thread per process: ``workers`` processes use ``workers`` cores.
+    pool = (
+        ProcessPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,))
+        if workers > 1
+        else None
+    )
+    with (
+        ManifestAppender(output) as sink,
+        open(skipped_log, "a", encoding="utf-8") as skipped,
+        pool or nullcontext(),
+    ):
+        converted = ordered_map(convert, rows_to_convert(sink.existing_ids()), pool, ahead=4 * workers)
+        for item_id, result in converted:
+            if isinstance(result, ManifestItem):
+                sink.append(result)
+                counts["written"] += 1
                 continue
-            sink.append(item)
-            counts["written"] += 1
+            counts["skipped"] += 1
+            if item_id not in listed:
+                skipped.write(f"{item_id}\t{result}\n")
     log.info("hf source %s -> %s: %s", source.name, output, counts)
     return counts
+
+
+def _convert_row(
+    task: tuple[str, str, dict],
+    source: HFSourceConfig,
+    embedded_audio: bool,
+    audio_root: Path | None,
+    audio_dir: Path,
+    manifest_dir: Path,
+) -> tuple[str, ManifestItem | str]:
+    """``(item id, speaker, row)`` -> ``(item id, its manifest item)``, or ``(item id, why not)``
+    for a row that cannot be converted (a message: worker processes return it, never raise)."""
+    item_id, speaker, row = task
+    try:
+        item = _hf_row_item(
+            row, item_id, speaker, source, embedded_audio, audio_root, audio_dir, manifest_dir
+        )
+    except (AudioError, ValueError, TypeError) as err:
+        return item_id, str(err)
+    return item_id, item
 
 
 def _hf_row_item(

@@ -20,7 +20,7 @@ from pockettts.models.text_alignment import MIN_FRAMES, alignment_scores, text_a
 def example_attention(model: FlowLM, example: dict) -> torch.Tensor:
     """``text_attention`` of one validation cut (a ``TeacherExampleDataset`` item)."""
     voice, tokens, target = example["voice"], example["tokens"], example["target"]
-    lengths = [torch.tensor([t.shape[0]]) for t in (voice, tokens, target)]
+    lengths = [torch.tensor([t.shape[0]], device=t.device) for t in (voice, tokens, target)]
     return text_attention(model, voice[None], lengths[0], tokens[None], lengths[1], target[None], lengths[2])[
         0
     ]

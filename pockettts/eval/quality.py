@@ -10,7 +10,8 @@
   UTMOS-PyTorch, loaded with torch alone).
 
 Every scorer takes mono audio at any rate and scores its 16 kHz resampling; ``primary`` names the
-headline number of its result.
+headline number of its result. Each runs on the ``device`` it is built for (DNSMOS through
+onnxruntime's CUDA provider when that is installed, else on the CPU).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 
 from pockettts.audio import mono_waveform, resample
+from pockettts.devices import resolve_device
 from pockettts.extras import import_eval_module
 
 SCORER_RATE = 16_000  # all three models are 16 kHz
@@ -55,13 +57,18 @@ class DNSMOSScorer:
     name = "dnsmos"
     primary = "dnsmos_ovrl"
 
-    def __init__(self):
+    def __init__(self, device: str | torch.device = "cpu"):
         dnsmos = import_eval_module("speechmos.dnsmos")
+        onnxruntime = import_eval_module("onnxruntime")
 
-        models = Path(dnsmos.__file__).parent
-        self.model = dnsmos.DNSMOS(
-            str(models / "dnsmos_models" / "sig_bak_ovr.onnx"),
-            str(models / "dnsmos_models" / "model_v8.onnx"),
+        models = Path(dnsmos.__file__).parent / "dnsmos_models"
+        providers = onnx_providers(resolve_device(device), onnxruntime.get_available_providers())
+        # speechmos's constructor opens its two sessions on onnxruntime's default provider (the CPU);
+        # they are opened here instead, with the providers of ``device``
+        self.model = object.__new__(dnsmos.DNSMOS)
+        self.model.onnx_sess, self.model.p808_onnx_sess = (
+            onnxruntime.InferenceSession(str(models / name), providers=providers)
+            for name in ("sig_bak_ovr.onnx", "model_v8.onnx")
         )
 
     def score(self, audio: torch.Tensor, sample_rate: int) -> dict[str, float]:
@@ -79,15 +86,16 @@ class DistillMOSScorer:
     name = "distillmos"
     primary = "distillmos"
 
-    def __init__(self):
+    def __init__(self, device: str | torch.device = "cpu"):
         distillmos = import_eval_module("distillmos")
 
+        self.device = resolve_device(device)
         with contextlib.redirect_stdout(io.StringIO()):  # it prints the weights path on load
-            self.model = distillmos.ConvTransformerSQAModel().eval()
+            self.model = distillmos.ConvTransformerSQAModel().to(self.device).eval()
 
     @torch.inference_mode()
     def score(self, audio: torch.Tensor, sample_rate: int) -> dict[str, float]:
-        wav = _mono_16k(audio, sample_rate)
+        wav = _mono_16k(audio, sample_rate).to(self.device)
         return {"distillmos": float(self.model(wav[None])[0, 0])}
 
 
@@ -100,26 +108,40 @@ class UTMOSScorer:
     name = "utmos"
     primary = "utmos"
 
-    def __init__(self, checkpoint: str | Path):
+    def __init__(self, checkpoint: str | Path, device: str | torch.device = "cpu"):
+        self.device = resolve_device(device)
         with warnings.catch_warnings():  # torch deprecates TorchScript, the format this model ships in
             warnings.simplefilter("ignore", FutureWarning)
-            self.model = torch.jit.load(str(checkpoint), map_location="cpu").eval()
+            self.model = torch.jit.load(str(checkpoint), map_location=self.device).eval()
 
     @torch.inference_mode()
     def score(self, audio: torch.Tensor, sample_rate: int) -> dict[str, float]:
-        wav = _mono_16k(audio, sample_rate)
+        wav = _mono_16k(audio, sample_rate).to(self.device)
         return {"utmos": float(self.model(wav[None, None]).reshape(-1)[0])}
 
 
 SCORERS = ("dnsmos", "distillmos", "utmos")
 
 
-def build_quality_scorer(name: str = "dnsmos", checkpoint: str | None = None) -> QualityScorer:
-    """The quality scorer called ``name`` (see the module docstring)."""
+def onnx_providers(device: torch.device, available: list[str]) -> list[str | tuple[str, dict[str, int]]]:
+    """onnxruntime execution providers for ``device``: its GPU first when the CUDA provider is
+    ``available`` (onnxruntime-gpu), the CPU always."""
+    if device.type == "cuda" and "CUDAExecutionProvider" in available:
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def build_quality_scorer(
+    name: str = "dnsmos", checkpoint: str | None = None, device: str | torch.device = "cpu"
+) -> QualityScorer:
+    """The quality scorer called ``name`` (see the module docstring) on ``device`` (``auto``,
+    ``cpu``, ``cuda``, ``cuda:N``)."""
+    device = resolve_device(device)
     if name in ("dnsmos", "distillmos"):
         if checkpoint is not None:
             raise ValueError(f"{name} uses the weights in its package; do not pass a checkpoint")
-        return DNSMOSScorer() if name == "dnsmos" else DistillMOSScorer()
+        return DNSMOSScorer(device) if name == "dnsmos" else DistillMOSScorer(device)
     if name == "utmos":
         hint = (
             "UTMOS weights are not available offline: no installable package ships them. Pass "
@@ -130,5 +152,5 @@ def build_quality_scorer(name: str = "dnsmos", checkpoint: str | None = None) ->
             raise QualityModelUnavailable(hint)
         if not Path(checkpoint).is_file():
             raise QualityModelUnavailable(f"UTMOS checkpoint not found: {checkpoint}. {hint}")
-        return UTMOSScorer(checkpoint)
+        return UTMOSScorer(checkpoint, device)
     raise ValueError(f"unknown quality scorer {name!r}; choose one of {', '.join(SCORERS)}")

@@ -45,9 +45,10 @@ def teacher_forced_latents(
     ``options.seed`` (the frame limits of ``options`` do not apply: every frame is predicted)."""
     rows = 2 if options.guided else 1
     lengths = [
-        torch.full((rows,), n, dtype=torch.long) for n in (voice.shape[0], tokens.shape[0], target.shape[0])
+        torch.full((rows,), n, dtype=torch.long, device=target.device)
+        for n in (voice.shape[0], tokens.shape[0], target.shape[0])
     ]
-    dropped = torch.tensor([False, True][:rows])
+    dropped = torch.tensor([False, True][:rows], device=target.device)
     out = model(
         voice[None].expand(rows, -1, -1), lengths[0], tokens[None].expand(rows, -1), lengths[1],
         target[None].expand(rows, -1, -1), lengths[2], drop_voice=dropped, drop_text=dropped,

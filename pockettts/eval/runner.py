@@ -10,6 +10,10 @@ recording when there is one, a quality score, silent output, EOS reached) and ap
 ``items.jsonl``, so a crash loses at most one batch and a rerun skips what is written.
 ``results.json`` and ``results.md`` are rebuilt from ``items.jsonl`` at the end.
 
+Everything runs on ``cfg.device``. On a GPU, unless told otherwise, items are generated
+``asr_batch_size`` at a time (``generate_batch``) and Whisper decodes each batch at once; on a CPU
+they are generated and transcribed one by one, the exact path.
+
 The directory, ``<results_root>/<testset>/<knobs>/``, is named from every knob (``results_name``),
 and ``settings.json`` inside it holds them all: a rerun with other settings is refused rather than
 mixed into the same numbers. ``cfg`` is an ``EvalConfig`` (``pockettts.schema``); item ``i`` is
@@ -35,6 +39,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from pockettts.audio import AudioError, is_silent, save_audio
+from pockettts.devices import describe_device, resolve_device, synchronize
 from pockettts.eval.quality import build_quality_scorer
 from pockettts.eval.report import markdown_table
 from pockettts.eval.speaker import build_speaker_embedder, cosine_similarity
@@ -145,6 +150,7 @@ def results_name(knobs: dict[str, Any]) -> str:
         ("max_items", "n"),
         ("generation_batch_size", "bs"),
         ("precision", ""),
+        ("device", ""),
     ]
     parts += [f"{tag}{_num(knobs[key])}" for key, tag in optional if knobs.get(key) is not None]
     if knobs.get("vae"):
@@ -157,9 +163,19 @@ def results_name(knobs: dict[str, Any]) -> str:
     return _UNSAFE.sub("_", "-".join(parts))
 
 
+def generation_batch_size(cfg: EvalConfig) -> int:
+    """``cfg.generation_batch_size``; unset, 1 on a CPU (each item alone, the exact path) and
+    ``asr_batch_size`` on a GPU (one item at a time leaves it idle)."""
+    if cfg.generation_batch_size is not None:
+        return cfg.generation_batch_size
+    return cfg.asr_batch_size if resolve_device(cfg.device).type == "cuda" else 1
+
+
 def eval_knobs(cfg: EvalConfig, checkpoint: dict[str, Any], testset: str) -> dict[str, Any]:
-    """Every setting that changes a number of the run (``results.json`` ``knobs``)."""
+    """Every setting that changes a number of the run (``results.json`` ``knobs``); the device type
+    is one (CUDA draws other noise than the CPU for a seed, and Whisper decodes in float16 there)."""
     sampling, defaults = cfg.sampling, SamplingOptions()
+    batch_size, device = generation_batch_size(cfg), resolve_device(cfg.device)
     return {
         "testset": testset,
         "checkpoint": checkpoint["name"],
@@ -178,8 +194,9 @@ def eval_knobs(cfg: EvalConfig, checkpoint: dict[str, Any], testset: str) -> dic
         "head_steps": None if sampling.head_steps == defaults.head_steps else sampling.head_steps,
         "max_voice_seconds": None if cfg.max_voice_seconds == 30 else cfg.max_voice_seconds,
         "max_items": cfg.max_items,
-        "generation_batch_size": None if cfg.generation_batch_size == 1 else cfg.generation_batch_size,
+        "generation_batch_size": None if batch_size == 1 else batch_size,
         "precision": None if cfg.precision == "float32" else cfg.precision,
+        "device": None if device.type == "cpu" else device.type,
         "vae": cfg.vae,
         "seed": int(sampling.seed),
         "asr": asr_name(cfg.whisper, cfg.beam_size, cfg.language, cfg.loop_guard),
@@ -197,14 +214,18 @@ class Scorers:
     quality: Any | None  # pockettts.eval.quality scorer (.name, .score(audio [T], sr) -> dict)
 
 
-def build_scorers(cfg) -> Scorers:
-    """Load every scorer before any generation, so a bad checkpoint fails in seconds, not hours."""
-    asr = WhisperASR(cfg.whisper, language=cfg.language, beam_size=cfg.beam_size, loop_guard=cfg.loop_guard)
+def build_scorers(cfg: EvalConfig, device: torch.device) -> Scorers:
+    """Load every scorer on ``device`` before any generation, so a bad checkpoint fails in seconds,
+    not hours. On a GPU Whisper decodes ``asr_batch_size`` items at once."""
+    asr = WhisperASR(
+        cfg.whisper, language=cfg.language, beam_size=cfg.beam_size, loop_guard=cfg.loop_guard, device=device,
+        batch_size=cfg.asr_batch_size if device.type == "cuda" else 1,
+    )  # fmt: skip
     speaker = quality = None
     if cfg.speaker_embedder:
-        speaker = build_speaker_embedder(cfg.speaker_embedder, cfg.speaker_checkpoint)
+        speaker = build_speaker_embedder(cfg.speaker_embedder, cfg.speaker_checkpoint, device)
     if cfg.quality_scorer:
-        quality = build_quality_scorer(cfg.quality_scorer)
+        quality = build_quality_scorer(cfg.quality_scorer, device=device)
     return Scorers(asr, speaker, quality)
 
 
@@ -214,6 +235,7 @@ def time_to_first_audio(tts: TextToSpeech, text: str, voice: VoiceState, options
     start = time.perf_counter()
     stream = tts.stream(text, voice, options)
     next(stream, None)
+    synchronize(tts.device)
     seconds = time.perf_counter() - start
     stream.close()
     return seconds
@@ -223,13 +245,16 @@ def generate_group(
     tts: TextToSpeech, texts: list[str], voices: list[VoiceState], seeds: list[int], options: SamplingOptions
 ) -> list[tuple[Generation, float]]:
     """``(generation, wall seconds)`` per request: ``generate`` for one, ``generate_batch`` for several
-    (the batch's wall time shared out by audio length; the total is exact)."""
+    (the batch's wall time shared out by audio length; the total is exact). Audio and latents are
+    returned on the CPU, where they are scored and written."""
     start = time.perf_counter()
     if len(texts) == 1:
         generations = [tts.generate(texts[0], voices[0], dataclasses.replace(options, seed=seeds[0]))]
     else:
         generations = tts.generate_batch(texts, voices, options, seeds)
+    synchronize(tts.device)
     wall = time.perf_counter() - start
+    generations = [dataclasses.replace(g, audio=g.audio.cpu(), latents=g.latents.cpu()) for g in generations]
     total = sum(g.audio.numel() for g in generations)
     return [(g, wall * g.audio.numel() / total if total else wall / len(generations)) for g in generations]
 
@@ -283,6 +308,7 @@ def spread(count: int, wanted: int | None) -> list[int]:
 
 def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     """Run (or resume) the evaluation described by ``cfg``; returns the ``results.json`` content."""
+    device = resolve_device(cfg.device)
     export = open_checkpoint(cfg.checkpoint)
     checkpoint = checkpoint_info(export)
     # null options mean "the loader's default"
@@ -294,7 +320,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     items = [(index, testset.items[index]) for index in spread(len(testset.items), cfg.max_items)]
     if not items:
         raise EvalError(f"test set {testset.name!r} has no usable items ({len(testset.missing)} missing)")
-    scorers = build_scorers(cfg)
+    scorers = build_scorers(cfg, device)
     knobs = eval_knobs(cfg, checkpoint, testset.name)
     out = Path(cfg.results_root) / dirname_for_testset(testset.name, options) / results_name(knobs)
     settings = {
@@ -308,7 +334,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     log.info("%s: %d items, %d already done, %d to go", out, len(items), len(items) - len(todo), len(todo))
     failed: list[dict[str, str]] = []
     if todo:
-        tts = TextToSpeech.load(export, cfg.vae, precision=cfg.precision)
+        tts = TextToSpeech.load(export, cfg.vae, device, precision=cfg.precision)
         cache = _EmbeddingCache(scorers.speaker, tts.vae.sample_rate) if scorers.speaker else None
         progress = tqdm(total=len(todo), desc=f"eval {testset.name}")
         for start in range(0, len(todo), cfg.asr_batch_size):
@@ -321,7 +347,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         progress.close()
     rows = _read_rows(out / "items.jsonl")
     done_rows = [rows[item.id] for _, item in items if item.id in rows]
-    results = _aggregate(done_rows, settings, testset, failed, out)
+    results = _aggregate(done_rows, settings, testset, failed, out, device)
     atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
     atomic_write_text(out / "results.md", _markdown(results))
     return results
@@ -361,7 +387,7 @@ def _speak(
         except Exception as err:  # one bad item (unreadable prompt, unspeakable text) is not the run
             _fail(item, err, failed, progress)
     spoken = []
-    size = cfg.generation_batch_size
+    size = generation_batch_size(cfg)
     for group in [ready[i : i + size] for i in range(0, len(ready), size)]:
         for (index, item, _, voice_seconds, ttfa), result in zip(group, _generate_safely(tts, cfg, group)):
             if isinstance(result, Exception):
@@ -492,7 +518,7 @@ def _mean(values) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def _aggregate(rows, settings, testset, failed, out: Path) -> dict[str, Any]:
+def _aggregate(rows, settings, testset, failed, out: Path, device: torch.device) -> dict[str, Any]:
     """``results.json``: knobs, a flat ``summary`` (the table's numbers) and the detailed metrics."""
     if not rows:
         raise EvalError(f"no item of {testset.name!r} could be evaluated; see the errors above")
@@ -535,7 +561,12 @@ def _aggregate(rows, settings, testset, failed, out: Path) -> dict[str, Any]:
         "testset_options": settings["testset_options"],
         "asr": settings["asr"],
         "speaker_checkpoint": settings["speaker_checkpoint"],
-        "machine": {"cpu": _cpu_name(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__},
+        "machine": {
+            "cpu": _cpu_name(),
+            "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "device": describe_device(device),
+        },
     }
 
 

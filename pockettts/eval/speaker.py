@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from pockettts.audio import is_silent, loudness_normalize, mono_waveform, resample
+from pockettts.devices import resolve_device
 from pockettts.extras import import_eval_module
 
 EMBEDDER_RATE = 16_000  # both embedders work on 16 kHz audio
@@ -67,7 +68,8 @@ class ResemblyzerEmbedder:
 
     name = "resemblyzer"
 
-    def __init__(self, device: str = "cpu"):
+    def __init__(self, device: str | torch.device = "cpu"):
+        device = resolve_device(device)
         with warnings.catch_warnings():  # webrtcvad imports pkg_resources, which warns of its own end
             warnings.filterwarnings("ignore", "pkg_resources is deprecated", UserWarning)
             resemblyzer = import_eval_module("resemblyzer")
@@ -95,11 +97,11 @@ class WavLMXVectorEmbedder:
 
     name = "wavlm_sv"
 
-    def __init__(self, checkpoint: str | Path, device: str = "cpu"):
+    def __init__(self, checkpoint: str | Path, device: str | torch.device = "cpu"):
         from transformers import AutoFeatureExtractor, WavLMForXVector
 
         folder = Path(checkpoint)
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.extractor = AutoFeatureExtractor.from_pretrained(folder, local_files_only=True)
         self.model = WavLMForXVector.from_pretrained(folder, local_files_only=True).to(self.device).eval()
         if getattr(self.extractor, "sampling_rate", EMBEDDER_RATE) != EMBEDDER_RATE:
@@ -134,15 +136,17 @@ EMBEDDERS = ("resemblyzer", "wavlm_sv")
 
 
 @functools.cache
-def _resemblyzer(device: str) -> ResemblyzerEmbedder:
+def _resemblyzer(device: torch.device) -> ResemblyzerEmbedder:
     return ResemblyzerEmbedder(device)
 
 
 def build_speaker_embedder(
-    name: str = "resemblyzer", checkpoint: str | None = None, device: str = "cpu"
+    name: str = "resemblyzer", checkpoint: str | None = None, device: str | torch.device = "cpu"
 ) -> SpeakerEmbedder:
-    """The speaker embedder called ``name`` (see the module docstring); ``checkpoint`` for those whose
-    weights are not shipped. resemblyzer is loaded once per process and shared."""
+    """The speaker embedder called ``name`` (see the module docstring) on ``device`` (``auto``, ``cpu``,
+    ``cuda``, ``cuda:N``); ``checkpoint`` for those whose weights are not shipped. resemblyzer is
+    loaded once per process and device, and shared."""
+    device = resolve_device(device)
     if name == "resemblyzer":
         if checkpoint is not None:
             raise ValueError("resemblyzer uses the weights in its package; do not pass a checkpoint")

@@ -40,11 +40,12 @@ def text_gain(
     for start in range(0, len(indices), batch_size):
         batch = collate_examples([dataset[i] for i in indices[start : start + batch_size]], pad_id)
         rows = batch.size
+        everything = torch.ones(rows, dtype=torch.bool, device=batch.target.device)  # every text dropped
         inputs = (batch.voice, batch.voice_lengths, batch.text, batch.text_lengths, batch.target,
                   batch.target_lengths)  # fmt: skip
         batch_frames = int(batch.target_lengths.sum())
         for draw in range(draws):
-            for key, drop_text in (("with_text", None), ("without_text", torch.ones(rows, dtype=torch.bool))):
+            for key, drop_text in (("with_text", None), ("without_text", everything)):
                 with torch.random.fork_rng():
                     torch.manual_seed(draw)
                     loss, _ = model.head_loss(model(*inputs, drop_text=drop_text))

@@ -25,6 +25,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from pockettts.devices import resolve_device
 from pockettts.io import atomic_write, atomic_write_text
 from pockettts.models.flow_lm import FlowLM
 from pockettts.models.vae import vae_latent_hash
@@ -94,7 +95,9 @@ class ExportedModel:
 
 
 def read_export(path: str | Path, device: str | torch.device = "cpu") -> ExportedModel:
-    """Read an export in one pass over the file (header and weights together)."""
+    """Read an export in one pass over the file (header and weights together); the model is put
+    on ``device`` (``pockettts.devices.resolve_device``)."""
+    device = resolve_device(device)
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"FlowLM checkpoint {path} does not exist")

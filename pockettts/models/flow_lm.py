@@ -493,4 +493,6 @@ class FrameSampler:
                     )[None]  # fmt: skip
             latents = model.head.sample(z, noise, options.head_steps)
             previous = torch.cat([latents, latents]) if options.guided else latents
-            yield Frame(model.denormalize(latents), torch.tensor([not s for s in stopped]))
+            yield Frame(
+                model.denormalize(latents), torch.tensor([not s for s in stopped], device=latents.device)
+            )

@@ -278,8 +278,9 @@ class LSDHead(GenerationHead):
         self.distill_calls += 1
         if self.distill_prob >= 1.0:
             return True
+        # a host generator: the branch drawn is the same on every device
         generator = torch.Generator().manual_seed(self.distill_seed * 1_000_003 + calls)
-        return float(torch.rand((), generator=generator)) < self.distill_prob
+        return float(torch.rand((), generator=generator, device=generator.device)) < self.distill_prob
 
     def objective(self, z: torch.Tensor, x1: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, Terms]:
         dim = x1.shape[-1]

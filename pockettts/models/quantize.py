@@ -1,21 +1,29 @@
-"""Inference precisions for CPU generation: exact float32, or int8 dynamic quantisation.
+"""Inference precisions: exact ``float32``; ``int8`` dynamic quantisation (CPU); ``bfloat16`` or
+``float16`` autocast (GPU).
 
 A generation step reads every backbone weight to produce one frame (a matrix-vector product per
 layer), so on a CPU it is bound by memory bandwidth: int8 weights move a quarter of the bytes.
 ``int8`` quantises the ``nn.Linear`` layers of the backbone transformer, the head's MLP and the
 codec decoder's transformer (weights per output channel, activations per call), keeping
 embeddings, norms, convolutions and everything feeding RoPE in float32. Quantisation is applied
-in place to a model used only for inference.
+in place to a model used only for inference; PyTorch has no CUDA kernels for it.
+
+On a GPU the half precisions run the FlowLM under ``torch.autocast`` (``generation_context``):
+matrix products and attention in half precision, norms and the sampled latents in float32, the
+weights unchanged. The codec always decodes in float32. ``float32`` is the exact path, the one every
+parity test checks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import torch
 from torch import nn
 
-PRECISIONS = ("float32", "int8")
+PRECISIONS = ("float32", "int8", "bfloat16", "float16")
+AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def quantize_linears_int8(module: nn.Module) -> nn.Module:
@@ -31,10 +39,22 @@ def quantize_linears_int8(module: nn.Module) -> nn.Module:
 
 
 def set_precision(flow_lm: nn.Module, vae: nn.Module, precision: str) -> None:
-    """Put a FlowLM and its codec in ``precision`` (``"float32"``: leave them; ``"int8"``: quantise
-    the backbone, head and decoder-transformer linears)."""
+    """Put a FlowLM and its codec in ``precision`` (``"int8"``: quantise the backbone, head and
+    decoder-transformer linears, on the CPU only; the others leave the weights as they are)."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
+    device = next(flow_lm.parameters()).device
+    if precision == "int8" and device.type != "cpu":
+        raise ValueError(
+            f"precision int8 runs on the CPU only (dynamic int8 quantisation has no {device.type} "
+            "kernels); on a GPU use float32, bfloat16 or float16"
+        )
     if precision == "int8":
         for part in (flow_lm.transformer, flow_lm.head, vae.decoder_transformer):
             quantize_linears_int8(part)
+
+
+def generation_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """What the FlowLM's computations run inside: autocast to the half precision, or nothing."""
+    dtype = AUTOCAST_DTYPES.get(precision)
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()

@@ -5,25 +5,32 @@ after reading ``[bos_before_voice, voice]``; savable as ``.safetensors``). Each 
 texts are split at sentence ends, then at commas, to at most ``max_tokens`` tokens, as Pocket TTS
 does) is read on a copy of that state; latents are generated frame by frame and decoded by the
 streaming VAE, so audio is yielded 80 ms at a time as it is produced.
+
+Everything runs on the model's device (``TextToSpeech.load(..., device=)``): voice states, the noise
+generators and the returned audio and latents live there. A seed reproduces the same audio on the
+same device type (CPU and CUDA generators draw different streams).
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from queue import Empty, Queue
+from typing import TypeVar
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from pockettts.audio import AudioError, end_on_pause, is_silent, resample, to_mono
+from pockettts.devices import resolve_device
 from pockettts.models.bundle import ExportedModel, read_export
 from pockettts.models.flow_lm import FlowLM
 from pockettts.models.heads import sample_noise
-from pockettts.models.quantize import set_precision
+from pockettts.models.quantize import generation_context, set_precision
 from pockettts.models.sampling import SamplingOptions
 from pockettts.models.vae import AudioVAE, load_vae
 from pockettts.modules.streaming import State, copy_state, flatten_state, unflatten_state
@@ -92,14 +99,18 @@ class VoiceState:
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {"latents": self.latents.contiguous()}
-        tensors.update({f"backbone.{k}": v.contiguous() for k, v in flatten_state(self.backbone).items()})
+        tensors = {"latents": self.latents.contiguous().cpu()}
+        tensors.update(
+            {f"backbone.{k}": v.contiguous().cpu() for k, v in flatten_state(self.backbone).items()}
+        )
         save_file(tensors, str(path), metadata={"format": "pockettts.voice"})
         return path
 
     @classmethod
     def load(cls, path: str | Path, model: FlowLM) -> VoiceState:
-        tensors = load_file(str(path))
+        """A saved voice state for ``model``, on the model's device."""
+        device = model.bos_emb.device
+        tensors = {name: tensor.to(device) for name, tensor in load_file(str(path)).items()}
         if "latents" not in tensors:
             raise ValueError(f"{path} is not a saved voice state")
         flat = {k.removeprefix("backbone."): v for k, v in tensors.items() if k.startswith("backbone.")}
@@ -110,12 +121,15 @@ class TextToSpeech:
     """``FlowLM`` + ``AudioVAE`` + ``Tokenizer``: voice states, streaming synthesis.
 
     Args:
-        precision: ``"float32"`` (exact) or ``"int8"`` (dynamic int8 linears in the backbone, head
-            and decoder transformer; see ``pockettts.models.quantize``). Applied in place.
+        precision: ``"float32"`` (exact), ``"int8"`` (CPU only: dynamic int8 linears in the backbone,
+            head and decoder transformer, applied in place) or ``"bfloat16"`` / ``"float16"`` (for
+            GPUs: the FlowLM runs under autocast); see ``pockettts.models.quantize``.
         overlap_decoding: ``stream``/``generate`` run generation in a background thread while the
             caller's thread decodes every frame queued so far in one call, each with half the
             intra-op threads (a frame's decoding then hides behind the next frame's generation).
             ``False`` decodes frame by frame in one thread.
+        device: where both models are moved (``pockettts.devices.resolve_device``); ``None``: the
+            FlowLM's device.
     """
 
     def __init__(
@@ -125,6 +139,7 @@ class TextToSpeech:
         tokenizer: Tokenizer,
         precision: str = "float32",
         overlap_decoding: bool = True,
+        device: str | torch.device | None = None,
     ):
         if tokenizer.vocab_size != flow_lm.vocab_size:
             raise ValueError(
@@ -135,21 +150,33 @@ class TextToSpeech:
                 f"the model generates {flow_lm.latent_dim}-d latents, "
                 f"the codec decodes {vae.latent_dim}-d ones"
             )
-        self.flow_lm, self.vae, self.tokenizer = flow_lm.eval(), vae.eval(), tokenizer
+        self.device = resolve_device(device) if device is not None else flow_lm.bos_emb.device
+        self.flow_lm, self.vae = flow_lm.to(self.device).eval(), vae.to(self.device).eval()
+        self.tokenizer = tokenizer
         set_precision(self.flow_lm, self.vae, precision)
         self.precision, self.overlap_decoding = precision, overlap_decoding
 
     @classmethod
     def load(
-        cls, export: str | Path | ExportedModel, vae: str | Path | None = None, **options
+        cls,
+        export: str | Path | ExportedModel,
+        vae: str | Path | None = None,
+        device: str | torch.device = "cpu",
+        **options,
     ) -> TextToSpeech:
         """From an exported FlowLM (teacher or student; a path, or one already read) with its
         tokenizer beside it; the VAE is the one recorded in the export unless given (then it must
-        share the export's latent space: another decoder is fine, another encoder is not)."""
+        share the export's latent space: another decoder is fine, another encoder is not).
+        ``device``: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``; ``options`` go to the constructor."""
+        device = resolve_device(device)
         if not isinstance(export, ExportedModel):
-            export = read_export(export)
-        codec = load_vae(export.codec(vae))
-        return cls(export.flow_lm, codec, Tokenizer(export.tokenizer), **options)
+            export = read_export(export, device)
+        codec = load_vae(export.codec(vae), device)
+        return cls(export.flow_lm, codec, Tokenizer(export.tokenizer), device=device, **options)
+
+    def _generating(self) -> contextlib.AbstractContextManager:
+        """The context of the FlowLM's computations (autocast for the half precisions)."""
+        return generation_context(self.precision, self.device)
 
     @torch.no_grad()
     def voice(self, audio: torch.Tensor, sample_rate: int, max_seconds: float = 30.0) -> VoiceState:
@@ -160,13 +187,16 @@ class TextToSpeech:
         if wav.shape[-1] == 0 or is_silent(wav, self.vae.sample_rate):
             raise AudioError("the voice prompt is empty or silent")
         wav = end_on_pause(wav[..., : int(max_seconds * self.vae.sample_rate)], self.vae.sample_rate)
-        latents = self.vae.voice_features(wav[None], self.flow_lm.speaker_proj_weight.shape[1])[0]
-        return VoiceState(latents, self.flow_lm.prefill(latents, None))
+        latents = self.vae.voice_features(
+            wav[None].to(self.device), self.flow_lm.speaker_proj_weight.shape[1]
+        )[0]
+        with self._generating():
+            return VoiceState(latents, self.flow_lm.prefill(latents, None))
 
     def _chunks(self, text: str, options: SamplingOptions) -> list[_Chunk]:
         chunks = []
         for chunk in split_text(prepare_text(text), self.tokenizer, options.max_tokens):
-            tokens = torch.tensor(self.tokenizer.encode(chunk), dtype=torch.long)
+            tokens = torch.tensor(self.tokenizer.encode(chunk), dtype=torch.long, device=self.device)
             budget = options.frame_budget(len(tokens), self.vae.frame_rate)
             chunks.append(_Chunk(tokens, budget, options.frames_after(len(chunk.split()))))
         return chunks
@@ -177,27 +207,31 @@ class TextToSpeech:
     ) -> Iterator[tuple[torch.Tensor, bool]]:
         """One request's raw latents ``[1, latent_dim]`` frame by frame, each with whether it opens a
         text chunk; appends to ``eos`` whether each chunk ended on EOS."""
-        generator = torch.Generator().manual_seed(options.seed)
+        generator = torch.Generator(self.device).manual_seed(options.seed)
         for chunk in self._chunks(text, options):
-            if options.guided:  # both passes in one batch; the voice prefix is read again
-                state = self.flow_lm.prefill_batch([(voice.latents, chunk.tokens)], with_null=True)
-            else:
-                state = self.flow_lm.prefill_text(copy_state(voice.backbone), chunk.tokens)
+            with self._generating():
+                if options.guided:  # both passes in one batch; the voice prefix is read again
+                    state = self.flow_lm.prefill_batch([(voice.latents, chunk.tokens)], with_null=True)
+                else:
+                    state = self.flow_lm.prefill_text(copy_state(voice.backbone), chunk.tokens)
             self._discard_prefill_draw(generator, options)
             sampler = self.flow_lm.frames(state, options, chunk.max_frames, chunk.frames_after_eos, generator)
-            for index, frame in enumerate(sampler):
+            for index, frame in enumerate(_each_in(self._generating, sampler)):
                 yield frame.latents, index == 0
             eos.append(sampler.eos_steps[0] is not None)
 
     def _discard_prefill_draw(self, generator: torch.Generator, options: SamplingOptions) -> None:
         """Pocket TTS samples (and discards) one noise vector when it reads a chunk's text; drawing it
         too makes a seed give the same frames in both implementations."""
-        sample_noise((self.flow_lm.latent_dim,), options.temperature, options.noise_clamp, generator)
+        sample_noise(
+            (self.flow_lm.latent_dim,), options.temperature, options.noise_clamp, generator, generator.device
+        )
 
     def _fade_in(self, audio: torch.Tensor) -> torch.Tensor:
         """A fresh decoder state starts with a small step (a click): fade in its first 5 ms, in place."""
         fade = min(self.vae.sample_rate // 200, audio.shape[-1])
-        audio[..., :fade] *= torch.linspace(0, 1, self.vae.sample_rate // 200)[:fade].to(audio)
+        ramp = torch.linspace(0, 1, self.vae.sample_rate // 200, device=audio.device, dtype=audio.dtype)
+        audio[..., :fade] *= ramp[:fade]
         return audio
 
     @torch.no_grad()
@@ -236,8 +270,8 @@ class TextToSpeech:
         latents: list[torch.Tensor] = []
         audio = list(self._stream(text, voice, options or SamplingOptions(), eos, latents))
         return Generation(
-            torch.cat(audio) if audio else torch.zeros(0),
-            torch.cat(latents) if latents else torch.zeros(0, self.flow_lm.latent_dim),
+            torch.cat(audio) if audio else torch.zeros(0, device=self.device),
+            torch.cat(latents) if latents else torch.zeros(0, self.flow_lm.latent_dim, device=self.device),
             all(eos),
         )
 
@@ -266,17 +300,18 @@ class TextToSpeech:
             raise ValueError(f"{len(texts)} texts but {len(voices)} voices")
         options = options or SamplingOptions()
         seeds = list(seeds) if seeds is not None else [options.seed] * len(texts)
-        generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+        generators = [torch.Generator(self.device).manual_seed(seed) for seed in seeds]
         plans = [self._chunks(text, options) for text in texts]
         chunk_latents: list[list[torch.Tensor]] = [[] for _ in texts]
         eos: list[list[bool]] = [[] for _ in texts]
         for round_ in range(max(len(plan) for plan in plans)):
             members = [i for i, plan in enumerate(plans) if round_ < len(plan)]
             chunks = [plans[i][round_] for i in members]
-            state = self.flow_lm.prefill_batch(
-                [(voices[i].latents, c.tokens) for i, c in zip(members, chunks)],
-                with_null=options.guided,
-            )
+            with self._generating():
+                state = self.flow_lm.prefill_batch(
+                    [(voices[i].latents, c.tokens) for i, c in zip(members, chunks)],
+                    with_null=options.guided,
+                )
             for i in members:
                 self._discard_prefill_draw(generators[i], options)
             sampler = self.flow_lm.frames(
@@ -284,9 +319,9 @@ class TextToSpeech:
                 [generators[i] for i in members],
             )  # fmt: skip
             frames = [[] for _ in members]
-            for frame in sampler:
-                for row in range(len(members)):
-                    if frame.emitting[row]:
+            for frame in _each_in(self._generating, sampler):
+                for row, emitting in enumerate(frame.emitting.tolist()):
+                    if emitting:
                         frames[row].append(frame.latents[row])
             for row, i in enumerate(members):
                 chunk_latents[i].append(torch.stack(frames[row]) if frames[row] else None)
@@ -296,11 +331,29 @@ class TextToSpeech:
             spoken = [c for c in chunks if c is not None]
             audio = [self._fade_in(self.vae.decode(c[None])[0, 0]) for c in spoken]
             results.append(Generation(
-                torch.cat(audio) if audio else torch.zeros(0),
-                torch.cat(spoken) if spoken else torch.zeros(0, self.flow_lm.latent_dim),
+                torch.cat(audio) if audio else torch.zeros(0, device=self.device),
+                torch.cat(spoken) if spoken else torch.zeros(0, self.flow_lm.latent_dim, device=self.device),
                 all(ended),
             ))  # fmt: skip
         return results
+
+
+_Item = TypeVar("_Item")
+_END = object()
+
+
+def _each_in(
+    context: Callable[[], contextlib.AbstractContextManager], items: Iterable[_Item]
+) -> Iterator[_Item]:
+    """``items``, each one computed inside a fresh ``context()``: autocast is per-thread state, which
+    must not stay switched on while the consumer runs between two items."""
+    iterator = iter(items)
+    while True:
+        with context():
+            item = next(iterator, _END)
+        if item is _END:
+            return
+        yield item
 
 
 def _overlapped(frames: Iterator[tuple[torch.Tensor, bool]]) -> Iterator[list[tuple[torch.Tensor, bool]]]:

@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn.utils import parametrize
 
+from pockettts.devices import resolve_device
 from pockettts.io import atomic_write, atomic_write_text
 from pockettts.modules.conv import StreamingConv1d, StreamingConvTranspose1d, folded_state_dict
 from pockettts.modules.seanet import SEANetDecoder, SEANetEncoder
@@ -337,7 +338,9 @@ def _vae_metadata(path: str | Path) -> dict[str, str]:
 
 
 def load_vae(path: str | Path, device: str | torch.device = "cpu") -> AudioVAE:
-    """Rebuild an exported VAE (``AudioVAE.save``) in eval mode."""
+    """Rebuild an exported VAE (``AudioVAE.save``) in eval mode on ``device``
+    (``pockettts.devices.resolve_device``); the weights are read on the CPU, then moved."""
+    device = resolve_device(device)
     model = AudioVAE(**json.loads(_vae_metadata(path)["config"]))
     model.load_inference_state_dict(load_file(str(path), device="cpu"))
     return model.to(device).eval()

@@ -9,6 +9,7 @@ itself, sub-dicts for its streaming children), which keeps them explicit, pickla
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,7 +28,9 @@ class StreamingModule(nn.Module):
 
     def init_state(self, batch_size: int) -> State:
         """The state of a new stream for this module and all its streaming descendants."""
-        device = next((p.device for p in self.parameters()), torch.device("cpu"))
+        # a module without weights follows torch's default device, as its inputs' factories do
+        tensors = itertools.chain(self.parameters(), self.buffers())
+        device = next((t.device for t in tensors), torch.get_default_device())
         state = self.init_own_state(batch_size, device)
         for name, child in streaming_children(self):
             state[name] = child.init_state(batch_size)

@@ -50,7 +50,7 @@ def write_samples(
     trainer: L.Trainer, folder: Path, clips: dict[str, dict[str, torch.Tensor]], sample_rate: int
 ) -> None:
     """Write ``{clip: {version: [T] audio}}`` as ``<clip>_<version>.wav`` plus one ``<clip>.png`` with a
-    spectrogram per version, and send them to wandb when a ``WandbLogger`` is attached."""
+    spectrogram per version, and send them to W&B through each attached ``WandbLogger``."""
     folder.mkdir(parents=True, exist_ok=True)
     media: dict[str, object] = {}
     for clip, versions in clips.items():
@@ -62,17 +62,17 @@ def write_samples(
         save_spectrogram_png(folder / f"{clip}.png", panels)
         media[clip] = (versions, folder / f"{clip}.png")
     for logger in trainer.loggers:
-        if isinstance(logger, WandbLogger):
-            import wandb
-
-            entries: dict[str, object] = {}
-            for clip, (versions, png) in media.items():
-                entries[f"spectrograms/{clip}"] = wandb.Image(str(png))
-                for version, audio in versions.items():
-                    entries[f"samples/{clip}_{version}"] = wandb.Audio(
-                        audio.float().cpu().numpy(), sample_rate=sample_rate
-                    )
-            logger.experiment.log(entries, step=trainer.global_step)
+        if not isinstance(logger, WandbLogger):
+            continue
+        for clip, (versions, png) in media.items():
+            logger.log_image(f"spectrograms/{clip}", [str(png)], step=trainer.global_step)
+            for version, audio in versions.items():
+                logger.log_audio(
+                    f"samples/{clip}_{version}",
+                    [audio.float().cpu().numpy()],
+                    step=trainer.global_step,
+                    sample_rate=[sample_rate],
+                )
     log.info("wrote %d sample clip(s) to %s", len(clips), folder)
 
 

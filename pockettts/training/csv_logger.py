@@ -2,48 +2,69 @@
 
 Lightning's ``CSVLogger`` deletes ``metrics.csv`` when its folder already holds one, so resuming a
 run in place (``ckpt_path=RUN/checkpoints/last.ckpt`` with the same ``hydra.run.dir``) would lose
-every metric logged before the crash. This one keeps them: it drops only the rows the interrupted
-process logged at or after the first step the resumed one logs (those steps are trained and logged
-again), and merges the columns of both.
+every metric logged before the crash. This one keeps them, and forgets only what the resumed
+process logs again: each metric's earlier values from the first step the resumed process logs that
+metric at.
+
+Per metric, not per row: the checkpoint of step S is written before the row of step S's training
+metrics (Lightning logs a batch after its ``on_train_batch_end`` hooks), while the learning-rate
+monitor logs step S again at the start of the next batch, before the resumed process logs its
+first training row (S + 1). Cutting every row from the first step logged (S) would lose the
+checkpoint step's own training row, which nobody logs again.
 """
 
 from __future__ import annotations
 
 import csv
-import os
 
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
+NOT_METRICS = ("step", "epoch")
+
 
 class _KeepingExperimentWriter(ExperimentWriter):
     def __init__(self, log_dir: str) -> None:
-        self._merged = False
         super().__init__(log_dir)
+        self._started: set[str] = set()  # metrics this process has logged
+        self._earlier_rows = 0  # leading rows of metrics.csv that an interrupted process wrote
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+                reader = csv.DictReader(file)
+                self._earlier_rows = sum(1 for _ in reader)
+                self.metrics_keys = sorted(reader.fieldnames or [])
 
     def _check_log_dir_exists(self) -> None:
         """Lightning's writer deletes an existing ``metrics.csv`` here; this one keeps it."""
 
     def save(self) -> None:
-        if self.metrics and not self._merged:
-            self._keep_earlier_rows(min(int(row["step"]) for row in self.metrics))
+        restarts: dict[str, int] = {}
+        for row in self.metrics:
+            for key in row.keys() - self._started - set(NOT_METRICS):
+                restarts.setdefault(key, int(row["step"]))
+        if restarts and self._earlier_rows:
+            self._forget_earlier(restarts)
+        self._started |= restarts.keys()
         super().save()
 
-    def _keep_earlier_rows(self, first_new_step: int) -> None:
-        """Rewrite ``metrics.csv`` with only its rows before ``first_new_step``, and adopt its columns."""
-        self._merged = True
-        if not os.path.isfile(self.metrics_file_path):
-            return
-        with open(self.metrics_file_path, newline="") as file:
+    def _forget_earlier(self, restarts: dict[str, int]) -> None:
+        """Blank the interrupted process's values of each ``metric`` at steps >= ``restarts[metric]``
+        and drop the rows left without a metric."""
+        with self._fs.open(self.metrics_file_path, "r", newline="") as file:
             reader = csv.DictReader(file)
-            rows = [row for row in reader if row.get("step") and int(float(row["step"])) < first_new_step]
-            columns = list(reader.fieldnames or [])
-        with open(self.metrics_file_path, "w", newline="") as file:
+            rows, columns = list(reader), list(reader.fieldnames or [])
+        earlier, later = rows[: self._earlier_rows], rows[self._earlier_rows :]
+        for row in earlier:
+            for key, first_step in restarts.items():
+                if key in row and int(float(row["step"])) >= first_step:
+                    row[key] = ""
+        earlier = [row for row in earlier if any(v for k, v in row.items() if k not in NOT_METRICS)]
+        self._earlier_rows = len(earlier)
+        with self._fs.open(self.metrics_file_path, "w", newline="") as file:
             writer = csv.DictWriter(file, fieldnames=columns)
             writer.writeheader()
-            writer.writerows(rows)
-        self.metrics_keys = sorted(set(self.metrics_keys) | set(columns))
+            writer.writerows(earlier + later)
 
 
 class ResumableCSVLogger(CSVLogger):

@@ -34,6 +34,18 @@ class NonFiniteGuard:
             )
         return False
 
+    def ok_on_every_rank(self, value: torch.Tensor, what: str, step: int, strategy) -> bool:
+        """``ok`` decided by all ranks together: ``True`` only if ``value`` is finite on every rank of
+        ``strategy`` (a Lightning strategy: ``reduce_boolean_decision`` all-reduces the flag). Ranks
+        must agree to skip a step, or those that step wait forever in the gradient all-reduce of those
+        that skipped."""
+        finite = bool(torch.isfinite(value).all())
+        if strategy.reduce_boolean_decision(finite, all=True):
+            return True
+        if finite:
+            return self.ok(value.new_tensor(float("nan")), f"{what} on another rank", step)
+        return self.ok(value, what, step)
+
     def good_step(self) -> None:
         self.in_a_row = 0
 

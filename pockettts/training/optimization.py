@@ -56,18 +56,6 @@ class GuardedOptimizationMixin:
         share = self.global_rank * self.accumulate_grad_batches + self._micro_batch
         torch.manual_seed(self.seed + 1_000_003 * self.global_step + 7_919 * share)
 
-    def finite_on_all_ranks(self, loss: torch.Tensor) -> bool:
-        """Whether ``loss`` is finite on every rank (the guard reports it if not). Ranks must agree
-        to skip a step, or the others would wait forever in the gradient all-reduce."""
-        finite = bool(torch.isfinite(loss).all())
-        if self.trainer.strategy.reduce_boolean_decision(finite, all=True):
-            return True
-        if finite:
-            self.guard.ok(loss.new_tensor(float("nan")), "the loss on another rank", self.global_step)
-        else:
-            self.guard.ok(loss, "loss", self.global_step)
-        return False
-
     def guarded_step(self, loss: torch.Tensor) -> float | None:
         """Backward ``loss / accumulate``; on the step's last micro-batch, clip and step unless a
         loss (on any rank) or the gradient norm was not finite (then skip and report). Updates the
@@ -86,7 +74,8 @@ class GuardedOptimizationMixin:
             optimizer.zero_grad(set_to_none=True)
             self._step_ok = True
         self._micro_batch = 0 if last else self._micro_batch + 1
-        if self._step_ok and not self.finite_on_all_ranks(loss):
+        strategy = self.trainer.strategy
+        if self._step_ok and not self.guard.ok_on_every_rank(loss, "loss", self.global_step, strategy):
             self._step_ok = False
         if self._step_ok:
             # Gradients are all-reduced once per optimizer step, on its last micro-batch.

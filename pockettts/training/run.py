@@ -96,6 +96,14 @@ def log_batch_split(trainer: L.Trainer, datamodule: L.LightningDataModule, accum
     return line
 
 
+def log_resolved_config(trainer: L.Trainer, cfg: DictConfig) -> None:
+    """Give every logger the resolved config as the run's hyperparameters (W&B's run config, the CSV
+    logger's ``hparams.yaml``)."""
+    hyperparameters = OmegaConf.to_container(cfg, resolve=True)
+    for logger in trainer.loggers:
+        logger.log_hyperparams(hyperparameters)
+
+
 def fit(cfg: DictConfig) -> dict[str, float]:
     """Train the model of ``cfg`` on its data; return the final logged metrics."""
     if cfg.get("model") is None:
@@ -108,6 +116,7 @@ def fit(cfg: DictConfig) -> dict[str, float]:
     datamodule = hydra.utils.instantiate(cfg.data)
     model = hydra.utils.instantiate(cfg.model)
     trainer = build_trainer(cfg, **take_accumulation(cfg, model))
+    log_resolved_config(trainer, cfg)
     log_batch_split(trainer, datamodule, int(cfg.trainer.get("accumulate_grad_batches") or 1))
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}

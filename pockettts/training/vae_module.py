@@ -199,9 +199,10 @@ class VAETrainingModule(EMAWeightsMixin, L.LightningModule):
         return self.discriminator is not None and self.global_step >= self.adversarial_warmup_steps
 
     def _step_if_finite(self, loss: torch.Tensor, optimizer, params, clip: float, name: str) -> float | None:
-        """Backward and clip unless the loss or the gradient norm is not finite; returns the grad norm."""
+        """Backward and clip unless the loss (on any rank) or the gradient norm (all-reduced, so the same
+        on every rank) is not finite; returns the grad norm."""
         optimizer.zero_grad(set_to_none=True)
-        if not self.guard.ok(loss, f"{name} loss", self.global_step):
+        if not self.guard.ok_on_every_rank(loss, f"{name} loss", self.global_step, self.trainer.strategy):
             return None
         self.manual_backward(loss)
         norm = torch.nn.utils.clip_grad_norm_(params, clip)

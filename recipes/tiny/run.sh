@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# The main job on the embedded default data, on CPU: set up, speak one sentence with the shipped
-# demo student (within the first minute), then the training demo: build the offline multi-speaker demo
-# corpus, validate its manifests, train the tiny VAE for a fixed budget and report how much its
-# reconstructions improved over its untrained init, train the tiny teacher on its latents and
-# compare Whisper transcripts of generated speech with those of the codec's own reconstructions,
-# distil the 2-layer student from the teacher, and evaluate the student on the demo test split
-# (WER/CER, speaker similarity, quality, failures, real-time factor), ending with its results table.
+# The main job on the embedded default data, on CPU: set up, make a voice prompt with flite and speak
+# one sentence in it with the shipped demo student (seconds after set-up, in logs/tiny/hello/), then
+# the training demo: build the offline multi-speaker demo corpus, validate its manifests, train the
+# tiny VAE for a fixed budget and report how much its reconstructions improved over its untrained
+# init, train the tiny teacher on its latents and compare Whisper transcripts of generated speech
+# with those of the codec's own reconstructions, distil the 2-layer student from the teacher, and
+# evaluate the student on the demo test split (WER/CER, speaker similarity, quality, failures,
+# real-time factor), ending with its results table.
 #   bash recipes/tiny/run.sh                                  # data under data/demo, runs under logs/tiny/
 #   VAE_STEPS=20 TEACHER_STEPS=20 STUDENT_STEPS=20 EVAL_ITEMS=4 bash recipes/tiny/run.sh  # smoke test
-#   SHIPPED=1 bash recipes/tiny/run.sh   # no training: the demo checkpoints shipped in
-#     recipes/tiny/checkpoints/ (trained for ≈ 10 h by demo_checkpoints.sh, the teacher and student on
-#     WordNet sentences): the codec's reconstructions and the student's speech, scored as above
+#   SHIPPED=1 bash recipes/tiny/run.sh   # no training: after the sentence, corpus and validation,
+#     the demo checkpoints shipped in recipes/tiny/checkpoints/ (trained for ≈ 13.5 h of CPU by
+#     demo_checkpoints.sh, the teacher and student on WordNet sentences) are scored instead: a codec
+#     report on 40 held-out clips and eval.py of the student on the demo test split, as above
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bash scripts/setup.sh

@@ -1,0 +1,138 @@
+"""Stage 3: the student starts from the teacher's "ends" layers with the head and EOS head frozen,
+regresses onto the guided teacher output, and distill.py runs end to end."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+
+from pockettts.data.examples import TeacherBatch
+from pockettts.models.bundle import read_export, write_export
+from pockettts.models.flow_lm import FlowLM
+from pockettts.training.distill_module import DistillationModule, ends_layers, student_from_teacher
+from pockettts.training.teacher_module import teacher_forced
+from tests.support import TINY_FLOW_LM, cpu_trainer, logged_columns, run_stage
+
+
+def test_ends_layers_match_kyutai():
+    assert ends_layers(24, 6) == [0, 1, 2, 21, 22, 23]
+    assert ends_layers(4, 2) == [0, 3]
+    assert ends_layers(5, 3) == [0, 1, 4]
+    with pytest.raises(ValueError, match="cannot take"):
+        ends_layers(4, 5)
+
+
+def test_student_copies_the_chosen_layers_and_everything_else():
+    torch.manual_seed(0)
+    teacher = FlowLM(**{**TINY_FLOW_LM, "num_layers": 4, "context_noise": {"max_level": 0.5}}).eval()
+    student = student_from_teacher(teacher, [0, 3])
+    assert len(student.transformer.layers) == 2 and student.context_noise is None
+    for s_index, t_index in [(0, 0), (1, 3)]:
+        torch.testing.assert_close(
+            student.transformer.layers[s_index].linear1.weight,
+            teacher.transformer.layers[t_index].linear1.weight,
+        )
+    for name in ("conditioner.embed.weight", "speaker_proj_weight", "out_eos.weight", "emb_std"):
+        torch.testing.assert_close(student.state_dict()[name], teacher.state_dict()[name])
+
+
+@pytest.fixture
+def exported_teacher(tmp_path):
+    torch.manual_seed(1)
+    teacher = FlowLM(**{**TINY_FLOW_LM, "num_layers": 4})
+    return str(write_export(teacher, tmp_path / "teacher" / "teacher.safetensors"))
+
+
+def _module(teacher: str, **overrides) -> DistillationModule:
+    kwargs = dict(
+        teacher=teacher,
+        optimizer=functools.partial(torch.optim.AdamW, lr=3e-3),
+        num_layers=2,
+        cfg_scale=2.0,
+        lr_schedule={"warmup_steps": 2},
+        ema_decay=0.9,
+    )
+    return DistillationModule(**{**kwargs, **overrides})
+
+
+def test_guided_target_and_frozen_heads(exported_teacher, teacher_data):
+    module = _module(exported_teacher)
+    assert module.layers == [0, 3]
+    assert not any(p.requires_grad for p in module.model.head.parameters())
+    assert not any(p.requires_grad for p in module.model.out_eos.parameters())
+    assert not any(k.startswith("teacher.") for k in module.state_dict())  # teacher kept out of checkpoints
+    data = teacher_data()
+    data.prepare_data()
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))
+    assert isinstance(batch, TeacherBatch) and batch.voice.shape[0] == batch.text.shape[0] == batch.size
+    target, valid = module.guided_target(batch)
+    teacher = read_export(exported_teacher).flow_lm
+    everything = torch.ones(batch.size, dtype=torch.bool)
+    with torch.no_grad():
+        z_cond = teacher_forced(teacher, batch)["z"]
+        z_null = teacher_forced(teacher, batch, drop_voice=everything, drop_text=everything)["z"]
+    torch.testing.assert_close(target[valid], (z_null + 2.0 * (z_cond - z_null))[valid])
+
+
+def test_context_noise_is_shared_by_both_models_and_off_in_validation(exported_teacher, teacher_data):
+    data = teacher_data()
+    data.prepare_data()
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))
+    module = _module(exported_teacher, context_noise=0.5).train()
+    mask = torch.arange(batch.target.shape[1])[None] < batch.target_lengths[:, None]
+    frames = batch.target[mask]
+    module.teacher.emb_mean.copy_(frames.mean(0))  # the data's statistics, as `latent_stats: cache` gives
+    module.teacher.emb_std.copy_(frames.std(0))
+    torch.manual_seed(0)
+    noisy = module.noisy_context(batch)
+    change = (noisy.target - batch.target)[mask]
+    assert change.abs().mean() > 0.05 * batch.target[mask].abs().mean()
+    # Normalised (unit variance) latents: sqrt(1-k)·x + sqrt(k)·ε with k <= 0.5 keeps a correlation of
+    # E[sqrt(1-k)] >= sqrt(0.5) with the clean latents.
+    clean = module.teacher.normalize(batch.target)[mask]
+    noised = module.teacher.normalize(noisy.target)[mask]
+    assert torch.corrcoef(torch.stack([clean.flatten(), noised.flatten()]))[0, 1] > 0.6
+    # The loss is the guided target on the noisy context: student and teacher read the same latents.
+    torch.manual_seed(0)
+    with torch.no_grad():
+        loss = module.loss(batch)
+        target, valid = module.guided_target(noisy)
+        z = teacher_forced(module.model, noisy)["z"]
+    torch.testing.assert_close(loss, (z[valid] - target[valid]).pow(2).mean())
+    assert module.eval().noisy_context(batch) is batch
+    assert _module(exported_teacher).train().noisy_context(batch) is batch
+
+
+def test_distillation_lowers_the_loss_and_leaves_the_heads_alone(exported_teacher, teacher_data, tmp_path):
+    data = teacher_data()
+    data.prepare_data()
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))
+    module = _module(exported_teacher, export_path=str(tmp_path / "export" / "student.safetensors"))
+    head_before = {k: v.clone() for k, v in module.model.head.state_dict().items()}
+    with torch.no_grad():
+        before = module.loss(batch).item()
+    loader = torch.utils.data.DataLoader([batch] * 60, batch_size=None)
+    cpu_trainer(tmp_path, max_steps=60).fit(module, train_dataloaders=loader)
+    with torch.no_grad():
+        after = module.loss(batch).item()
+    assert after < 0.5 * before, (before, after)
+    for name, tensor in module.model.head.state_dict().items():
+        assert torch.equal(tensor, head_before[name]), name
+    student = read_export(tmp_path / "export" / "student.safetensors").flow_lm
+    assert len(student.transformer.layers) == 2
+
+
+def test_distill_py_student_tiny_runs_end_to_end(exported_teacher, tiny_corpus, tiny_vae, tmp_path):
+    vae = tiny_vae.save(tmp_path / "vae.safetensors")
+    run_dir = run_stage(
+        "distill.py", "student_tiny", tiny_corpus, vae, tmp_path, f"teacher={exported_teacher}"
+    )
+    assert len(read_export(run_dir / "export" / "student.safetensors").flow_lm.transformer.layers) == 2
+    assert (run_dir / "export" / "tokenizer.model").is_file()
+    assert {"val/loss", "val/text_progress"} <= logged_columns(run_dir)
+    assert (run_dir / "samples" / "step_0000002" / "example0_generated.wav").is_file()
