@@ -19,8 +19,10 @@
 # POCKET_CONFIG), VAE (an exported codec to use as it is), WHISPER (alignment model file), WAVLM,
 # LIBRISPEECH (test-clean, for evaluation), EVAL_WHISPER, DRY_RUN, STAGES, and VAE_OVERRIDES /
 # TEACHER_OVERRIDES / STUDENT_OVERRIDES: extra Hydra overrides of a training (space-separated, e.g.
-# TEACHER_OVERRIDES="trainer.accumulate_grad_batches=4 trainer.max_steps=200000").
+# TEACHER_OVERRIDES="trainer.accumulate_grad_batches=4 trainer.max_steps=200000"), PREP_WORKERS
+# (processes converting a Hugging Face corpus; default: every core).
 PY=${PY:-.venv/bin/python}
+PREP_WORKERS=${PREP_WORKERS:-$(nproc)}
 export WANDB_MODE=${WANDB_MODE:-offline}
 
 run() {
@@ -60,7 +62,8 @@ todo() {
   [ -n "${DRY_RUN:-}" ] || [ ! -e "$1" ]
 }
 
-# The size preset: experiments, tokenizer size, device for encoding, default trainer.
+# The size preset: experiments, tokenizer size, device for encoding, alignment and evaluation,
+# default trainer.
 use_size() {
   SIZE=${SIZE:-full}
   if [ "$SIZE" = tiny ]; then
@@ -126,7 +129,8 @@ stage_align() {
   for split in train valid; do
     if todo "$DATA/clean/${split}_aligned.jsonl"; then
       run $PY -m pockettts.data align --manifest "$DATA/clean/$split.jsonl" \
-        --out "$DATA/clean/${split}_aligned.jsonl" --whisper "$WHISPER" --language "${LANGUAGE:-en}"
+        --out "$DATA/clean/${split}_aligned.jsonl" --whisper "$WHISPER" --language "${LANGUAGE:-en}" \
+        --device "$DEVICE"
     fi
   done
 }
@@ -188,6 +192,6 @@ stage_eval_librispeech() {
   for model in teacher:2.0 student:1.0; do
     run $PY eval.py checkpoint="$RUNS/${model%%:*}/export/${model%%:*}.safetensors" \
       testset=librispeech_pc testset_options.librispeech_root="$LIBRISPEECH" sampling.cfg_scale="${model#*:}" \
-      sampling.temperature=0.3 whisper="$EVAL_WHISPER" results_root="$RUNS/eval"
+      sampling.temperature=0.3 whisper="$EVAL_WHISPER" results_root="$RUNS/eval" device="$DEVICE"
   done
 }

@@ -96,11 +96,11 @@ if want eval; then
   echo "== every teacher at CFG 1 and 2 (configs/sweep/noise_level.yaml) =="
   all=$(IFS=,; echo "${checkpoints[*]}")
   run $PY eval.py -m +sweep=noise_level checkpoint="$all" "${TESTSET[@]}" ${limit[@]+"${limit[@]}"} \
-    whisper="$EVAL_WHISPER" results_root="$RUNS/eval/noise_level"
+    whisper="$EVAL_WHISPER" results_root="$RUNS/eval/noise_level" device="$DEVICE"
   echo "== CFG scale x temperature of $BEST (configs/sweep/cfg_temperature.yaml) =="
   run $PY eval.py -m +sweep=cfg_temperature checkpoint="$RUNS/$BEST/export/teacher.safetensors" \
     sampling.cfg_scale="$CFG_SCALES" sampling.temperature="$TEMPERATURES" "${TESTSET[@]}" ${limit[@]+"${limit[@]}"} \
-    whisper="$EVAL_WHISPER" results_root="$RUNS/eval/cfg_temperature"
+    whisper="$EVAL_WHISPER" results_root="$RUNS/eval/cfg_temperature" device="$DEVICE"
 fi
 
 if want report; then

@@ -90,7 +90,7 @@ if want data && todo "$DATA/clean/valid.jsonl"; then
     echo "== data: $HF_DATASET ($HF_CONFIG) from Hugging Face (resumable), validation =="
     for split in "$TRAIN_SPLIT" "$VALID_SPLIT" "$TEST_SPLIT"; do
       # shellcheck disable=SC2086  # the limit is zero or two words
-      run $PY -m pockettts.data from-hf "$HF_DATASET" --config "$HF_CONFIG" --split "$split" \
+      run $PY -m pockettts.data from-hf --workers "$PREP_WORKERS" "$HF_DATASET" --config "$HF_CONFIG" --split "$split" \
         --text-column "$TEXT_COLUMN" --speaker-column "$SPEAKER_COLUMN" --language "$LANGUAGE" \
         --out "$DATA/raw/$split.jsonl" ${MAX_ITEMS:+--max-items $MAX_ITEMS}
     done

@@ -33,9 +33,9 @@ if want data && todo "$DATA/clean/valid.jsonl"; then
   fi
   limit=${MAX_ITEMS:+--max-items $MAX_ITEMS}
   # shellcheck disable=SC2086  # $limit is zero or two words
-  run $PY -m pockettts.data from-hf --preset hifitts2 --data-files "$MANIFEST" --audio-root "$HIFITTS2_ROOT" \
+  run $PY -m pockettts.data from-hf --workers "$PREP_WORKERS" --preset hifitts2 --data-files "$MANIFEST" --audio-root "$HIFITTS2_ROOT" \
     --out "$DATA/raw/train.jsonl" $limit
-  run $PY -m pockettts.data from-hf --preset hifitts2 --data-files "$MANIFEST" --audio-root "$HIFITTS2_ROOT" \
+  run $PY -m pockettts.data from-hf --workers "$PREP_WORKERS" --preset hifitts2 --data-files "$MANIFEST" --audio-root "$HIFITTS2_ROOT" \
     --where "$VALID_WHERE" --out "$DATA/raw/valid.jsonl"
   run $PY -m pockettts.data validate "$DATA/raw/train.jsonl" --out "$DATA/clean/train.jsonl" --workers 16
   run $PY -m pockettts.data validate "$DATA/raw/valid.jsonl" --out "$DATA/clean/valid.jsonl"

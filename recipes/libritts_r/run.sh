@@ -29,7 +29,7 @@ if want data && todo "$DATA/clean/valid.jsonl"; then
   train_parts=()
   for pair in $TRAIN_SPLITS $VALID_SPLIT; do
     # shellcheck disable=SC2086  # $limit is zero or two words
-    run $PY -m pockettts.data from-hf --preset libritts_r --config "${pair%%:*}" --split "${pair#*:}" \
+    run $PY -m pockettts.data from-hf --workers "$PREP_WORKERS" --preset libritts_r --config "${pair%%:*}" --split "${pair#*:}" \
       --out "$DATA/raw/${pair#*:}.jsonl" $limit
   done
   for pair in $TRAIN_SPLITS; do
