@@ -7,7 +7,9 @@ from __future__ import annotations
 import csv
 import functools
 import math
+import os
 import random
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -237,3 +239,16 @@ def run_stage(entry_point: str, experiment: str, corpus: Path, vae: Path, tmp_pa
     result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     return tmp_path / "run"
+
+
+def dry_run(script: str, args: list[str], env: dict[str, str]) -> list[list[str]]:
+    """The commands ``script`` would run, as argument lists."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "STAGES", "SIZE", "VAE"))}
+    result = subprocess.run(
+        ["bash", str(ROOT / "recipes" / script), *args],
+        capture_output=True, text=True, cwd=ROOT, env={**clean, **env, "DRY_RUN": "1"}, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    commands = [shlex.split(line[2:]) for line in result.stdout.splitlines() if line.startswith("+ ")]
+    assert commands, f"{script} printed no command"
+    return commands

@@ -11,7 +11,6 @@ Nothing is trained.
 from __future__ import annotations
 
 import importlib.util
-import os
 import shlex
 import subprocess
 from pathlib import Path
@@ -23,7 +22,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from pockettts.cli.data import build_parser
 from pockettts.schema import register_schemas
-from tests.support import CONFIG_DIR, ROOT
+from tests.support import CONFIG_DIR, ROOT, dry_run
 
 RECIPES = ROOT / "recipes"
 ENTRY_POINTS = {"train.py": "train", "distill.py": "distill", "eval.py": "eval", "infer.py": "infer"}
@@ -39,6 +38,7 @@ DRY_RUNS = [
     ("ablations/run.sh", [], {}),
     ("ablations/run.sh", [], {"SIZE": "tiny"}),
     ("tiny/demo_checkpoints.sh", [], {}),
+    ("at_size/run.sh", [], {}),
     ("slurm/train.sbatch", ["train.py", "experiment=teacher_300m", "data.data_dir=d", "data.vae=v"], {}),
     ("slurm/train.sbatch", ["distill.py", "experiment=student_100m", "teacher=t.safetensors"], {}),
     ("slurm/train.sbatch", ["recipes/hifitts2/run.sh"], {"STAGES": "teacher student"}),
@@ -60,19 +60,6 @@ def test_every_recipe_directory_has_a_readme_and_is_dry_run():
     for folder in ("libritts_r", "hifitts2", "slurm", "finetune_language", "ablations"):
         assert (RECIPES / folder / "README.md").is_file(), folder
         assert folder in tested, folder
-
-
-def dry_run(script: str, args: list[str], env: dict[str, str]) -> list[list[str]]:
-    """The commands ``script`` would run, as argument lists."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "STAGES", "SIZE", "VAE"))}
-    result = subprocess.run(
-        ["bash", str(RECIPES / script), *args],
-        capture_output=True, text=True, cwd=ROOT, env={**clean, **env, "DRY_RUN": "1"}, timeout=60,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    commands = [shlex.split(line[2:]) for line in result.stdout.splitlines() if line.startswith("+ ")]
-    assert commands, f"{script} printed no command"
-    return commands
 
 
 def first_of_each_sweep(overrides: list[str]) -> list[str]:

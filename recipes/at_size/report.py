@@ -54,32 +54,28 @@ def step_seconds(run_dir: Path) -> tuple[float, int] | None:
     return (float(match.group(1)), int(match.group(2))) if match else None
 
 
-def training_rows(run_dir: Path) -> dict[int, dict[str, str]]:
-    """step -> the ``train/*`` values logged at it, from the run's metrics.csv."""
+def logged_values(run_dir: Path) -> dict[int, dict[str, str]]:
+    """step -> every metric logged at it (training, validation, learning rates), from metrics.csv."""
     rows: dict[int, dict[str, str]] = {}
     path = run_dir / "csv" / "metrics.csv"
     if not path.is_file():
         return rows
     for row in csv.DictReader(path.open()):
-        values = {k: v for k, v in row.items() if k.startswith("train/") and v}
-        if values:
-            rows.setdefault(int(float(row["step"])), {}).update(values)
+        values = {k: v for k, v in row.items() if k not in ("step", "epoch") and v}
+        rows.setdefault(int(float(row["step"])), {}).update(values)
     return rows
 
 
 def resume_differences(straight: Path, resumed: Path) -> list[str]:
-    """What the resumed run logged after the checkpoint step, or exported, unlike the uninterrupted
-    run (empty: bit-identical)."""
-    before, after = training_rows(straight), training_rows(resumed)
-    later = sorted(step for step in after if step > CHECKPOINT_STEP)
-    if not later:
-        return [f"{resumed}: no training row after step {CHECKPOINT_STEP}"]
-    differences = [
-        f"step {step} {key}: {value} resumed, {before.get(step, {}).get(key)} uninterrupted"
-        for step in later
-        for key, value in sorted(after[step].items())
-        if before.get(step, {}).get(key) != value
-    ]
+    """Where the killed-and-resumed run's logged values or exported weights differ from the
+    uninterrupted run's (empty: bit-identical)."""
+    before, after = logged_values(straight), logged_values(resumed)
+    differences = []
+    for step in sorted(before.keys() | after.keys()):
+        for key in sorted(before.get(step, {}).keys() | after.get(step, {}).keys()):
+            ours, theirs = before.get(step, {}).get(key), after.get(step, {}).get(key)
+            if ours != theirs:
+                differences.append(f"step {step} {key}: {theirs} resumed, {ours} uninterrupted")
     for exported in sorted((straight / "export").glob("*.safetensors")):
         ours, theirs = load_file(exported), load_file(resumed / "export" / exported.name)
         differences += [
@@ -91,7 +87,9 @@ def resume_differences(straight: Path, resumed: Path) -> list[str]:
 
 
 def first_loss_after_checkpoint(run_dir: Path) -> str:
-    return training_rows(run_dir).get(CHECKPOINT_STEP + 1, {}).get("train/loss", "-")
+    """The loss of the first step after the checkpoint step (the first the resumed process took)."""
+    losses = [v["train/loss"] for _, v in sorted(logged_values(run_dir).items()) if "train/loss" in v]
+    return losses[CHECKPOINT_STEP] if len(losses) > CHECKPOINT_STEP else "-"
 
 
 def gib(value: int | None) -> str:

