@@ -211,11 +211,10 @@ def logged_columns(run_dir: Path) -> set[str]:
     }
 
 
-def run_stage(entry_point: str, experiment: str, corpus: Path, vae: Path, tmp_path: Path, *extra: str):
-    """``<entry_point> experiment=<experiment>`` for 2 steps on the tiny corpus with a tiny VAE,
-    samples and checkpoints at step 2; the run directory is ``tmp_path / "run"``."""
-    overrides = [
-        f"experiment={experiment}",
+def tiny_teacher_data(corpus: Path, vae: Path, tmp_path: Path) -> list[str]:
+    """Overrides that point a teacher or student run at the tiny corpus and VAE, with its latent
+    cache and a ``TINY_VOCAB``-piece tokenizer made under ``tmp_path``."""
+    return [
         f"data.data_dir={corpus}",
         "data.train_manifest=train.jsonl",
         "data.valid_manifest=valid.jsonl",
@@ -223,6 +222,15 @@ def run_stage(entry_point: str, experiment: str, corpus: Path, vae: Path, tmp_pa
         f"data.cache_dir={tmp_path / 'latents'}",
         f"data.tokenizer={tmp_path / 'tok' / 'tokenizer.model'}",
         f"data.vocab_size={TINY_VOCAB}",
+    ]
+
+
+def run_stage(entry_point: str, experiment: str, corpus: Path, vae: Path, tmp_path: Path, *extra: str):
+    """``<entry_point> experiment=<experiment>`` for 2 steps on the tiny corpus with a tiny VAE,
+    samples and checkpoints at step 2; the run directory is ``tmp_path / "run"``."""
+    overrides = [
+        f"experiment={experiment}",
+        *tiny_teacher_data(corpus, vae, tmp_path),
         "data.max_frames=300",
         "trainer.max_steps=2",
         "trainer.val_check_interval=2",

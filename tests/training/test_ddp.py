@@ -39,9 +39,8 @@ from pockettts.schema import register_schemas
 from pockettts.training.run import log_batch_split, take_accumulation
 from pockettts.training.teacher_module import TeacherTrainingModule
 from pockettts.training.vae_module import VAETrainingModule
-from tests.support import CONFIG_DIR, ROOT
+from tests.support import CONFIG_DIR, ROOT, TINY_VOCAB, tiny_teacher_data
 
-VOCAB = 48
 STEPS = 3
 
 
@@ -54,16 +53,10 @@ def train(
     overrides = [
         "experiment=teacher_tiny",
         "ablation=noise_calm",
-        f"data.data_dir={corpus}",
-        "data.train_manifest=train.jsonl",
-        "data.valid_manifest=valid.jsonl",
-        f"data.vae={vae}",
-        f"data.cache_dir={tmp_path / 'latents'}",
-        f"data.tokenizer={tmp_path / 'tok' / 'tokenizer.model'}",
-        f"data.vocab_size={VOCAB}",
+        *tiny_teacher_data(corpus, vae, tmp_path),
         "data.max_frames=400",
         "data.max_batch_size=8",
-        f"model.model.vocab_size={VOCAB}",
+        f"model.model.vocab_size={TINY_VOCAB}",
         "model.model.latent_dim=8",
         # The head draws whether to compute its distillation term from a per-call counter, and an
         # accumulating process makes two calls per step where each rank makes one: always compute it.
@@ -182,7 +175,7 @@ def test_batch_split_is_checked_and_logged_before_training(tiny_corpus):
 
 def test_manual_optimisation_modules_take_the_accumulation_or_refuse_it(tiny_vae):
     config = _trainer_config(accumulate_grad_batches=4)
-    model = FlowLM(d_model=32, num_heads=4, num_layers=1, dim_feedforward=64, vocab_size=VOCAB,
+    model = FlowLM(d_model=32, num_heads=4, num_layers=1, dim_feedforward=64, vocab_size=TINY_VOCAB,
                    latent_dim=8, head={"kind": "lsd", "dim": 32, "depth": 1})  # fmt: skip
     teacher = TeacherTrainingModule(model=model, optimizer=torch.optim.AdamW)
     # Lightning refuses accumulate_grad_batches with manual optimisation: the module does it.
