@@ -10,7 +10,7 @@ EMA weights (validated, sampled and exported), and the same non-finite guard as 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,9 @@ class TeacherTrainingModule(TextProgressMixin, GuardedOptimizationMixin, EMAWeig
         grow_layers: ``init_from`` a shallower FlowLM: its layers spread over this depth, the
             added ones start as identity blocks (``grown_layers``), so training resumes from the
             source's function with more capacity.
+        init_fresh: parts of the model that keep their own initialisation rather than
+            ``init_from``'s weights (state-dict prefixes, e.g. ``[head]`` to train a head of another
+            kind on a trained backbone, ``[short_context]`` to add CALM's short-context transformer).
         latent_stats: ``"cache"`` starts the latent normalisation from the training cache's
             statistics (frozen); ``"ema"`` learns them from batches (Kyutai's recipe).
         guided_attention: ``None`` (Pocket TTS), or ``{weight, sigma, layers, heads}``: an added
@@ -77,6 +80,7 @@ class TeacherTrainingModule(TextProgressMixin, GuardedOptimizationMixin, EMAWeig
         max_bad_steps: int = 20,
         init_from: str | None = None,
         grow_layers: bool = False,
+        init_fresh: Sequence[str] = (),
         latent_stats: str = "cache",
         guided_attention: dict[str, Any] | None = None,
         export_path: str | None = None,
@@ -89,7 +93,9 @@ class TeacherTrainingModule(TextProgressMixin, GuardedOptimizationMixin, EMAWeig
         self.automatic_optimization = False
         self.model = model
         if init_from:
-            load_weights(self.model, init_from, grow_layers)
+            load_weights(self.model, init_from, grow_layers, init_fresh)
+        elif init_fresh:
+            raise ValueError("init_fresh names parts kept fresh from init_from's weights: set init_from")
         self.optimizer_factory = optimizer
         self.lr_schedule = dict(lr_schedule or {})
         self.eos_loss_weight = eos_loss_weight
@@ -262,13 +268,28 @@ LAYERS = "transformer.layers."
 RESIDUAL_OUTPUTS = ("self_attn.out_proj.weight", "linear2.weight")
 
 
-def load_weights(model: FlowLM, path: str | Path, grow_layers: bool = False) -> None:
+def load_weights(
+    model: FlowLM, path: str | Path, grow_layers: bool = False, init_fresh: Sequence[str] = ()
+) -> None:
     """``init_from``: copy an exported FlowLM's weights into ``model``; a text embedding of another
     vocabulary size is re-initialised (fine-tuning with a new tokenizer), any other mismatch is an error.
-    ``grow_layers``: ``path`` may have fewer transformer layers than ``model`` (``grown_layers``)."""
+    ``grow_layers``: ``path`` may have fewer transformer layers than ``model`` (``grown_layers``).
+    ``init_fresh``: state-dict prefixes (``head``, ``short_context``) that keep ``model``'s own
+    initialisation; each must name a part of ``model``."""
     loaded = read_export(path).flow_lm
     source = loaded.state_dict()
     own = model.state_dict()
+    fresh_prefixes = tuple(f"{name.rstrip('.')}." for name in init_fresh)
+    unknown = [
+        name for name, prefix in zip(init_fresh, fresh_prefixes) if not any(k.startswith(prefix) for k in own)
+    ]
+    if unknown:
+        parts = sorted({key.split(".")[0] for key in own})
+        raise ValueError(f"init_fresh: the model has no part {unknown}; its parts: {parts}")
+    source = {key: value for key, value in source.items() if not key.startswith(fresh_prefixes)}
+    source.update({key: value for key, value in own.items() if key.startswith(fresh_prefixes)})
+    if fresh_prefixes:
+        log.info("%s: %s keep their fresh initialisation", path, ", ".join(init_fresh))
     if grow_layers:
         source = grown_layers(source, len(loaded.transformer.layers), len(model.transformer.layers))
     embedding = "conditioner.embed.weight"

@@ -66,3 +66,25 @@ def test_init_from_a_shallower_teacher_grows_it_without_changing_what_it_compute
     assert layers[1].linear2.weight.grad.abs().sum() > 0  # the added layers learn from step 1
     with pytest.raises(ValueError, match="cannot grow 2 transformer layers into 1"):
         load_weights(FlowLM(**{**TINY_FLOW_LM, "num_layers": 1}), exported, grow_layers=True)
+
+
+def test_init_fresh_keeps_a_new_head_and_short_context_and_copies_the_backbone(tmp_path):
+    """``init_fresh``: an LSD teacher's backbone under a fresh consistency head and a new short-context
+    transformer; without it the missing parts are an error, and a name that is no part is one too."""
+    torch.manual_seed(0)
+    source = FlowLM(**TINY_FLOW_LM)
+    exported = write_export(source, tmp_path / "lsd.safetensors")
+    options = {**TINY_FLOW_LM, "head": {**TINY_FLOW_LM["head"], "kind": "consistency"}}
+    options["short_context"] = {"width": 16, "num_heads": 2, "num_layers": 1, "context": 4}
+    calm = FlowLM(**options)
+    with pytest.raises(ValueError, match="missing"):
+        load_weights(calm, exported)
+    fresh_head = {k: v.clone() for k, v in calm.state_dict().items() if k.startswith("head.")}
+    load_weights(calm, exported, init_fresh=["head", "short_context"])
+    for name, value in calm.state_dict().items():
+        if name.startswith("head."):
+            torch.testing.assert_close(value, fresh_head[name])
+        elif not name.startswith("short_context."):
+            torch.testing.assert_close(value, source.state_dict()[name])
+    with pytest.raises(ValueError, match="no part \\['encoder'\\]"):
+        load_weights(calm, exported, init_fresh=["encoder"])
