@@ -100,3 +100,21 @@ def character_error_rate(
     ``normalizer`` name.
     """
     return _error_rate(references, hypotheses, normalizer, "chars")
+
+
+def utterance_scores(reference: str, hypothesis: str, normalizers: Sequence[str]) -> dict[str, dict]:
+    """One utterance's scores as an item's row keeps them: ``wer`` and ``cer``, and the counts behind
+    them, ``word_errors`` / ``reference_words`` and ``char_errors`` / ``reference_chars`` (errors are
+    substitutions + deletions + insertions), each ``{normaliser: value}``. The corpus rate of any set
+    of utterances is the sum of their errors over the sum of their reference lengths."""
+    keys = ("wer", "cer", "word_errors", "reference_words", "char_errors", "reference_chars")
+    scores: dict[str, dict] = {key: {} for key in keys}
+    for name in normalizers:
+        words = word_error_rate([reference], [hypothesis], name)
+        chars = character_error_rate([reference], [hypothesis], name)
+        scores["wer"][name], scores["cer"][name] = words["wer"], chars["cer"]
+        scores["word_errors"][name] = words["substitutions"] + words["deletions"] + words["insertions"]
+        scores["char_errors"][name] = chars["substitutions"] + chars["deletions"] + chars["insertions"]
+        scores["reference_words"][name] = words["reference_words"]
+        scores["reference_chars"][name] = chars["reference_chars"]
+    return scores

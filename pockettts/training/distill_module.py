@@ -31,10 +31,14 @@ from pockettts.models.flow_lm import ContextNoise, FlowLM
 from pockettts.training.ema import EMA, EMAWeightsMixin
 from pockettts.training.guard import NonFiniteGuard
 from pockettts.training.optimization import GuardedOptimizationMixin
-from pockettts.training.teacher_module import export_flow_lm, teacher_forced
+from pockettts.training.teacher_module import export_flow_lm, load_weights, teacher_forced
 from pockettts.training.text_progress import TextProgressMixin
 
 log = logging.getLogger(__name__)
+
+
+# The teacher's parts the student uses as they are.
+FROZEN_PARTS = ("head", "out_eos")
 
 
 def ends_layers(teacher_layers: int, student_layers: int) -> list[int]:
@@ -73,6 +77,8 @@ class DistillationModule(TextProgressMixin, GuardedOptimizationMixin, EMAWeights
         cfg_scale: α of the guided target (1 = pure depth distillation; open recipe 2.0).
         context_noise: maximum level k of the noise ``sqrt(k)·ε + sqrt(1−k)·x`` (uniform per frame)
             on the normalised latents both models read in training; 0 = clean, as in Kyutai's recipe.
+        init_from: an exported student of this shape to start from instead of the teacher's layers
+            (e.g. a student of an earlier teacher); the head and EOS head stay this teacher's.
         optimizer, lr_schedule, grad_clip, ema_decay, max_bad_steps, export_path, seed: as for the teacher.
     """
 
@@ -90,6 +96,7 @@ class DistillationModule(TextProgressMixin, GuardedOptimizationMixin, EMAWeights
         grad_clip: float = 1.0,
         ema_decay: float | None = 0.9999,
         max_bad_steps: int = 20,
+        init_from: str | None = None,
         export_path: str | None = None,
         seed: int = 0,
     ):
@@ -103,8 +110,10 @@ class DistillationModule(TextProgressMixin, GuardedOptimizationMixin, EMAWeights
         if any(not 0 <= i < teacher_depth for i in self.layers):
             raise ValueError(f"layers {self.layers} out of range for a {teacher_depth}-layer teacher")
         self.model = student_from_teacher(frozen_teacher, self.layers)
-        for frozen in (self.model.head, self.model.out_eos):
-            frozen.requires_grad_(False)
+        if init_from:
+            load_weights(self.model, init_from, init_fresh=FROZEN_PARTS)
+        for part in FROZEN_PARTS:
+            getattr(self.model, part).requires_grad_(False)
         log.info("student: teacher layers %s of %d, head and EOS head frozen", self.layers, teacher_depth)
         self.optimizer_factory = optimizer
         self.cfg_scale = cfg_scale

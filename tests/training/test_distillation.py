@@ -77,6 +77,20 @@ def test_guided_target_and_frozen_heads(exported_teacher, teacher_data):
     torch.testing.assert_close(target[valid], (z_null + 2.0 * (z_cond - z_null))[valid])
 
 
+def test_init_from_an_earlier_student_keeps_this_teachers_head(exported_teacher, tmp_path):
+    """``init_from``: the backbone of an exported student, the head and EOS head of the teacher."""
+    torch.manual_seed(2)
+    earlier = FlowLM(**TINY_FLOW_LM)  # a 2-layer student of some other teacher
+    path = write_export(earlier, tmp_path / "earlier" / "student.safetensors")
+    module = _module(exported_teacher, init_from=str(path))
+    teacher = read_export(exported_teacher).flow_lm
+    own = module.model.state_dict()
+    for name, value in earlier.state_dict().items():
+        expected = teacher.state_dict()[name] if name.startswith(("head.", "out_eos.")) else value
+        torch.testing.assert_close(own[name], expected, msg=name)
+    assert not any(p.requires_grad for p in module.model.head.parameters())
+
+
 def test_context_noise_is_shared_by_both_models_and_off_in_validation(exported_teacher, teacher_data):
     data = teacher_data()
     data.prepare_data()
