@@ -13,8 +13,8 @@
 #   todo FILE    true unless FILE exists (always true with DRY_RUN): finished stages are skipped
 #                when a recipe is rerun or requeued
 #
-# Settings (environment): SIZE=full|tiny (the paper's models on GPUs | the CPU presets, a smoke
-# test of the same commands), TRAINER (ddp | gpu | multinode under SLURM | cpu), DATA, RUNS,
+# Settings (environment): SIZE=full|tiny|demo (the paper's models on GPUs | the CPU presets, a smoke
+# test of the same commands | the CPU presets from the shipped demo checkpoints, recipes/ablations), TRAINER (ddp | gpu | multinode under SLURM | cpu), DATA, RUNS,
 # VAE_FROM=train|released (train the codec, or convert Kyutai's released one from POCKET_WEIGHTS +
 # POCKET_CONFIG), VAE (an exported codec to use as it is), WHISPER (alignment model file), WAVLM,
 # LIBRISPEECH (test-clean, for evaluation), EVAL_WHISPER, DRY_RUN, STAGES, and VAE_OVERRIDES /
@@ -66,7 +66,7 @@ todo() {
 # default trainer.
 use_size() {
   SIZE=${SIZE:-full}
-  if [ "$SIZE" = tiny ]; then
+  if [ "$SIZE" = tiny ] || [ "$SIZE" = demo ]; then
     VAE_EXP=vae_tiny TEACHER_EXP=teacher_tiny STUDENT_EXP=student_tiny DEVICE=cpu
     VOCAB=${VOCAB:-256} TRAINER=${TRAINER:-cpu} VAE_ARGS=()
   elif [ "$SIZE" = full ]; then
@@ -74,7 +74,7 @@ use_size() {
     VOCAB=${VOCAB:-4000} TRAINER=${TRAINER:-ddp}
     VAE_ARGS=(model.ssl_teacher.checkpoint="${WAVLM:-checkpoints/wavlm_base_plus.pt}")
   else
-    echo "SIZE must be full or tiny, got $SIZE" >&2
+    echo "SIZE must be full, tiny or demo, got $SIZE" >&2
     return 1
   fi
   VAE_FROM=${VAE_FROM:-train}
@@ -187,11 +187,32 @@ stage_student() {
 
 stage_eval_librispeech() {
   want eval || return 0
-  echo "== evaluation: LibriSpeech-PC test-clean, cross-sentence (1127 items) =="
-  # Teachers are sampled with CFG 2, students (guidance distilled in) with CFG 1. Resumable.
+  echo "== evaluation: LibriSpeech-PC test-clean, cross-sentence (1127 items), protocol=librispeech_pc =="
+  # The published settings (pockettts/configs/protocol/librispeech_pc.yaml); teachers are sampled with
+  # CFG 2, students (guidance distilled in) with CFG 1. Resumable. The literature's SIM-o and UTMOS
+  # models where their weights are (SIM_CHECKPOINT, UTMOS_CHECKPOINT), else resemblyzer and DNSMOS;
+  # EVAL_PROMPTS: a folder of enhanced prompts, <prompt utterance id>.wav|flac, as Kyutai's recipe.
+  local sim=${SIM_CHECKPOINT:-checkpoints/wavlm_large_finetune.pth}
+  local utmos=${UTMOS_CHECKPOINT:-checkpoints/utmos_scripted.pt}
+  local scoring=()
+  if [ -f "$sim" ]; then
+    scoring+=(speaker_checkpoint="$sim")
+  else
+    echo "   (no $sim: speaker similarity with resemblyzer, not the literature's SIM-o)"
+    scoring+=(speaker_embedder=resemblyzer speaker_checkpoint=null)
+  fi
+  if [ -f "$utmos" ]; then
+    scoring+=(quality_checkpoint="$utmos")
+  else
+    echo "   (no $utmos: quality with DNSMOS, not UTMOS)"
+    scoring+=(quality_scorer=dnsmos quality_checkpoint=null)
+  fi
+  if [ -n "${EVAL_PROMPTS:-}" ]; then
+    scoring+=(testset_options.prompt_dir="$EVAL_PROMPTS")
+  fi
   for model in teacher:2.0 student:1.0; do
-    run $PY eval.py checkpoint="$RUNS/${model%%:*}/export/${model%%:*}.safetensors" \
-      testset=librispeech_pc testset_options.librispeech_root="$LIBRISPEECH" sampling.cfg_scale="${model#*:}" \
-      sampling.temperature=0.3 whisper="$EVAL_WHISPER" results_root="$RUNS/eval" device="$DEVICE"
+    run $PY eval.py protocol=librispeech_pc checkpoint="$RUNS/${model%%:*}/export/${model%%:*}.safetensors" \
+      testset_options.librispeech_root="$LIBRISPEECH" sampling.cfg_scale="${model#*:}" \
+      whisper="$EVAL_WHISPER" "${scoring[@]}" results_root="$RUNS/eval" device="$DEVICE"
   done
 }

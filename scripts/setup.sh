@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Idempotent set-up of a fresh Linux machine: Debian packages (TTS voices for the demo corpus,
-# ffmpeg), a virtual environment in .venv, and this package with its eval (scoring models) and dev
-# (tests) extras; `pip install -e .` alone is enough to train and to speak.
+# ffmpeg, chromium for the listening report's browser test), a virtual environment in .venv, and
+# this package with its eval (scoring models) and dev (tests) extras; `pip install -e .` alone is
+# enough to train and to speak.
 # Re-running it only redoes what changed (pyproject.toml edits trigger a reinstall).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts sox ffmpeg)
+APT_PACKAGES=(espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts sox ffmpeg
+  chromium)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

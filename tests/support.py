@@ -260,3 +260,17 @@ def dry_run(script: str, args: list[str], env: dict[str, str]) -> list[list[str]
     commands = [shlex.split(line[2:]) for line in result.stdout.splitlines() if line.startswith("+ ")]
     assert commands, f"{script} printed no command"
     return commands
+
+
+def eval_item_row(
+    item_id: str, errors: int, words: int, sim: float | None = 0.5, quality: float = 3.0
+) -> dict:
+    """An ``items.jsonl`` row as the evaluation runner writes it, under the ``whisper`` normaliser only:
+    ``errors`` word errors in ``words`` reference words (as many character errors in five characters a
+    word), a speaker similarity to the prompt (None: silent) and a DNSMOS overall score."""
+    return {
+        "id": item_id, "wer": {"whisper": errors / words}, "cer": {"whisper": errors / (5 * words)},
+        "word_errors": {"whisper": errors}, "reference_words": {"whisper": words},
+        "char_errors": {"whisper": errors}, "reference_chars": {"whisper": 5 * words},
+        "sim_prompt": sim, "sim_reference": None, "quality": {"dnsmos_ovrl": quality},
+    }  # fmt: skip

@@ -37,6 +37,7 @@ DRY_RUNS = [
     ("finetune_language/run.sh", [], {"SIZE": "tiny"}),
     ("ablations/run.sh", [], {}),
     ("ablations/run.sh", [], {"SIZE": "tiny"}),
+    ("ablations/run.sh", [], {"SIZE": "demo"}),
     ("tiny/demo_checkpoints.sh", [], {}),
     ("at_size/run.sh", [], {}),
     ("slurm/train.sbatch", ["train.py", "experiment=teacher_300m", "data.data_dir=d", "data.vae=v"], {}),

@@ -27,7 +27,7 @@ from pockettts.io import atomic_write_text
 
 PAGE_NAME = "report.html"
 _STYLE = """
-body { font: 14px/1.45 system-ui, sans-serif; margin: 1.5em auto; max-width: 76em; padding: 0 1em; color: #222; }
+body { font: 14px/1.45 system-ui, sans-serif; margin: 1.5em auto; max-width: 76em; padding: 0 1em; }
 table { border-collapse: collapse; margin: .6em 0; }
 th, td { border: 1px solid #ccc; padding: .2em .5em; text-align: left; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
@@ -42,10 +42,6 @@ section.item { border-top: 2px solid #ddd; padding: .4em 0 .8em; }
 .flag { background: #ffc4c4; padding: 0 .3em; border-radius: 3px; }
 figure.plot img { max-width: 100%; border: 1px solid #ddd; }
 """
-_LEGEND = (
-    '<p class="muted">Errors: <span class="sub">reference → heard</span> substituted, '
-    '<span class="del">reference</span> deleted (not said), <span class="ins">heard</span> inserted.</p>'
-)
 
 
 # -- the transcript's errors --------------------------------------------------------------------------
@@ -106,14 +102,20 @@ def _metric(summary: dict[str, Any], key: str) -> str:
     return text
 
 
-def _table(header: Sequence[str], rows: Iterable[Sequence[str]], numeric_from: int = 1) -> str:
-    """A table of already-escaped cells; columns from ``numeric_from`` on are right-aligned."""
+def _knob(value: Any) -> str:
+    return "+".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[str]], left_columns: int = 1) -> str:
+    """A table of already-escaped cells; the columns after the first ``left_columns`` are numbers,
+    right-aligned."""
     head = "".join(f"<th>{h}</th>" for h in header)
     body = "".join(
-        "<tr>" + "".join(f'<td{" class=num" if i >= numeric_from else ""}>{c}</td>' for i, c in enumerate(row))
+        "<tr>"
+        + "".join(f"<td{' class=num' if i >= left_columns else ''}>{c}</td>" for i, c in enumerate(row))
         + "</tr>"
         for row in rows
-    )  # fmt: skip
+    )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -131,7 +133,8 @@ def _document(title: str, body: str) -> str:
 
 # -- one run ------------------------------------------------------------------------------------------
 def _player(results_dir: Path, relative: str | None, caption: str) -> str:
-    """An audio player for a file under ``results_dir``, or a note that none was kept."""
+    """An audio player for a file under ``results_dir``, or a note that none was kept. Players load
+    nothing until played: a page of a thousand items opens at once."""
     if not relative or not (results_dir / relative).is_file():
         return f'<figure><figcaption>{caption}</figcaption><span class="muted">not kept</span></figure>'
     return (
@@ -140,72 +143,116 @@ def _player(results_dir: Path, relative: str | None, caption: str) -> str:
     )
 
 
-def _item_section(results_dir: Path, row: dict[str, Any], normalizer: str) -> str:
-    chunks = aligned_words(row["text"], row["transcript"], normalizer)
-    players = "".join([
-        _player(results_dir, row.get("prompt_wav"), "prompt"),
-        _player(results_dir, row.get("wav"), "generation"),
-        _player(results_dir, row.get("reference_wav"), "reference"),
-    ])  # fmt: skip
+def _item_metrics(row: dict[str, Any]) -> list[tuple[str, str]]:
     metrics = [(f"WER {n}", _number(v, True)) for n, v in row["wer"].items()]
     metrics += [(f"CER {n}", _number(v, True)) for n, v in row["cer"].items()]
     metrics += [("SIM-o", _number(row["sim_prompt"])), ("SIM-r", _number(row["sim_reference"]))]
-    metrics += [(k, _number(v)) for k, v in sorted((row.get("quality") or {}).items())]
-    metrics += [("seconds", f"{row['audio_seconds']:.2f}"), ("RTF", _number(row.get("rtf")))]
+    metrics += [(k, _number(v)) for k, v in sorted((row["quality"] or {}).items())]
+    return metrics + [("seconds", f"{row['audio_seconds']:.2f}"), ("RTF", _number(row["rtf"]))]
+
+
+def _item_section(results_dir: Path, row: dict[str, Any], normalizer: str) -> str:
+    """One item: heading with its flags, the three players, text, transcript, marked words, metrics."""
+    players = "".join([
+        _player(results_dir, row.get("kept_prompt"), "prompt"),
+        _player(results_dir, row["wav"], "generation"),
+        _player(results_dir, row.get("kept_reference"), "reference"),
+    ])  # fmt: skip
     flags = [name for name, on in (("silent", row["silent"]), ("no EOS", not row["eos_reached"])) if on]
     speaker = f" · speaker {html.escape(str(row['speaker']))}" if row.get("speaker") else ""
-    return (
-        f'<section class="item" id="item-{html.escape(row["id"], quote=True)}">'
-        f"<h3>{html.escape(row['id'])}{speaker} · seed {row['seed']} "
-        + "".join(f'<span class="flag">{f}</span> ' for f in flags)
-        + f'</h3><div class="players">{players}</div>'
-        f"<p>Text: {html.escape(row['text'])}<br>Heard: {html.escape(row['transcript'])}</p>"
-        f'<p class="words">{marked_words_html(chunks)}</p>'
-        + _table([html.escape(k) for k, _ in metrics], [[v for _, v in metrics]], numeric_from=0)
-        + "</section>"
-    )
+    metrics, words = _item_metrics(row), aligned_words(row["text"], row["transcript"], normalizer)
+    return "".join([
+        f'<section class="item" id="item-{html.escape(row["id"], quote=True)}">',
+        f"<h3>{html.escape(row['id'])}{speaker} · seed {row['seed']} ",
+        *(f'<span class="flag">{flag}</span> ' for flag in flags),
+        f'</h3><div class="players">{players}</div>',
+        f"<p>Text: {html.escape(row['text'])}<br>Heard: {html.escape(row['transcript'])}</p>",
+        f'<p class="words">{marked_words_html(words)}</p>',
+        _table([html.escape(k) for k, _ in metrics], [[v for _, v in metrics]], left_columns=0),
+        "</section>",
+    ])  # fmt: skip
 
 
 def write_run_page(results_dir: str | Path) -> Path:
     """``<results_dir>/report.html`` from the run's ``results.json``, ``items.jsonl`` and kept audio."""
     results_dir = Path(results_dir)
     results = json.loads((results_dir / "results.json").read_text(encoding="utf-8"))
-    rows = [json.loads(line) for line in (results_dir / "items.jsonl").read_text(encoding="utf-8").splitlines()]
+    lines = (results_dir / "items.jsonl").read_text(encoding="utf-8").splitlines()
+    rows = list({row["id"]: row for row in map(json.loads, lines)}.values())  # an item redone: its last row
     knobs, summary = results["knobs"], results["summary"]
     normalizer = knobs["normalizers"][0]
-    values = [k for k in summary if not k.endswith("_ci") and summary[k] is not None]
+    set_knobs = [(k, v) for k, v in knobs.items() if v is not None]  # unset ones are the defaults
+    shown = [k for k in summary if not k.endswith("_ci") and summary[k] is not None]
     body = [
-        _table(["knob", "value"], [[html.escape(k), html.escape(json.dumps(v))] for k, v in knobs.items()], 2),
+        _table(["knob", "value"], [[html.escape(k), html.escape(_knob(v))] for k, v in set_knobs], 2),
         "<h2>Summary</h2>",
-        _table(["metric", "value"], [[html.escape(k), html.escape(_metric(summary, k))] for k in values]),
-        '<p class="muted">Rates in percent; [low, high]: 95% confidence interval where computed.</p>',
+        _table(["metric", "value"], [[html.escape(k), html.escape(_metric(summary, k))] for k in shown]),
+        '<p class="muted">Rates in percent; [low, high]: the 95% confidence interval, where computed.</p>',
     ]
     for key, label in (("missing", "Missing audio"), ("skipped", "Skipped"), ("failed", "Failed")):
         if results.get(key):
             listed = ", ".join(html.escape(json.dumps(entry)) for entry in results[key])
             body.append(f"<p>{label} ({len(results[key])}): {listed}</p>")
-    body += [f"<h2>Items ({len(rows)})</h2>", _LEGEND.replace("Errors:", f"Errors ({normalizer} normaliser):")]
-    body += [_item_section(results_dir, row, normalizer) for row in rows]
+    body += [
+        f"<h2>Items ({len(rows)})</h2>",
+        f'<p class="muted">Words aligned after the {html.escape(normalizer)} normaliser: '
+        '<span class="sub">text → heard</span> substituted, <span class="del">text</span> deleted '
+        '(not said), <span class="ins">heard</span> inserted.</p>',
+        *(_item_section(results_dir, row, normalizer) for row in rows),
+    ]
     title = f"{knobs['testset']}: {knobs['checkpoint']}"
     return atomic_write_text(results_dir / PAGE_NAME, _document(title, "\n".join(body)))
 
 
 # -- a sweep ------------------------------------------------------------------------------------------
 def _cells(line: str) -> list[str]:
-    return [html.escape(c.strip().strip("`")) for c in line.strip().strip("|").split("|")]
+    return [html.escape(c.strip()) for c in line.strip().strip("|").split("|")]
 
 
 def markdown_tables_html(text: str) -> str:
-    """A ``results.md`` as HTML: its pipe tables as tables, every other non-blank line a paragraph."""
+    """Markdown as ``results.md`` writes it, as HTML: pipe tables as tables (right-aligned columns
+    stay right-aligned), headings and every other non-blank line as paragraphs."""
     parts, table = [], []
     for line in [*text.splitlines(), ""]:
         if line.lstrip().startswith("|"):
             table.append(line)
             continue
-        if table:
-            body = [_cells(row) for row in table[2:]]  # table[1] is the |---| alignment row
-            parts.append(_table(_cells(table[0]), body, numeric_from=sum("---:" not in c for c in table[1].split("|")) - 2))
+        if table:  # table[1] is the |---|---:| alignment row
+            left = sum(not cell.endswith(":") for cell in _cells(table[1]))
+            parts.append(_table(_cells(table[0]), [_cells(row) for row in table[2:]], left))
             table = []
         if line.strip():
-            parts.append(f"<p>{html.escape(line.strip().lstrip('# '))}</p>")
+            parts.append(f"<p>{html.escape(line.strip().lstrip('#').strip())}</p>")
     return "\n".join(parts)
+
+
+def _run_links(report_dir: Path) -> list[str]:
+    """A list item per run of ``results.csv``: a link to its page, or its folder's name without one."""
+    with (report_dir / "results.csv").open(newline="", encoding="utf-8") as handle:
+        runs = [Path(row["results_dir"]) for row in csv.DictReader(handle)]
+    links = []
+    for run in runs:
+        if (run / PAGE_NAME).is_file():
+            target = os.path.relpath(run / PAGE_NAME, report_dir)
+            links.append(f'<li><a href="{_href(target)}">{html.escape(run.name)}</a></li>')
+        else:
+            links.append(f"<li>{html.escape(run.name)} (no page)</li>")
+    return links
+
+
+def write_sweep_page(report_dir: str | Path) -> Path:
+    """``<report_dir>/report.html`` from a report folder's ``results.md``, ``results.csv`` and plots."""
+    report_dir = Path(report_dir)
+    plots = sorted(report_dir.glob("vs_*.png"))
+    body = [
+        markdown_tables_html((report_dir / "results.md").read_text(encoding="utf-8")),
+        *(
+            f'<figure class="plot"><img src="{_href(p.name)}" alt="{html.escape(p.stem)}">'
+            f"<figcaption>{html.escape(p.name)}</figcaption></figure>"
+            for p in plots
+        ),
+        "<h2>Runs</h2><ul>",
+        *_run_links(report_dir),
+        "</ul>",
+    ]
+    return atomic_write_text(report_dir / PAGE_NAME, _document(f"Report: {report_dir.name}", "\n".join(body)))

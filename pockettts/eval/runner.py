@@ -8,7 +8,10 @@ own). Every ``asr_batch_size`` items the batch is transcribed by Whisper and
 scored (WER and CER under each normaliser, speaker similarity to the prompt and to the reference
 recording when there is one, a quality score, silent output, EOS reached) and appended to
 ``items.jsonl``, so a crash loses at most one batch and a rerun skips what is written.
-``results.json`` and ``results.md`` are rebuilt from ``items.jsonl`` at the end.
+``results.json`` and ``results.md`` are rebuilt from ``items.jsonl`` at the end, each metric with
+its 95% bootstrap interval over items (``pockettts.eval.intervals``), and the listening page
+``report.html`` (``pockettts.eval.html_page``), for which each item's prompt, cut as the voice was
+made from it, and reference recording are kept under ``prompts/`` and ``references/``.
 
 Everything runs on ``cfg.device``. On a GPU, unless told otherwise, items are generated
 ``asr_batch_size`` at a time (``generate_batch``) and Whisper decodes each batch at once; on a CPU
@@ -38,8 +41,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from pockettts.audio import AudioError, is_silent, save_audio
+from pockettts.audio import AudioError, end_on_pause, is_silent, save_audio
 from pockettts.devices import describe_device, resolve_device, synchronize
+from pockettts.eval.html_page import write_run_page
+from pockettts.eval.intervals import BOOTSTRAP, summary_intervals
 from pockettts.eval.quality import build_quality_scorer
 from pockettts.eval.report import markdown_table
 from pockettts.eval.speaker import build_speaker_embedder, cosine_similarity
@@ -50,7 +55,7 @@ from pockettts.eval.testsets import (
     load_reference_audio,
     load_testset,
 )
-from pockettts.eval.wer import character_error_rate, word_error_rate
+from pockettts.eval.wer import character_error_rate, utterance_scores, word_error_rate
 from pockettts.io import atomic_write_text
 from pockettts.models.bundle import ExportedModel, read_export
 from pockettts.models.sampling import SamplingOptions
@@ -225,7 +230,7 @@ def build_scorers(cfg: EvalConfig, device: torch.device) -> Scorers:
     if cfg.speaker_embedder:
         speaker = build_speaker_embedder(cfg.speaker_embedder, cfg.speaker_checkpoint, device)
     if cfg.quality_scorer:
-        quality = build_quality_scorer(cfg.quality_scorer, device=device)
+        quality = build_quality_scorer(cfg.quality_scorer, cfg.quality_checkpoint, device)
     return Scorers(asr, speaker, quality)
 
 
@@ -295,6 +300,8 @@ def dirname_for_testset(name: str, options: dict[str, Any]) -> str:
         label += f"-prompt{_num(options['prompt_seconds'])}s"
     if options.get("seed") is not None:
         label += f"-pseed{options['seed']}"
+    if options.get("prompt_dir") is not None:  # other prompt recordings (e.g. enhanced ones)
+        label += f"-prompts_{Path(options['prompt_dir']).name}"
     return _UNSAFE.sub("_", label)
 
 
@@ -327,6 +334,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         "knobs": knobs, "checkpoint": checkpoint, "testset_options": options, "asr": scorers.asr.options,
         "speaker_checkpoint": cfg.speaker_checkpoint,
         "quality_primary": scorers.quality.primary if scorers.quality else None,
+        # only when set, so that results made before the option resume
+        **({"quality_checkpoint": cfg.quality_checkpoint} if cfg.quality_checkpoint else {}),
     }  # fmt: skip
     _claim(out, settings)
     done = _recover_rows(out / "items.jsonl")
@@ -350,6 +359,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     results = _aggregate(done_rows, settings, testset, failed, out, device)
     atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
     atomic_write_text(out / "results.md", _markdown(results))
+    write_run_page(out)
     return results
 
 
@@ -380,24 +390,43 @@ def _speak(
         try:
             start = time.perf_counter()
             # the prompt window, mono, at the training loudness (-23 LUFS), as voices were in training
-            voice = tts.voice(load_prompt_audio(item, rate), rate, cfg.max_voice_seconds)
+            prompt = load_prompt_audio(item, rate)
+            voice = tts.voice(prompt, rate, cfg.max_voice_seconds)
             seeded = dataclasses.replace(sampling, seed=sampling.seed + index)
             ttfa = time_to_first_audio(tts, item.text, voice, seeded)
-            ready.append((index, item, voice, time.perf_counter() - start - ttfa, ttfa))
+            voice_seconds = time.perf_counter() - start - ttfa
+            kept = _keep_prompt_and_reference(item, prompt, cfg.max_voice_seconds, out, rate)
+            ready.append((index, item, voice, voice_seconds, ttfa, kept))
         except Exception as err:  # one bad item (unreadable prompt, unspeakable text) is not the run
             _fail(item, err, failed, progress)
     spoken = []
     size = generation_batch_size(cfg)
     for group in [ready[i : i + size] for i in range(0, len(ready), size)]:
-        for (index, item, _, voice_seconds, ttfa), result in zip(group, _generate_safely(tts, cfg, group)):
+        generated = _generate_safely(tts, cfg, group)
+        for (index, item, _, voice_seconds, ttfa, kept), result in zip(group, generated):
             if isinstance(result, Exception):
                 _fail(item, result, failed, progress)
                 continue
             generation, seconds = result
             row = _row(item, sampling.seed + index, generation, seconds, voice_seconds, ttfa, out, rate)
-            spoken.append((item, row, generation.audio))
+            spoken.append((item, row | kept, generation.audio))
             progress.update()
     return spoken
+
+
+def _keep_prompt_and_reference(
+    item: EvalItem, prompt: torch.Tensor, max_seconds: float, out: Path, rate: int
+) -> dict[str, str | None]:
+    """Keep the prompt ``[1, T]`` cut as ``TextToSpeech.voice`` cuts it, and the reference recording,
+    as FLAC under ``prompts/`` and ``references/`` for the listening page (``html_page``); returns
+    their paths relative to ``out`` (``kept_reference`` None without a reference)."""
+    name = Path(_wav_name(item.id)).with_suffix(".flac")
+    kept = {"kept_prompt": str("prompts" / name), "kept_reference": None}
+    save_audio(out / kept["kept_prompt"], end_on_pause(prompt[..., : int(max_seconds * rate)], rate), rate)
+    if item.reference_audio is not None:
+        kept["kept_reference"] = str("references" / name)
+        save_audio(out / kept["kept_reference"], load_reference_audio(item, rate), rate)
+    return kept
 
 
 def _generate_safely(
@@ -461,8 +490,7 @@ def _score_batch(batch, scorers: Scorers, cache, normalizers, rate: int) -> list
     for item, row, audio in batch:
         hypothesis = transcripts.get(row["id"], "")  # no audio: every word deleted
         row["transcript"] = hypothesis
-        row["wer"] = {n: word_error_rate([item.text], [hypothesis], n)["wer"] for n in normalizers}
-        row["cer"] = {n: character_error_rate([item.text], [hypothesis], n)["cer"] for n in normalizers}
+        row.update(utterance_scores(item.text, hypothesis, normalizers))  # rates and their counts
         row["sim_prompt"] = row["sim_reference"] = row["quality"] = None
         if audio.numel():
             # silent output has no voice to compare (counted as silent); its quality is scored
@@ -546,6 +574,7 @@ def _aggregate(rows, settings, testset, failed, out: Path, device: torch.device)
         "rtf": sum(r["generation_seconds"] for r in rows) / audio if audio else None,
         "ttfa_seconds": statistics.median(r["ttfa_seconds"] for r in rows),
         "audio_seconds": audio,
+        **summary_intervals(rows),  # "<metric>_ci": [low, high], 95% bootstrap over items
     }
     return {
         "results_dir": str(out),
@@ -557,6 +586,7 @@ def _aggregate(rows, settings, testset, failed, out: Path, device: torch.device)
         "skipped": [{"id": i, "reason": r} for i, r in testset.skipped],
         "failed": failed,
         "quality_primary": settings["quality_primary"],
+        "intervals": BOOTSTRAP,
         "checkpoint": settings["checkpoint"],
         "testset_options": settings["testset_options"],
         "asr": settings["asr"],

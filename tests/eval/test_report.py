@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from pockettts.eval.intervals import item_values
 from pockettts.eval.report import (
     ReportError,
+    _error_bars,
     _series_knobs,
     build_report,
     default_baseline,
@@ -22,7 +24,7 @@ from pockettts.eval.report import (
     varying_knobs,
 )
 from pockettts.tools.__main__ import main
-from tests.support import ROOT, amplify_codec
+from tests.support import ROOT, amplify_codec, eval_item_row
 
 
 def _result(tmp_path: Path, name: str, wer: float, **knobs) -> dict:
@@ -53,6 +55,13 @@ def _result(tmp_path: Path, name: str, wer: float, **knobs) -> dict:
     }
     (tmp_path / name).mkdir(parents=True)
     (tmp_path / name / "results.json").write_text(json.dumps(result))
+    return result
+
+
+def _result_with_items(tmp_path: Path, name: str, rows: list[dict], **knobs) -> dict:
+    """A results.json with its items.jsonl beside it."""
+    result = _result(tmp_path, name, item_values(rows, "wer_whisper").estimate, **knobs)
+    (tmp_path / name / "items.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     return result
 
 
@@ -109,6 +118,46 @@ def test_report_writes_table_csv_and_one_plot_per_varying_knob(tmp_path):
     assert rows[0]["wer_whisper"] == "0.3" and rows[0]["normalizers"] == "whisper+plain"
 
 
+def test_report_shows_intervals_and_paired_differences_from_the_baseline_at_the_same_temperature(tmp_path):
+    sweep = tmp_path / "sweep"
+    # word errors i % 3 (+ extra) in 10 words: WER 10% (+ extra * 10%); one item of the last run failed
+    for cfg, temp, extra, count in [
+        (1.0, 0.3, 0, 48),
+        (2.0, 0.3, 2, 48),
+        (1.0, 0.7, 1, 48),
+        (2.0, 0.7, 1, 47),
+    ]:
+        rows = [eval_item_row(f"i{i}", i % 3 + extra, 10) for i in range(count)]
+        _result_with_items(sweep, f"cfg{cfg}-t{temp}", rows, cfg_scale=cfg, temperature=temp)
+    report = build_report([sweep], tmp_path / "out", parse_baseline(["cfg_scale=1"]))
+    lines = (tmp_path / "out" / "results.md").read_text().splitlines()
+    header = [cell.strip() for cell in lines[2].strip("|").split("|")]
+    assert header[-2:] == ["ΔWER-W % vs baseline [CI], p", "baseline"]
+    cells = {
+        (row[0], row[1]): row
+        for row in ([c.strip() for c in line.strip("|").split("|")] for line in lines[4:8])
+    }  # fmt: skip
+    wer = header.index("WER-W %")
+    assert cells["1", "0.3"][wer].startswith("10.00 [") and cells["1", "0.3"][-2] == "–"
+    # each compared with CFG 1 at its own temperature: +20 points at 0.3, none at 0.7 (on 47 items)
+    assert cells["2", "0.3"][-2] == "+20.00 [+20.00, +20.00], p<0.001"
+    assert cells["2", "0.7"][-2] == "+0.00 [+0.00, +0.00], p=1.000, 47 items"
+    assert "95% bootstrap interval over items" in "\n".join(lines)
+    with open(report["paired"]) as handle:
+        paired = {(r["cfg_scale"], r["temperature"], r["metric"]): r for r in csv.DictReader(handle)}
+    assert len(paired) == 2 * 5  # two non-baseline runs x WER-P, WER-W, CER-W, SIM-o, quality
+    late = paired["2", "0.7", "wer_whisper"]
+    assert (late["items"], late["dropped"], Path(late["baseline_dir"]).name) == ("47", "1", "cfg1.0-t0.7")
+    with open(report["csv"]) as handle:
+        first = next(csv.DictReader(handle))
+    assert (
+        float(first["wer_whisper_ci_low"]) < float(first["wer_whisper"]) < float(first["wer_whisper_ci_high"])
+    )
+    # the plots' error bars: the interval's extent below and above each point, none without one
+    points = [({"summary": {"wer_whisper_ci": [0.1, 0.25]}}, 0.2), ({"summary": {}}, 0.5)]
+    assert _error_bars(points, "wer_whisper", 100) == [[pytest.approx(10), 0], [pytest.approx(5), 0]]
+
+
 def test_cli_errors_name_the_problem(tmp_path, capsys):
     assert main(["report", str(tmp_path), "--out", str(tmp_path / "out")]) == 1
     assert "no results.json" in capsys.readouterr().err
@@ -118,6 +167,20 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
     assert "baseline knob 'cfg' is not a knob" in capsys.readouterr().err
     assert main(["report", str(tmp_path), "--out", str(tmp_path / "out"), "--baseline", "cfg_scale=3"]) == 1
     assert "no result has the baseline setting" in capsys.readouterr().err
+
+
+def test_best_prints_the_knob_of_the_lowest_error_rate_and_writes_nothing(tmp_path, capsys):
+    _result(tmp_path, "a", 0.30, checkpoint="noise_none", cfg_scale=2.0)
+    _result(tmp_path, "b", 0.20, checkpoint="noise_calm", cfg_scale=1.5)
+    _result(tmp_path, "c", 0.25, checkpoint="noise_calm", cfg_scale=2.0)
+    assert main(["report", str(tmp_path), "--best", "checkpoint"]) == 0
+    assert capsys.readouterr().out.strip() == "noise_calm"
+    assert main(["report", str(tmp_path), "--best", "cfg_scale", "--metric", "mean_wer_plain"]) == 0
+    assert capsys.readouterr().out.strip() == "1.5"
+    assert main(["report", str(tmp_path), "--best", "cfg"]) == 1
+    assert "'cfg' is not a knob" in capsys.readouterr().err
+    assert main(["report", str(tmp_path)]) == 2  # neither --out nor --best
+    assert not any(tmp_path.rglob("results.md"))
 
 
 def test_two_point_cfg_sweep_through_eval_py_gives_its_table_and_plot(tts, tiny_en, meta, tmp_path):

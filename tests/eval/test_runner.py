@@ -114,14 +114,25 @@ def test_tiny_end_to_end_eval_resumes_and_counts_missing(tts, tiny_en, meta, tmp
             "plain",
         }
         assert row["wer"]["plain"] == word_error_rate([row["text"]], [row["transcript"]], "plain")["wer"]
+        assert row["wer"]["plain"] == row["word_errors"]["plain"] / row["reference_words"]["plain"]
         assert not row["silent"] and -1 <= row["sim_prompt"] <= 1 and row["ttfa_seconds"] > 0
         assert set(row["quality"]) == {"dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak", "dnsmos_p808"}
         assert row["eos_reached"] is False  # the fixture's EOS bias is -100: it never stops
     assert rows[0]["sim_reference"] is not None and rows[1]["sim_reference"] is None
+    # the listening page's audio: the prompt as the voice was made from it, the reference where there is one
+    assert [(r["kept_prompt"], r["kept_reference"]) for r in rows] == [
+        ("prompts/a1.flac", "references/a1.flac"), ("prompts/b2.flac", None),
+    ]  # fmt: skip
+    assert sf.info(out / rows[0]["kept_reference"]).samplerate == tts.vae.sample_rate
+    assert 'src="prompts/b2.flac"' in (out / "report.html").read_text()
     summary = results["summary"]
     texts, hyps = [r["text"] for r in rows], [r["transcript"] for r in rows]
     assert summary["wer_whisper"] == word_error_rate(texts, hyps, "whisper")["wer"]
     assert summary["cer_plain"] == character_error_rate(texts, hyps, "plain")["cer"]
+    for metric in ("wer_whisper", "mean_wer_plain", "cer_whisper", "sim_prompt", "quality_dnsmos_ovrl"):
+        low, high = summary[f"{metric}_ci"]  # 95% bootstrap over the two items
+        assert low - 1e-12 <= summary[metric] <= high + 1e-12
+    assert results["intervals"]["resamples"] == 2000
     assert summary["no_eos"] == 2 and summary["missing"] == 1 and summary["items"] == 2
     assert results["missing"] == [{"id": "gone", "path": str(tmp_path / "absent.wav")}]
     assert summary["rtf"] == pytest.approx(
@@ -134,6 +145,8 @@ def test_tiny_end_to_end_eval_resumes_and_counts_missing(tts, tiny_en, meta, tmp
         "| items | WER-P % | WER-W % | CER-W % | SIM-o | SIM-r |" in table
         and "Missing audio (1): gone" in table
     )
+    low, high = summary["wer_whisper_ci"]
+    assert f"{summary['wer_whisper'] * 100:.2f} [{low * 100:.2f}, {high * 100:.2f}]" in table
 
     # a crash after the first item: its row is written, the second row only half
     lines = (out / "items.jsonl").read_text().splitlines()
