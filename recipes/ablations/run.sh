@@ -39,7 +39,7 @@ if [ "$SIZE" = demo ]; then
   STUDENT_BASE=(model.num_layers=4 model.optimizer.lr=3.0e-4 trainer.val_check_interval="$STUDENT_STEPS"
     callbacks.speech_samples=null)
   # sCM ramps its tangent in over 10k of its iterations; a short branch ramps over its first third (a guess).
-  CONSISTENCY_ARGS=model.model.head.tangent_warmup_steps=$((STEPS / 3))
+  CONSISTENCY_ARGS=++model.model.head.tangent_warmup_steps=$((STEPS / 3))
 elif [ "$SIZE" = tiny ]; then
   DATA=${DATA:-data/demo}
   RUNS=${RUNS:-logs/ablation_tiny}
