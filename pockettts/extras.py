@@ -21,6 +21,7 @@ EVAL_MODULES = {
     "distillmos": "distillmos",
     "onnxruntime": "onnxruntime",
     "librosa": "librosa",
+    "transformers": "transformers",
 }
 
 INSTALL_HINT = "pip install 'pockettts[eval]' (in a clone: pip install -e '.[eval]')"

@@ -84,6 +84,7 @@ class EvalConfig(GenerationConfig):
     speaker_embedder: str | None = "resemblyzer"
     speaker_checkpoint: str | None = None
     quality_scorer: str | None = "dnsmos"
+    quality_checkpoint: str | None = None
 
 
 @dataclass

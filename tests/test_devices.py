@@ -234,6 +234,8 @@ _DEVICE_KEYWORDS = ("device", "map_location")
 ALLOWED = {
     ("pockettts/devices.py", "resolve_device"): "the resolver: it builds the torch.device everyone else uses",
     ("pockettts/models/vae.py", "load_vae"): "weights read on the host; the built model is then moved",
+    ("pockettts/eval/wavlm_ecapa.py", "load_wavlm_ecapa"): "weights read on the host; the speaker embedder "
+    "then moves the built model",
     ("pockettts/losses/ssl_distillation.py", "_read_state_dict"): "file read on the host; Lightning moves "
     "the module that holds the weights",
     ("pockettts/training/export_checkpoint.py", "export_checkpoint"): "a training checkpoint read on the "

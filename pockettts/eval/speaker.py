@@ -6,7 +6,11 @@ carries a ``name`` that results should record.
 - ``"resemblyzer"`` (default): the GE2E encoder whose weights ship inside the ``resemblyzer`` wheel,
   so it works offline; 256-d.
 - ``"wavlm_sv"``: Hugging Face ``WavLMForXVector`` (e.g. ``microsoft/wavlm-base-plus-sv``) from a
-  local directory; 512-d x-vectors, the embedder POCKET-T reports.
+  local directory; 512-d x-vectors, the embedder of Kyutai's open recipe (which compares to the
+  target's real recording, so its numbers are not the literature's SIM-o).
+- ``"wavlm_ecapa"``: WavLM Large + ECAPA-TDNN from ``wavlm_large_finetune.pth``
+  (:mod:`pockettts.eval.wavlm_ecapa`); 256-d, the SIM-o of Seed-TTS-eval, F5-TTS and the papers
+  that report against them.
 """
 
 from __future__ import annotations
@@ -21,9 +25,10 @@ import torch.nn.functional as F
 
 from pockettts.audio import is_silent, loudness_normalize, mono_waveform, resample
 from pockettts.devices import resolve_device
+from pockettts.eval.wavlm_ecapa import WEIGHTS_HINT, load_wavlm_ecapa
 from pockettts.extras import import_eval_module
 
-EMBEDDER_RATE = 16_000  # both embedders work on 16 kHz audio
+EMBEDDER_RATE = 16_000  # every embedder works on 16 kHz audio
 
 
 class SpeakerModelUnavailable(FileNotFoundError):
@@ -98,12 +103,14 @@ class WavLMXVectorEmbedder:
     name = "wavlm_sv"
 
     def __init__(self, checkpoint: str | Path, device: str | torch.device = "cpu"):
-        from transformers import AutoFeatureExtractor, WavLMForXVector
+        transformers = import_eval_module("transformers")
 
         folder = Path(checkpoint)
         self.device = resolve_device(device)
-        self.extractor = AutoFeatureExtractor.from_pretrained(folder, local_files_only=True)
-        self.model = WavLMForXVector.from_pretrained(folder, local_files_only=True).to(self.device).eval()
+        self.extractor = transformers.AutoFeatureExtractor.from_pretrained(folder, local_files_only=True)
+        self.model = (
+            transformers.WavLMForXVector.from_pretrained(folder, local_files_only=True).to(self.device).eval()
+        )
         if getattr(self.extractor, "sampling_rate", EMBEDDER_RATE) != EMBEDDER_RATE:
             raise ValueError(
                 f"{folder}: expected a 16 kHz feature extractor, got {self.extractor.sampling_rate}"
@@ -116,6 +123,23 @@ class WavLMXVectorEmbedder:
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         embedding = self.model(**inputs).embeddings[0].float().cpu()
         return F.normalize(embedding, dim=0)
+
+
+class WavLMEcapaEmbedder:
+    """UniSpeech's WavLM Large + ECAPA-TDNN speaker-verification model from ``wavlm_large_finetune.pth``
+    (see :mod:`pockettts.eval.wavlm_ecapa`); ``wavlm`` replaces the WavLM Large it is built on
+    (a small torchaudio WavLM in tests)."""
+
+    name = "wavlm_ecapa"
+
+    def __init__(self, checkpoint: str | Path, device: str | torch.device = "cpu", wavlm=None):
+        self.device = resolve_device(device)
+        self.model = load_wavlm_ecapa(checkpoint, wavlm).to(self.device)
+
+    @torch.inference_mode()
+    def embed(self, audio: torch.Tensor, sample_rate: int) -> torch.Tensor:
+        wav = _mono_16k(audio, sample_rate).to(self.device)
+        return F.normalize(self.model(wav[None])[0].float().cpu(), dim=0)
 
 
 def _checked_hf_folder(name: str, checkpoint: str | Path | None) -> Path:
@@ -132,7 +156,16 @@ def _checked_hf_folder(name: str, checkpoint: str | Path | None) -> Path:
     return folder
 
 
-EMBEDDERS = ("resemblyzer", "wavlm_sv")
+def _checked_file(name: str, checkpoint: str | Path | None) -> Path:
+    hint = f"speaker embedder {name!r} needs speaker_checkpoint=<local {WEIGHTS_HINT}>"
+    if checkpoint is None:
+        raise SpeakerModelUnavailable(hint)
+    if not Path(checkpoint).is_file():
+        raise SpeakerModelUnavailable(f"{checkpoint} does not exist: {hint}")
+    return Path(checkpoint)
+
+
+EMBEDDERS = ("resemblyzer", "wavlm_sv", "wavlm_ecapa")
 
 
 @functools.cache
@@ -153,4 +186,6 @@ def build_speaker_embedder(
         return _resemblyzer(device)
     if name == "wavlm_sv":
         return WavLMXVectorEmbedder(_checked_hf_folder(name, checkpoint), device)
+    if name == "wavlm_ecapa":
+        return WavLMEcapaEmbedder(_checked_file(name, checkpoint), device)
     raise ValueError(f"unknown speaker embedder {name!r}; choose one of {', '.join(EMBEDDERS)}")

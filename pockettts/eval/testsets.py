@@ -10,6 +10,13 @@ Three formats:
 
 An item whose audio file does not exist is left out and listed in ``TestSet.missing``, so one lost
 file costs one item, not the run; malformed lines are errors that name the file and line.
+
+``prompt_dir`` (LibriSpeech-PC and Seed-TTS) takes each item's prompt from a folder of per-item
+files instead of the set's own recording: ``<prompt_dir>/<key>.wav`` (or ``.flac``), the key being
+the prompt utterance id (LibriSpeech-PC) or the prompt wav's file name without suffix (Seed-TTS).
+That is how published evaluations swap in enhanced prompts (Kyutai's open recipe: the LibriSpeech
+prompts cleaned with Adobe Enhance Speech). Such a file is a deliberate choice of the run, so one
+that is absent is an error naming the item, not an item left out.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ LISTS_DIR = Path(__file__).with_name("lists")
 LIBRISPEECH_PC_LIST = LISTS_DIR / "librispeech_pc_test_clean_cross_sentence.lst"
 DEMO_TEST_MANIFEST = "clean/test.jsonl"  # inside the demo corpus directory (recipes/tiny/run.sh)
 TESTSETS = ("librispeech_pc", "seed_tts", "demo", "<manifest>.jsonl")
+PROMPT_SUFFIXES = (".wav", ".flac")
 
 
 class TestSetError(ValueError):
@@ -95,6 +103,22 @@ def load_reference_audio(
     )
 
 
+def prompt_file(prompt_dir: Path, key: str, where: str) -> Path:
+    """``<prompt_dir>/<key>.wav`` or ``.flac``; a ``TestSetError`` starting with ``where`` (the
+    list line and item) when neither exists."""
+    for suffix in PROMPT_SUFFIXES:
+        path = prompt_dir / f"{key}{suffix}"
+        if path.is_file():
+            return path
+    raise TestSetError(f"{where}: no prompt file {key}.wav or {key}.flac in prompt_dir {prompt_dir}")
+
+
+def _prompt_folder(prompt_dir: str | Path | None) -> Path | None:
+    if prompt_dir is not None and not Path(prompt_dir).is_dir():
+        raise FileNotFoundError(f"prompt_dir not found: {prompt_dir} (a folder of per-item prompt files)")
+    return None if prompt_dir is None else Path(prompt_dir)
+
+
 def _keep_if_present(item: EvalItem, items: list[EvalItem], missing: list[tuple[str, str]]) -> None:
     absent = [str(p) for p in (item.prompt_audio, item.reference_audio) if p is not None and not p.is_file()]
     missing.extend((item.id, path) for path in absent)
@@ -125,14 +149,18 @@ def librispeech_audio_path(split_dir: Path, utterance_id: str) -> Path:
     return wav if not flac.is_file() and wav.is_file() else flac
 
 
-def load_librispeech_pc(list_path: str | Path | None, librispeech_root: str | Path) -> TestSet:
+def load_librispeech_pc(
+    list_path: str | Path | None, librispeech_root: str | Path, prompt_dir: str | Path | None = None
+) -> TestSet:
     """The LibriSpeech-PC cross-sentence list (``None``: the shipped 1127-item list) over local audio.
 
-    Item id = target utterance id; prompt = the prompt utterance and its transcript;
-    reference = the target utterance's recording; speaker = the LibriSpeech speaker id.
+    Item id = target utterance id; prompt = the prompt utterance and its transcript (its recording,
+    or ``<prompt_dir>/<prompt utterance id>.wav|flac``); reference = the target utterance's
+    recording; speaker = the LibriSpeech speaker id.
     """
     list_path = Path(list_path) if list_path is not None else LIBRISPEECH_PC_LIST
     split_dir = _librispeech_split_dir(Path(librispeech_root))
+    prompts = _prompt_folder(prompt_dir)
     items: list[EvalItem] = []
     missing: list[tuple[str, str]] = []
     for number, line in _numbered_lines(list_path):
@@ -149,6 +177,8 @@ def load_librispeech_pc(list_path: str | Path | None, librispeech_root: str | Pa
             target_path = librispeech_audio_path(split_dir, target_id)
         except ValueError as err:
             raise TestSetError(f"{list_path}:{number}: {err}") from err
+        if prompts is not None:
+            prompt_path = prompt_file(prompts, prompt_id, f"{list_path}:{number}: item {target_id}")
         item = EvalItem(
             id=target_id,
             text=target_text,
@@ -173,15 +203,19 @@ def _numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
 # --- Seed-TTS -----------------------------------------------------------------------------------------
 
 
-def load_seed_tts(meta_path: str | Path, audio_root: str | Path | None = None) -> TestSet:
+def load_seed_tts(
+    meta_path: str | Path, audio_root: str | Path | None = None, prompt_dir: str | Path | None = None
+) -> TestSet:
     """A Seed-TTS meta file: ``utt|prompt_text|prompt_wav|target_text[|ground_truth_wav]`` per line.
 
-    Relative wav paths are relative to ``audio_root``, by default the meta file's folder.
+    Relative wav paths are relative to ``audio_root``, by default the meta file's folder; with
+    ``prompt_dir`` the prompt is ``<prompt_dir>/<prompt_wav's name without suffix>.wav|flac``.
     """
     meta_path = Path(meta_path)
     if not meta_path.is_file():
         raise FileNotFoundError(f"Seed-TTS meta file not found: {meta_path}")
     root = Path(audio_root) if audio_root is not None else meta_path.parent
+    prompts = _prompt_folder(prompt_dir)
     items: list[EvalItem] = []
     missing: list[tuple[str, str]] = []
     for number, line in _numbered_lines(meta_path):
@@ -193,10 +227,13 @@ def load_seed_tts(meta_path: str | Path, audio_root: str | Path | None = None) -
             )
         utt, prompt_text, prompt_wav, target_text = fields[:4]
         reference = root / fields[4] if len(fields) == 5 and fields[4] else None
+        prompt_path = root / prompt_wav  # an absolute prompt_wav replaces root
+        if prompts is not None:
+            prompt_path = prompt_file(prompts, Path(prompt_wav).stem, f"{meta_path}:{number}: item {utt}")
         item = EvalItem(
             id=utt,
             text=target_text,
-            prompt_audio=root / prompt_wav,  # an absolute prompt_wav replaces root
+            prompt_audio=prompt_path,
             prompt_text=prompt_text,
             reference_audio=reference,
         )
@@ -275,8 +312,9 @@ def load_manifest_testset(
 def load_testset(name_or_path: str | Path, **options) -> TestSet:
     """A test set by name or manifest path.
 
-    - ``"librispeech_pc"``: options ``librispeech_root`` (required), ``list_path`` (default: shipped list);
-    - ``"seed_tts"``: options ``meta_path`` (required), ``audio_root``;
+    - ``"librispeech_pc"``: options ``librispeech_root`` (required), ``list_path`` (default: shipped
+      list), ``prompt_dir`` (per-item prompt files, see the module docstring);
+    - ``"seed_tts"``: options ``meta_path`` (required), ``audio_root``, ``prompt_dir``;
     - ``"demo"``: the demo corpus test split, ``<data_dir>/clean/test.jsonl`` (``data_dir`` default
       ``data/demo``), plus the manifest options below;
     - a ``.jsonl`` path: :func:`load_manifest_testset` (options ``prompt_seconds``, ``seed``).

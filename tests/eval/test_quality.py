@@ -8,6 +8,8 @@ import torch
 from pockettts.audio import SAMPLE_RATE, load_audio
 from pockettts.data.manifest import read_manifest
 from pockettts.eval.quality import QualityModelUnavailable, build_quality_scorer
+from pockettts.eval.runner import build_scorers
+from pockettts.schema import EvalConfig
 
 # DNSMOS tiles clips shorter than 9.01 s up to 9.01 s; 2.4 s tiles to 9.6 s: one window, fast.
 CLIP_SECONDS = 2.4
@@ -74,6 +76,20 @@ def test_utmos_loads_a_torchscript_checkpoint(tmp_path):
     scorer = build_quality_scorer("utmos", checkpoint=str(path))
     assert scorer.name == "utmos"
     assert scorer.score(torch.zeros(SAMPLE_RATE // 2), SAMPLE_RATE) == {"utmos": pytest.approx(0.5)}
+
+
+def test_eval_builds_utmos_from_quality_checkpoint(tmp_path, tiny_en):
+    """``quality_scorer=utmos quality_checkpoint=<file>`` on eval.py reaches the scorer."""
+    path = tmp_path / "utmos_scripted.pt"
+    torch.jit.save(torch.jit.script(SecondsAt16k()), str(path))
+    cfg = EvalConfig(
+        whisper=str(tiny_en[0]), speaker_embedder=None, quality_scorer="utmos", quality_checkpoint=str(path)
+    )
+    quality = build_scorers(cfg, torch.device("cpu")).quality
+    assert quality.name == "utmos" and quality.score(torch.zeros(SAMPLE_RATE), SAMPLE_RATE) == {"utmos": 1.0}
+    cfg.quality_checkpoint = str(tmp_path / "absent.pt")
+    with pytest.raises(QualityModelUnavailable, match="UTMOS checkpoint not found: .*absent.pt"):
+        build_scorers(cfg, torch.device("cpu"))
 
 
 def test_bad_requests_are_clear():

@@ -86,6 +86,9 @@ def test_results_name_encodes_every_knob(tmp_path):
     assert spread(84, 4) == [0, 21, 42, 63] and spread(3, None) == spread(3, 5) == [0, 1, 2]
     assert dirname_for_testset("demo", {"data_dir": "/x", "prompt_seconds": 3.0}) == "demo-prompt3s"
     assert dirname_for_testset("seed_tts", {"meta_path": "/m/meta.lst"}) == "seed_tts"
+    # other prompt recordings are another test: their folder is named
+    enhanced = dirname_for_testset("librispeech_pc", {"prompt_dir": "/p/enhanced/"})
+    assert enhanced == "librispeech_pc-prompts_enhanced"
 
 
 def _config(tmp_path: Path, whisper: Path, meta: Path, **overrides) -> EvalConfig:

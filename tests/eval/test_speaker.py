@@ -107,6 +107,10 @@ def test_missing_checkpoints_and_names_are_clear_errors(tmp_path):
         build_speaker_embedder("wavlm_sv")
     with pytest.raises(SpeakerModelUnavailable, match="has no config.json"):
         build_speaker_embedder("wavlm_sv", checkpoint=str(tmp_path))
+    with pytest.raises(SpeakerModelUnavailable, match="needs speaker_checkpoint=<local wavlm_large_finetune"):
+        build_speaker_embedder("wavlm_ecapa")
+    with pytest.raises(SpeakerModelUnavailable, match="does not exist: .*seed-tts-eval README"):
+        build_speaker_embedder("wavlm_ecapa", checkpoint=str(tmp_path / "wavlm_large_finetune.pth"))
     with pytest.raises(ValueError, match="unknown speaker embedder 'ecapa'"):
         build_speaker_embedder("ecapa")
     with pytest.raises(ValueError, match="do not pass a checkpoint"):

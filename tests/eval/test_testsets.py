@@ -97,6 +97,35 @@ def test_librispeech_pc_bad_input(tmp_path):
         load_librispeech_pc(None, tmp_path / "nowhere")
 
 
+def test_librispeech_pc_prompts_from_a_folder_of_per_item_files(tmp_path):
+    """prompt_dir: the prompt utterance's own file there (wav or flac) replaces its LibriSpeech
+    recording, which need not exist; the target recording stays the reference."""
+    rows = [
+        ("1-2-0001", "1.5", "Prompt one.", "1-2-0002", "3.0", "Target one."),
+        ("3-4-0001", "2.0", "Prompt two.", "3-4-0002", "4.0", "Target two."),
+    ]
+    lst = tmp_path / "my.lst"
+    lst.write_text("".join("\t".join(r) + "\n" for r in rows))
+    root = tmp_path / "test-clean"
+    for utt in ("1-2-0002", "3-4-0002"):  # no original prompt recordings at all
+        librispeech_file(root, utt)
+    enhanced = tmp_path / "enhanced"
+    write_tone(enhanced / "1-2-0001.wav", seconds=0.3, sample_rate=24000)
+    write_tone(enhanced / "3-4-0001.flac", seconds=0.4)
+    testset = load_testset("librispeech_pc", list_path=lst, librispeech_root=root, prompt_dir=enhanced)
+    first, second = testset.items
+    assert first.prompt_audio == enhanced / "1-2-0001.wav"
+    assert second.prompt_audio == enhanced / "3-4-0001.flac"
+    assert first.reference_audio == root / "1" / "2" / "1-2-0002.flac" and testset.missing == []
+    assert load_prompt_audio(first).shape[-1] == int(0.3 * SAMPLE_RATE)  # the whole file is the prompt
+    # a missing file is an error that names the item, not an item left out
+    (enhanced / "3-4-0001.flac").unlink()
+    with pytest.raises(TestSetError, match=r"my.lst:2: item 3-4-0002: no prompt file 3-4-0001.wav or "):
+        load_librispeech_pc(lst, root, prompt_dir=enhanced)
+    with pytest.raises(FileNotFoundError, match="prompt_dir not found"):
+        load_librispeech_pc(lst, root, prompt_dir=tmp_path / "nowhere")
+
+
 def test_seed_tts_meta(tmp_path):
     bench = tmp_path / "seedtts_testset" / "en"
     write_tone(bench / "prompt-wavs" / "a.wav")
@@ -122,6 +151,18 @@ def test_seed_tts_meta(tmp_path):
     # another audio root: every relative file is now missing, the absolute one still found
     moved = load_seed_tts(meta, audio_root=tmp_path)
     assert [i.id for i in moved.items] == ["utt_c"] and len(moved.missing) == 4
+
+
+def test_seed_tts_prompts_from_a_folder_named_after_the_prompt_wavs(tmp_path):
+    meta = tmp_path / "meta.lst"
+    meta.write_text("utt_a|Prompt A.|prompt-wavs/a.wav|Say A.\nutt_b|Prompt B.|prompt-wavs/b.wav|Say B.\n")
+    enhanced = tmp_path / "enhanced"
+    write_tone(enhanced / "a.flac")
+    with pytest.raises(TestSetError, match=r"meta.lst:2: item utt_b: no prompt file b.wav or b.flac"):
+        load_seed_tts(meta, prompt_dir=enhanced)
+    write_tone(enhanced / "b.wav")
+    testset = load_testset("seed_tts", meta_path=meta, prompt_dir=enhanced)
+    assert [i.prompt_audio for i in testset.items] == [enhanced / "a.flac", enhanced / "b.wav"]
 
 
 def test_seed_tts_bad_line_names_file_and_line(tmp_path):
