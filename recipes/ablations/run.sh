@@ -193,7 +193,7 @@ for alpha in $ALPHAS; do
       ${OVERRIDES[@]+"${OVERRIDES[@]}"} hydra.run.dir="$run_dir" $(resume "$run_dir")
   fi
 done
-if want eval; then
+if want eval && { want student || ! todo "${students[0]}"; }; then
   echo "== the students at CFG 1 (guidance distilled in) =="
   all=$(IFS=,; echo "${students[*]}")
   run $PY eval.py -m checkpoint="$all" sampling.cfg_scale=1.0 "${TESTSET[@]}" ${limit[@]+"${limit[@]}"} \
