@@ -331,35 +331,51 @@ class LSDHead(GenerationHead):
 
 class ConsistencyHead(GenerationHead):
     """Continuous-time consistency training in TrigFlow form (Lu & Song, "sCM", arXiv 2410.11081), the
-    one-step head of the CALM paper (arXiv 2509.06926).
+    one-step head of the CALM paper (arXiv 2509.06926, its Eq. 3: backbone and head trained jointly).
 
-    TrigFlow: data ``x0`` (our ``x1``), ``x_t = cos(t)·x0 + sin(t)·σ_d·ε`` for ``t ∈ [0, π/2]`` (pure noise at
-    ``π/2``); consistency function ``f(x_t, t) = cos(t)·x_t − sin(t)·σ_d·F(x_t/σ_d, t)`` with ``F`` the
-    head network. Training (sCT, Algorithm 1 of the paper, no pretrained teacher):
+    Equation numbers below are sCM's. Data ``x0`` (our ``x1``, the normalised target latent), noise
+    ``z = σ_d·ε``:
 
-    * ``t = arctan(exp(τ)/σ_d)``, ``τ ~ N(p_mean, p_std²)`` (the paper's log-normal proposal);
-    * tangent ``dx_t/dt = cos(t)·σ_d·ε − sin(t)·x0`` (the conditional velocity);
-    * ``dF⁻/dt`` by one ``torch.func.jvp`` of the stop-gradient network along ``(dx_t/dt / σ_d, 1)``;
-    * ``g = −cos²(t)·(σ_d·F⁻ − dx_t/dt) − r·cos(t)·sin(t)·(x_t + σ_d·dF⁻/dt)``, i.e. ``cos(t)·df⁻/dt`` with
-      the second part ramped in by the tangent warmup ``r = min(1, updates / tangent_warmup_steps)``;
-    * tangent normalisation ``g ← g / (‖g‖ + tangent_norm_c)`` (per row);
-    * loss ``‖F(x_t/σ_d, t) − F⁻ − g‖²·exp(w(t))/D − w(t)`` with a learned log-weight ``w_t`` MLP on ``t``
-      (zero output at init; unlike LSD's it is free to depend on ``t``). Its gradient is the sCM gradient
-      ``−2·gᵀ∇F``; the loss value itself stays near ``‖g‖² < 1`` and is not a quality measure.
+    * TrigFlow path (§3): ``x_t = cos(t)·x0 + sin(t)·σ_d·ε``, ``t ∈ [0, π/2]``, pure noise at ``π/2``;
+    * consistency function (Eq. 5): ``f(x_t, t) = cos(t)·x_t − sin(t)·σ_d·F(x_t/σ_d, c_noise(t))`` with
+      ``F`` the head network and ``c_noise(t) = t`` (§4.1: raw radians; the network's sin/cos time
+      features have frequencies ≤ 1, the "positional" embedding §4.1 asks for);
+    * time proposal (Eq. 8, App. G.2): ``t = arctan(e^τ/σ_d)``, ``τ ~ N(p_mean, p_std²)``;
+    * consistency training (sCT): the PF-ODE velocity is the unbiased one-sample estimate
+      ``dx_t/dt = cos(t)·σ_d·ε − sin(t)·x0``;
+    * tangent (Eq. 6) times the prior weighting ``1/(σ_d·tan t)`` of Eq. 8, i.e. ``cos(t)·df⁻/dt``:
+      ``g = −cos²(t)·(σ_d·F⁻ − dx_t/dt) − r·cos(t)·sin(t)·(x_t + σ_d·dF⁻/dt)`` (Algorithm 1), with
+      ``F⁻`` the current weights under stop-gradient and ``cos(t)·sin(t)·σ_d·dF⁻/dt`` one
+      ``torch.func.jvp`` rearranged as in §5.1 (the scaling goes into the tangent vector, which keeps
+      the product small near ``t = 0`` and ``π/2`` in low precision);
+    * tangent warmup (§4.2): ``r = min(1, updates / tangent_warmup_steps)`` ramps the unstable second
+      term in. ``updates`` counts training calls of ``loss`` (micro-batches: with gradient accumulation
+      over ``k`` of them the ramp spans ``tangent_warmup_steps / k`` optimizer steps); it is a buffer,
+      so a resumed run continues the ramp. sCM uses 10k iterations (App. G.2), 2.5-10% of its runs;
+      short runs need a proportionally shorter ramp, since with ``r ≈ 0`` the head learns a
+      denoiser whose one-step samples fall to the conditional mean;
+    * tangent normalisation (§4.2): ``g ← g / (‖g‖ + tangent_norm_c)`` per row (``c = 0.1``);
+    * adaptive weighting (Eq. 8): ``‖F(x_t/σ_d, t) − F⁻ − g‖²·exp(w(t))/D − w(t)`` with a learned
+      log-weight MLP ``w_t`` on ``t`` (output zero at init). The gradient is sCM's ``−2·gᵀ∇F`` (Eq. 2
+      under TrigFlow, §4.2); the loss value stays near ``‖g‖² < 1`` and is not a quality measure.
 
-    Choices kept simple: one time condition with ``c_noise(t) = t`` (raw radians, as the paper
-    recommends over ``1000t``); no adaptive double normalisation or EMA teacher (``F⁻`` is the current
-    weights under stop-gradient, as in sCT); the warmup counter ``num_updates`` is a buffer that counts
-    training calls of ``loss`` (saved in checkpoints so resuming keeps ``r``). ``σ_d = 1`` suits the
-    normalised latents.
+    Not taken from sCM: adaptive double normalisation (§4.1; the AdaLN MLP keeps Pocket TTS's shapes so
+    checkpoints stay interchangeable). ``σ_d = 1`` suits the normalised latents and is CALM's Eq. 3
+    (``x_t = cos t·x + sin t·ε``).
 
-    Sampling: one step is ``f(σ_d·noise, π/2)``. With ``n`` steps (multistep consistency sampling), times
-    ``t_i = π/2·(1 − i/n)``: ``x0 = f(x, t_i)`` then re-noise ``x = cos(t_{i+1})·x0 + sin(t_{i+1})·σ_d·ε'``
-    with fresh ``ε' ~ N(0, renoise_std²)`` from ``generator``.
+    Sampling (one step, as CALM samples): ``f(σ_d·noise, π/2)``. sCM starts at ``arctan(80/σ_d)`` (EDM's
+    ``σ_max``, App. G.2), which is ``π/2 − 0.0125`` at ``σ_d = 1``; TrigFlow's zero-SNR end ``π/2``
+    is exact in this parametrisation (App. B.1), so we start there. With ``n`` steps (multistep
+    consistency sampling, Song et al. 2023): ``x0 = f(x, t_i)``, then re-noise
+    ``x = cos(t_{i+1})·x0 + sin(t_{i+1})·σ_d·ε'`` with fresh ``ε' ~ N(0, renoise_std²)`` from
+    ``generator``, at the times of ``sample_times``: two steps re-noise at sCM's ``t_mid = 1.1``
+    (App. G.2; ``t`` sets the signal-to-noise ratio ``1/tan²t`` whatever ``σ_d``, App. B.2), more
+    steps at equally spaced times below it (a choice of ours).
     """
 
     num_time_conds = 1
     default_sample_steps = 1
+    multistep_time = 1.1  # sCM's intermediate time of two-step sampling (App. G.2, Table 6)
 
     def __init__(
         self,
@@ -391,31 +407,46 @@ class ConsistencyHead(GenerationHead):
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
 
     def consistency_fn(self, z: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """``f(x_t, t) = cos(t)·x_t − sin(t)·σ_d·F(x_t/σ_d, t)`` for ``x_t [N, D]``, ``t [N, 1]``."""
+        """Eq. 5: ``f(x_t, t) = cos(t)·x_t − sin(t)·σ_d·F(x_t/σ_d, t)`` for ``x_t [N, D]``, ``t [N, 1]``."""
         sd = self.sigma_data
         return torch.cos(t) * x_t - torch.sin(t) * sd * self.flow_net(z, t, x_t / sd)
 
     def tangent_warmup(self) -> float:
+        """``r`` of Algorithm 1 for the next training call."""
         if self.tangent_warmup_steps == 0:
             return 1.0
         return min(1.0, float(self.num_updates) / self.tangent_warmup_steps)
 
+    @torch.no_grad()
+    def weighted_tangent(
+        self, z: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, dx_dt: torch.Tensor, ramp: float = 1.0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(F⁻ [N, D], g [N, D])``: the stop-gradient network output and ``g = cos(t)·df⁻/dt`` (Eq. 6
+        with Eq. 8's prior weighting; the ``sin(t)`` part scaled by ``ramp``), before normalisation,
+        for ``x_t [N, D]`` at ``t [N, 1]`` moving at ``dx_dt [N, D]``."""
+        sd = self.sigma_data
+        cos_t, sin_t = torch.cos(t), torch.sin(t)
+        # §5.1: JVP of F⁻ at (x_t/σ_d, t) along (cos t·sin t·dx_t/dt, cos t·sin t·σ_d)
+        # = cos(t)·sin(t)·σ_d·dF⁻/dt, since d(x_t/σ_d)/dt = (dx_t/dt)/σ_d.
+        cos_sin = cos_t * sin_t
+        f_minus, scaled_df_dt = torch.func.jvp(
+            lambda x_, t_: self.flow_net(z, t_, x_), (x_t / sd, t), (cos_sin * dx_dt, cos_sin * sd)
+        )
+        g = -(cos_t**2) * (sd * f_minus - dx_dt) - ramp * (cos_sin * x_t + scaled_df_dt)
+        return f_minus, g
+
     def objective(self, z: torch.Tensor, x1: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, Terms]:
         sd = self.sigma_data
         tau = torch.randn_like(x1[:, :1]) * self.p_std + self.p_mean
-        t = torch.atan(tau.exp() / sd)
+        t = torch.atan(tau.exp() / sd)  # tan(t) = e^τ/σ_d: the log-normal proposal
         cos_t, sin_t = torch.cos(t), torch.sin(t)
         x_t = cos_t * x1 + sin_t * sd * noise
-        dx_dt = cos_t * sd * noise - sin_t * x1
+        dx_dt = cos_t * sd * noise - sin_t * x1  # sCT's one-sample PF-ODE velocity
 
-        with torch.no_grad():  # F⁻: the same weights under stop-gradient
-            f_minus, df_minus_dt = torch.func.jvp(
-                lambda x_, t_: self.flow_net(z, t_, x_), (x_t / sd, t), (dx_dt / sd, torch.ones_like(t))
-            )
-            ramp = self.tangent_warmup() if self.training else 1.0
-            g = -(cos_t**2) * (sd * f_minus - dx_dt) - ramp * cos_t * sin_t * (x_t + sd * df_minus_dt)
-            g_norm = g.norm(dim=-1, keepdim=True)
-            g = g / (g_norm + self.tangent_norm_c)
+        ramp = self.tangent_warmup() if self.training else 1.0
+        f_minus, g = self.weighted_tangent(z, x_t, t, dx_dt, ramp)
+        g_norm = g.norm(dim=-1, keepdim=True)
+        g = g / (g_norm + self.tangent_norm_c)
         if self.training:
             self.num_updates += 1
 
@@ -452,15 +483,18 @@ class ConsistencyHead(GenerationHead):
         renoise_std: float = 1.0,
     ) -> torch.Tensor:
         ones = torch.ones_like(noise[:, :1])
+        times = self.sample_times(steps)
         x = self.sigma_data * noise
-        for i in range(steps):
-            x0 = self.consistency_fn(z, x, ones * (math.pi / 2 * (1 - i / steps)))
-            if i == steps - 1:
-                return x0
-            t_next = math.pi / 2 * (1 - (i + 1) / steps)
+        for t, t_next in zip(times[:-1], times[1:], strict=True):
+            x0 = self.consistency_fn(z, x, ones * t)
             fresh = torch.randn(noise.shape, generator=generator, device=noise.device, dtype=noise.dtype)
             x = math.cos(t_next) * x0 + math.sin(t_next) * self.sigma_data * renoise_std * fresh
-        raise AssertionError("unreachable: steps >= 1")
+        return self.consistency_fn(z, x, ones * times[-1])
+
+    def sample_times(self, steps: int) -> list[float]:
+        """The ``steps`` times ``f`` is evaluated at: ``π/2``, then ``multistep_time·(n − i)/(n − 1)``
+        for ``i = 1 … n − 1`` (``[π/2, 1.1]`` for two steps)."""
+        return [math.pi / 2] + [self.multistep_time * (steps - i) / (steps - 1) for i in range(1, steps)]
 
 
 class FlowMatchingHead(GenerationHead):

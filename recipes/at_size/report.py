@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-STAGES = ("vae", "teacher", "teacher_consistency", "student")
+STAGES = ("vae", "teacher", "teacher_consistency", "teacher_calm", "student")
 CHECKPOINT_STEP = 2  # the crashed run is killed once this step's checkpoint is written
 GIB = 2**30
 

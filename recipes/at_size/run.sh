@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Before you rent GPUs: every stage of the paper at its real size (vae_speech, teacher_300m and its
-# consistency-head ablation, student_100m distilled from that teacher) for a few optimizer steps on
-# this machine's CPU, under the bf16 autocast GPUs train in (debug=at_size), on short rows of the
-# offline demo corpus. Per stage: an uninterrupted run; a run killed (kill -9) right after its
+# consistency-head ablation, the CALM teacher teacher_calm_300m, student_100m distilled from the LSD
+# teacher) for a few optimizer steps on this machine's CPU, under the bf16 autocast GPUs train in
+# (debug=at_size), on short rows of the offline demo corpus. Per stage: an uninterrupted run (the
+# two extra teachers: that run alone, 2 steps); a run killed (kill -9) right after its
 # step-2 checkpoint and resumed from last.ckpt, whose logged metrics and exported weights must equal
 # the uninterrupted run's; then infer.py and eval.py (2 items) of the exported student, and a
 # table of seconds per step, peak memory and checkpoint size. README.md has the numbers measured.
@@ -69,6 +70,15 @@ fresh() {
   [ -n "${DRY_RUN:-}" ] || { rm -rf "$1" && mkdir -p "$1"; }
 }
 
+# two_steps STAGE ENTRY OVERRIDES...: one uninterrupted run of 2 steps, without checkpoints
+two_steps() {
+  local stage=$RUNS/$1 entry=$2
+  shift 2
+  fresh "$stage"
+  measured "$stage/straight" $PY "$entry" "$@" debug=at_size trainer.max_steps=2 callbacks.model_checkpoint=null \
+    trainer.enable_checkpointing=false hydra.run.dir="$stage/straight"
+}
+
 # at_size STAGE ENTRY OVERRIDES...: the uninterrupted run (no checkpoints), the run killed after its
 # step-2 checkpoint, and its resumption in place
 at_size() {
@@ -132,10 +142,9 @@ if want teacher; then
   echo "== teacher_300m (LSD head; its self-distillation JVP draws step 4): 1 row per step =="
   at_size teacher train.py experiment=teacher_300m "${TTS_DATA[@]}"
   echo "== teacher_300m, ablation=head_consistency (the consistency head's tangent), 2 steps =="
-  fresh "$RUNS/teacher_consistency"
-  measured "$RUNS/teacher_consistency/straight" $PY train.py experiment=teacher_300m ablation=head_consistency \
-    "${TTS_DATA[@]}" debug=at_size trainer.max_steps=2 callbacks.model_checkpoint=null \
-    trainer.enable_checkpointing=false hydra.run.dir="$RUNS/teacher_consistency/straight"
+  two_steps teacher_consistency train.py experiment=teacher_300m ablation=head_consistency "${TTS_DATA[@]}"
+  echo "== teacher_calm_300m (context noise, short-context transformer, consistency head x 8), 2 steps =="
+  two_steps teacher_calm train.py experiment=teacher_calm_300m "${TTS_DATA[@]}"
 fi
 
 if want student; then
