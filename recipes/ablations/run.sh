@@ -52,6 +52,7 @@ elif [ "$SIZE" = tiny ]; then
   EVAL_ARGS=()
   TEACHER_BASE=()
   STUDENT_BASE=()
+  CONSISTENCY_ARGS=++model.model.head.tangent_warmup_steps=$((STEPS / 10))  # as teacher_calm_tiny
 else
   # A corpus prepared by recipes/hifitts2 (or libritts_r): aligned manifests, tokenizer, latents
   # under its VAE (the same VAE for every teacher).
