@@ -229,8 +229,13 @@ def load_audio(
     return wav.contiguous()
 
 
+# Suffix -> (container, encoding) that ``save_audio`` writes: lossless 16-bit, or Opus (a listening copy
+# a fiftieth of the size, which browsers play).
+AUDIO_FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "OPUS")}
+
+
 def save_audio(path: str | os.PathLike, wav: torch.Tensor, sample_rate: int) -> Path:
-    """Write ``[C, T]`` or ``[T]`` audio as 16-bit PCM (format from the suffix), atomically
+    """Write ``[C, T]`` or ``[T]`` audio (format from the suffix: ``AUDIO_FORMATS``), atomically
     (``pockettts.io.atomic_write``: an interrupted run leaves no truncated file).
     """
     path = Path(path)
@@ -238,8 +243,10 @@ def save_audio(path: str | os.PathLike, wav: torch.Tensor, sample_rate: int) -> 
     data = data[None] if data.dim() == 1 else data
     if data.dim() != 2:
         raise ValueError(f"expected audio [C, T] or [T], got shape {tuple(wav.shape)}")
-    fmt = {".wav": "WAV", ".flac": "FLAC"}.get(path.suffix.lower())
+    fmt = AUDIO_FORMATS.get(path.suffix.lower())
     if fmt is None:
-        raise ValueError(f"unsupported audio suffix {path.suffix!r} for {path} (use .wav or .flac)")
+        raise ValueError(
+            f"unsupported audio suffix {path.suffix!r} for {path} (use {', '.join(AUDIO_FORMATS)})"
+        )
     samples = data.clamp(-1, 1).T.numpy()
-    return atomic_write(path, lambda tmp: sf.write(tmp, samples, sample_rate, format=fmt, subtype="PCM_16"))
+    return atomic_write(path, lambda tmp: sf.write(tmp, samples, sample_rate, format=fmt[0], subtype=fmt[1]))

@@ -67,3 +67,16 @@ def test_save_audio_round_trip_leaves_no_temporary_files(tmp_path):
     assert sorted(p.name for p in path.parent.iterdir()) == ["x.flac"]
     with pytest.raises(ValueError, match="unsupported audio suffix"):
         save_audio(tmp_path / "x.mp4", wav, 24000)
+
+
+def test_save_audio_writes_opus_for_listening_copies(tmp_path):
+    """``.ogg``: Opus, far smaller than 16-bit PCM, read back at its rate and length, close to the input."""
+    wav = torch.sin(torch.linspace(0, 2000, 48000))[None] * 0.5
+    opus = save_audio(tmp_path / "x.ogg", wav, 24000)
+    pcm = save_audio(tmp_path / "x.wav", wav, 24000)
+    assert opus.stat().st_size * 5 < pcm.stat().st_size
+    back, rate = read_audio(opus)
+    assert rate == 24000 and abs(back.shape[-1] - wav.shape[-1]) < 1000
+    n = min(back.shape[-1], wav.shape[-1])
+    # a lossy codec: same energy, not the same samples
+    assert abs(float(back[..., :n].square().mean()) - float(wav[..., :n].square().mean())) < 0.02

@@ -229,7 +229,7 @@ def markdown_tables_html(text: str) -> str:
 def _run_links(report_dir: Path) -> list[str]:
     """A list item per run of ``results.csv``: a link to its page, or its folder's name without one."""
     with (report_dir / "results.csv").open(newline="", encoding="utf-8") as handle:
-        runs = [Path(row["results_dir"]) for row in csv.DictReader(handle)]
+        runs = [report_dir / row["results_dir"] for row in csv.DictReader(handle)]  # relative: to the report
     links = []
     for run in runs:
         if (run / PAGE_NAME).is_file():

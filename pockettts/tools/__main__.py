@@ -27,6 +27,7 @@ SUBCOMMANDS = {
     "whisper-convert": "whisper_convert",
     "export-checkpoint": "export_checkpoint",
     "report": "report",
+    "listening-copy": "listening_copy",
     "wordnet-sentences": "wordnet_sentences",
     "import-kyutai": "import_kyutai",
     "export-kyutai": "export_kyutai",

@@ -175,8 +175,8 @@ fi
 
 # The best teacher: the lowest Whisper-normalised WER at its best CFG scale (BEST= to choose).
 if [ -z "${BEST:-}" ] && { want student || want report; } && [ -z "${DRY_RUN:-}" ]; then
-  best_export=$($PY -m pockettts.tools report "$RUNS/eval/teachers" --best checkpoint --metric wer_whisper)
-  BEST=$(basename "$(dirname "$(dirname "$best_export")")")  # RUNS/<name>/export/teacher.safetensors
+  best=$($PY -m pockettts.tools report "$RUNS/eval/teachers" --best checkpoint --metric wer_whisper)
+  BEST=${best%%-teacher*}  # checkpoints are named <run>-teacher-step<N>-ema
 fi
 BEST=${BEST:-noise_calm}
 students=()
@@ -204,6 +204,6 @@ fi
 if want report; then
   echo "== reports: tables with intervals, paired tests against noise_none at the same CFG, plots, HTML =="
   run $PY -m pockettts.tools report "$RUNS/eval/teachers" --out "$RUNS/report/teachers" \
-    --baseline checkpoint="$RUNS/noise_none/export/teacher.safetensors"
+    --baseline context_noise=0  # noise_none, the only teacher without context noise
   run $PY -m pockettts.tools report "$RUNS/eval/students" --out "$RUNS/report/students"
 fi

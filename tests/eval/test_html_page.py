@@ -19,6 +19,7 @@ from PIL import Image
 
 from pockettts.eval.html_page import aligned_words, marked_words_html, write_run_page
 from pockettts.eval.intervals import summary_intervals
+from pockettts.eval.listening_copy import ListeningCopyError, write_listening_copy
 from pockettts.eval.report import build_report
 from pockettts.eval.runner import eval_knobs, results_name
 from pockettts.eval.wer import utterance_scores
@@ -249,5 +250,39 @@ def test_pages_render_players_tables_and_plots_in_chromium(tmp_path):
         (tmp_path / "report" / "vs_cfg_scale.png").rename(tmp_path / "report" / "moved.png")
         assert broken(browser.open(page)) == ["prompts/a1.flac"]
         assert broken(browser.open(report["page"])) == ["vs_cfg_scale.png"]
+    finally:
+        browser.close()
+
+
+def test_listening_copy_keeps_the_tables_and_the_same_items_of_every_run_in_opus(tmp_path):
+    runs = [_write_run(tmp_path / "results", scale) for scale in (1.0, 2.0)]
+    report = build_report([tmp_path / "results"], tmp_path / "report")
+    with pytest.raises(ListeningCopyError, match="no results.csv"):
+        write_listening_copy(tmp_path / "results", tmp_path / "nowhere")
+    page = write_listening_copy(tmp_path / "report", tmp_path / "copy", items=1)
+    copy = tmp_path / "copy"
+    assert (copy / "results.md").read_text() == report["table"] and (copy / "vs_cfg_scale.png").is_file()
+    kept = {
+        run.name: [json.loads(line) for line in (copy / "runs" / run.name / "items.jsonl").open()]
+        for run in runs
+    }
+    assert [[row["id"] for row in rows] for rows in kept.values()] == [["a1"], ["a1"]]  # the same item
+    first = kept[runs[0].name][0]
+    assert (
+        first["wav"] == f"../../audio/{runs[0].name}/a1.ogg"
+        and first["kept_prompt"] == "../../audio/prompts/a1.ogg"
+    )
+    assert (
+        sorted(p.name for p in (copy / "audio").rglob("*.ogg")).count("a1.ogg") == 4
+    )  # 2 generations, 1+1 shared
+    assert str(tmp_path / "results") not in page.read_text()  # links point into the copy
+    if CHROMIUM is None:
+        pytest.skip("needs the chromium binary (Debian's chromium package, scripts/setup.sh)")
+    browser = Chromium(tmp_path / "profile")
+    try:
+        sweep = browser.open(page)
+        assert broken(sweep) == [] and len(sweep["links"]) == 2
+        rendered = browser.open(copy / "runs" / runs[0].name / "report.html")
+        assert rendered["items"] == 1 and len(rendered["audio"]) == 3 and broken(rendered) == []
     finally:
         browser.close()
