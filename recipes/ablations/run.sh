@@ -29,7 +29,7 @@ if [ "$SIZE" = demo ]; then
   RUNS=${RUNS:-logs/ablation_demo}
   STEPS=${STEPS:-1000}
   TRAIN_EVERY=${TRAIN_EVERY:-4}
-  STUDENT_STEPS=${STUDENT_STEPS:-600}
+  STUDENT_STEPS=${STUDENT_STEPS:-200}
   TESTSET=(testset=demo testset_options.data_dir="$DATA")
   MAX_ITEMS=${MAX_ITEMS:-48}
   EVAL_WHISPER=${EVAL_WHISPER:-checkpoints/whisper/base.pt}
