@@ -1,6 +1,6 @@
 """Helpers and constants shared by test modules (fixtures live in ``conftest.py`` files): paths, tiny
-model sizes, synthetic signals, a quiet CPU trainer, crash simulation, streaming checks and the
-stage entry points run for two steps."""
+model sizes, synthetic signals, a quiet CPU trainer, crash simulation, streaming checks, the
+stage entry points run for two steps and the pocket-tts parity harness."""
 
 from __future__ import annotations
 
@@ -249,6 +249,66 @@ def run_stage(entry_point: str, experiment: str, corpus: Path, vae: Path, tmp_pa
     return tmp_path / "run"
 
 
+def run_vae_stage(experiment: str, corpus: Path, run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+    """``train.py experiment=<experiment>`` (a codec preset) for 2 steps on 0.32 s crops of the tiny
+    corpus in float32, samples and checkpoints at step 2, in ``run_dir``; the finished process."""
+    overrides = [
+        f"experiment={experiment}",
+        "data=manifest_crops",
+        f"data.data_dir={corpus}",
+        "data.train_manifest=train.jsonl",
+        "data.valid_manifest=valid.jsonl",
+        "data.num_workers=0",
+        "data.batch_size=2",
+        "data.crop_seconds=0.32",
+        "data.valid_crop_seconds=0.64",
+        "trainer.max_steps=2",
+        "trainer.val_check_interval=2",
+        "trainer.limit_val_batches=1",
+        "trainer.precision=32-true",
+        "callbacks.audio_samples.every_n_steps=2",
+        "callbacks.audio_samples.num_clips=1",
+        "callbacks.model_checkpoint.every_n_train_steps=2",
+        f"hydra.run.dir={run_dir}",
+        f"paths.log_dir={run_dir.parent}",
+        *extra,
+    ]
+    command = [sys.executable, str(ROOT / "train.py"), *overrides]
+    return subprocess.run(command, capture_output=True, text=True, cwd=run_dir.parent)
+
+
+def speak_from_export(export: Path, corpus: Path, frames: int = 8):
+    """Load ``export`` as a ``TextToSpeech`` (its tokenizer and codec beside or recorded) and speak a
+    sentence for ``frames`` frames in the voice of the corpus's first test item; checks the shapes and
+    returns the generation."""
+    from pockettts.audio import SAMPLE_RATE, load_audio
+    from pockettts.data.manifest import read_manifest
+    from pockettts.models.sampling import SamplingOptions
+    from pockettts.models.tts import TextToSpeech
+
+    tts = TextToSpeech.load(export, overlap_decoding=False)
+    item = read_manifest(corpus / "test.jsonl")[0]
+    voice = tts.voice(load_audio(item.resolve_audio(corpus)), SAMPLE_RATE)
+    speech = tts.generate("A short sentence.", voice, SamplingOptions(max_frames=frames, seed=3))
+    assert speech.latents.shape == (frames, tts.flow_lm.latent_dim) and torch.isfinite(speech.latents).all()
+    assert speech.audio.numel() == frames * tts.vae.frame_size
+    return speech
+
+
+def compose_experiment(entry: str, experiment: str, *overrides: str):
+    """The config ``train.py`` / ``distill.py`` (``entry``: ``train`` or ``distill``) composes for
+    ``experiment=<experiment>`` and ``overrides`` (unresolved: paths resolve in a Hydra run only)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from pockettts.schema import register_schemas
+
+    register_schemas()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(entry, overrides=[f"experiment={experiment}", *overrides])
+
+
 def dry_run(script: str, args: list[str], env: dict[str, str]) -> list[list[str]]:
     """The commands ``script`` would run, as argument lists."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "STAGES", "SIZE", "VAE"))}
@@ -274,3 +334,137 @@ def eval_item_row(
         "char_errors": {"whisper": errors}, "reference_chars": {"whisper": 5 * words},
         "sim_prompt": sim, "sim_reference": None, "quality": {"dnsmos_ovrl": quality},
     }  # fmt: skip
+
+
+# --- parity with the pocket-tts package (a test dependency, imported where a helper needs it) -----
+
+
+def pocket_parity_config(
+    name: str, tokenizer_path: Path, vocab_size: int, num_layers: int | None = None
+) -> dict:
+    """A yaml packaged with pocket-tts as a dict that builds offline: no weight files (random weights),
+    a local SentencePiece tokenizer of ``vocab_size`` pieces and optionally fewer backbone layers."""
+    import yaml
+    from pocket_tts.utils.config import CONFIGS_DIR
+
+    config = yaml.safe_load((CONFIGS_DIR / f"{name}.yaml").read_text())
+    config.pop("weights_path", None)
+    config.pop("weights_path_without_voice_cloning", None)
+    if num_layers is not None:
+        config["flow_lm"]["transformer"]["num_layers"] = num_layers
+    config["flow_lm"]["lookup_table"].update(
+        n_bins=vocab_size, tokenizer="sentencepiece", tokenizer_path=str(tokenizer_path)
+    )
+    config["flow_lm"]["weights_path"] = config["mimi"]["weights_path"] = None
+    return config
+
+
+def pocket_model(config: dict):
+    """pocket-tts's ``TTSModel`` as its own loader builds it from ``config`` (the weights of its
+    ``weights_path``, loaded strictly; random without one), in eval mode."""
+    from pocket_tts.models.tts_model import TTSModel
+    from pocket_tts.utils.config import Config
+
+    model = TTSModel._from_pydantic_config_with_weights(
+        Config(**config), temp=0.3, sampler_decode_steps=1, noise_clamp=None, eos_threshold=-4.0
+    )
+    return model.eval()
+
+
+def pocket_reference(config: dict, seed: int = 0):
+    """pocket-tts's ``TTSModel`` from ``config`` with random weights that all matter, in eval mode."""
+    torch.manual_seed(seed)
+    reference = pocket_model(config)
+    flow_lm = reference.flow_lm
+    with torch.no_grad():  # zero-initialised parts (voice projection, head output) would hide bugs
+        flow_lm.speaker_proj_weight.normal_(0.0, 0.05)
+        for name, param in flow_lm.named_parameters():
+            if name.startswith("flow_net."):
+                param.normal_(0.0, 0.05)
+        flow_lm.emb_mean.normal_()
+        flow_lm.emb_std.uniform_(0.5, 2.0)
+        # Random models are chaotic: float rounding (1e-6) would double every few frames through the
+        # fed-back latents. A weaker feedback keeps it bounded; a wrong feedback still shows.
+        flow_lm.input_linear.weight.mul_(0.1)
+        flow_lm.out_eos.weight.zero_()
+        flow_lm.out_eos.bias.fill_(-10.0)  # EOS never fires: every chunk runs its frame budget
+    return reference.eval()
+
+
+def save_pocket_model_file(reference, path: Path) -> Path:
+    """``reference``'s weights as a released model file (``flow_lm.*`` and ``mimi.*`` tensors)."""
+    from safetensors.torch import save_file
+
+    tensors = {f"flow_lm.{k}": v for k, v in reference.flow_lm.state_dict().items()}
+    tensors.update({f"mimi.{k}": v for k, v in reference.mimi.state_dict().items()})
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
+    return path
+
+
+def pocket_generation(reference, voice_state, text: str, seed: int, max_tokens: int):
+    """What ``reference`` generates after ``torch.manual_seed(seed)``: its latents ``[F, D]`` (raw, as
+    its decoder reads them) and its audio, decoded one frame per call as our streaming does."""
+    latents = []
+    decode = reference.mimi.decode_from_latent
+
+    def recording_decode(latent, state):
+        latents.append(latent.clone())
+        return decode(latent, state)
+
+    reference.mimi.decode_from_latent = recording_decode
+    reference.max_decoder_frames_per_call = 1  # one frame per call: same arithmetic as streaming
+    try:
+        torch.manual_seed(seed)
+        audio = reference.generate_audio(voice_state, text, max_tokens=max_tokens, copy_state=True)
+    finally:
+        del reference.mimi.decode_from_latent
+    return torch.cat(latents, dim=1)[0], audio
+
+
+def assert_same_voice_state(reference, ours, prompt: torch.Tensor) -> None:
+    """Our voice state for ``prompt`` ``[1, T]`` holds the reference's keys and values, layer by layer."""
+    reference_state = reference.get_state_for_audio_prompt(prompt)
+    voice = ours.voice(prompt, 24_000)
+    caches = [value for value in reference_state.values() if "cache" in value]
+    ours_layers = voice.backbone["transformer"]
+    assert len(caches) == len(ours.flow_lm.transformer.layers)
+    for index, cache in enumerate(caches):
+        attention = ours_layers[f"layers.{index}"]["self_attn"]
+        length = int(attention["length"])
+        opening = 0 if ours.flow_lm.bos_before_voice is None else 1  # v1 models have none
+        assert int(cache["offset"].view(-1)[0]) == length == voice.latents.shape[0] + opening
+        for slot, name in enumerate(("keys", "values")):
+            theirs = cache["cache"][slot, 0, :length]  # [T, H_kv, Dh]
+            mine = attention[name][0, :, :length].transpose(0, 1)
+            assert mine.shape == theirs.shape
+            torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=1e-4)
+
+
+def assert_same_generation(reference, ours, prompt: torch.Tensor, text: str, seed: int, max_tokens: int):
+    """``ours`` (a ``TextToSpeech``) speaks ``text`` in the voice of ``prompt`` ``[1, T]`` with the
+    latents and audio of ``reference`` for the same seed; returns our generation."""
+    from pockettts.models.sampling import SamplingOptions
+
+    reference_latents, reference_audio = pocket_generation(
+        reference, reference.get_state_for_audio_prompt(prompt), text, seed=seed, max_tokens=max_tokens
+    )
+    options = SamplingOptions(seed=seed, max_tokens=max_tokens)
+    generation = ours.generate(text, ours.voice(prompt, 24_000), options)
+    assert generation.latents.shape == reference_latents.shape
+    torch.testing.assert_close(generation.latents, reference_latents, atol=1e-4, rtol=1e-4)
+    assert generation.audio.shape == reference_audio.shape
+    torch.testing.assert_close(generation.audio, reference_audio, atol=1e-4, rtol=0)
+    return generation
+
+
+# --- generation heads --------------------------------------------------------------------------
+
+
+def randomise(module: torch.nn.Module, seed: int) -> None:
+    """Every parameter random, scaled by its fan-in (the default init zeroes the modulations and the
+    output, which would hide mistakes)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in module.parameters():
+            fan_in = param.shape[1] if param.dim() == 2 else 4
+            param.copy_(torch.randn(param.shape, generator=generator) / math.sqrt(fan_in))

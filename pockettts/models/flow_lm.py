@@ -29,16 +29,24 @@ from pockettts.modules.transformer import StreamingTransformer
 
 
 class LookupTableText(nn.Module):
-    """Token embedding with one extra row for padding (``vocab_size``), as in Pocket TTS."""
+    """Token embedding with one extra row for padding (``vocab_size``), as in Pocket TTS.
 
-    def __init__(self, vocab_size: int, dim: int):
+    With ``rank`` the table is low-rank (Pocket TTS ``lookup_table.rank``): ``rank``-wide rows and a
+    bias-free ``proj`` to ``dim``, which shrinks the table of a narrow model by ``dim / rank``.
+    """
+
+    def __init__(self, vocab_size: int, dim: int, rank: int | None = None):
         super().__init__()
+        if rank is not None and rank <= 0:
+            raise ValueError(f"text embedding rank must be positive, got {rank}")
         self.vocab_size = vocab_size
-        self.embed = nn.Embedding(vocab_size + 1, dim)
+        self.embed = nn.Embedding(vocab_size + 1, dim if rank is None else rank)
+        self.proj = None if rank is None else nn.Linear(rank, dim, bias=False)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """``[..., L]`` ids -> ``[..., L, dim]``."""
-        return self.embed(tokens)
+        embedded = self.embed(tokens)
+        return embedded if self.proj is None else self.proj(embedded)
 
 
 class ContextNoise(nn.Module):
@@ -139,6 +147,13 @@ class FlowLM(StreamingModule):
             statistics during the first ``stats_ema_steps`` training steps, then frozen.
         context_noise, short_context: options of ``ContextNoise`` / ``ShortContextTransformer``
             (the CALM additions; ``None`` = off, as in Pocket TTS).
+        attn_dim, num_kv_heads: projected and grouped-query attention (see
+            ``pockettts.modules.transformer.StreamingMultiheadAttention``); ``None`` = ``d_model`` and
+            ``num_heads`` (the 100M models).
+        z_dim: a bias-free ``z_proj`` (``d_model -> z_dim``) after ``out_norm``: the latent bottleneck
+            of the 2026-10 small models. The head and ``out_eos`` then read ``z_dim``-wide vectors, and
+            every ``z`` this model returns is after it. ``None``: ``z`` is ``d_model`` wide.
+        text_rank: low-rank text table (``LookupTableText``'s ``rank``); ``None``: full rank.
     """
 
     def __init__(
@@ -157,6 +172,10 @@ class FlowLM(StreamingModule):
         stats_ema_steps: int = 1000,
         context_noise: dict[str, Any] | None = None,
         short_context: dict[str, Any] | None = None,
+        attn_dim: int | None = None,
+        num_kv_heads: int | None = None,
+        z_dim: int | None = None,
+        text_rank: int | None = None,
     ):
         super().__init__()
         head = dict(head or {"kind": "lsd"})
@@ -166,22 +185,28 @@ class FlowLM(StreamingModule):
             max_period=max_period, vocab_size=vocab_size, insert_bos_before_voice=insert_bos_before_voice,
             stats_ema_decay=stats_ema_decay,
             stats_ema_steps=stats_ema_steps, context_noise=context_noise, short_context=short_context,
+            attn_dim=attn_dim, num_kv_heads=num_kv_heads, z_dim=z_dim, text_rank=text_rank,
         ))  # fmt: skip
         self.latent_dim = latent_dim
         self.d_model = d_model
         self.stats_ema_decay = stats_ema_decay
         self.stats_ema_steps = stats_ema_steps
-        self.head = build_head(head.pop("kind"), latent_dim=latent_dim, cond_dim=d_model, **head)
-        self.conditioner = LookupTableText(vocab_size, d_model)
+        if z_dim is not None and z_dim <= 0:
+            raise ValueError(f"z_dim must be positive, got {z_dim}")
+        self.z_dim = d_model if z_dim is None else z_dim
+        self.head = build_head(head.pop("kind"), latent_dim=latent_dim, cond_dim=self.z_dim, **head)
+        self.conditioner = LookupTableText(vocab_size, d_model, text_rank)
         self.speaker_proj_weight = nn.Parameter(torch.empty(d_model, voice_dim or latent_dim))
         self.bos_before_voice = nn.Parameter(torch.randn(1, 1, d_model)) if insert_bos_before_voice else None
         self.bos_emb = nn.Parameter(torch.randn(latent_dim))
         self.input_linear = nn.Linear(latent_dim, d_model, bias=False)
         self.transformer = StreamingTransformer(
-            d_model, num_heads, num_layers, dim_feedforward, max_period=max_period
-        )
+            d_model, num_heads, num_layers, dim_feedforward, max_period=max_period,
+            attn_dim=attn_dim, num_kv_heads=num_kv_heads,
+        )  # fmt: skip
         self.out_norm = nn.LayerNorm(d_model, eps=1e-5)
-        self.out_eos = nn.Linear(d_model, 1)
+        self.z_proj = None if z_dim is None else nn.Linear(d_model, z_dim, bias=False)
+        self.out_eos = nn.Linear(self.z_dim, 1)
         self.context_noise = (
             ContextNoise(d_model=d_model, **context_noise) if context_noise is not None else None
         )
@@ -206,11 +231,18 @@ class FlowLM(StreamingModule):
             std = fan_in**-0.5
             nn.init.trunc_normal_(weight, std=std, a=-3 * std, b=3 * std)
 
-        for module in [self.transformer, self.input_linear]:
+        for module in [self.transformer, self.input_linear, self.z_proj]:
+            if module is None:  # no bottleneck
+                continue
             for sub in module.modules():
                 if isinstance(sub, nn.Linear):
                     trunc_normal(sub.weight, sub.in_features)
-        trunc_normal(self.conditioner.embed.weight, self.d_model)
+        text = self.conditioner
+        if text.proj is None:
+            trunc_normal(text.embed.weight, self.d_model)
+        else:  # unit-norm rows, projected to entries of std 1/sqrt(d_model) as a full table's
+            trunc_normal(text.embed.weight, text.embed.embedding_dim)
+            trunc_normal(text.proj.weight, self.d_model)
         trunc_normal(self.speaker_proj_weight, self.speaker_proj_weight.shape[1])
 
     # -- normalisation ------------------------------------------------------------------------------
@@ -258,8 +290,11 @@ class FlowLM(StreamingModule):
         return torch.cat([bos, normalized], dim=1)
 
     def output(self, hidden: torch.Tensor, short: torch.Tensor | None) -> torch.Tensor:
+        """Backbone output ``[..., d_model]`` (and the short-context branch's) -> ``z`` ``[..., z_dim]``."""
         z = self.out_norm(hidden)
-        return z if short is None else z + short
+        if short is not None:
+            z = z + short
+        return z if self.z_proj is None else self.z_proj(z)
 
     # -- training: teacher forcing ------------------------------------------------------------------
     def forward(
@@ -282,7 +317,7 @@ class FlowLM(StreamingModule):
             target: ``[B, F, latent_dim]`` raw codec latents to predict, ``target_lengths [B]``.
             drop_voice, drop_text: ``[B]`` bool, rows whose voice / text is removed (CFG dropout).
         Returns:
-            ``z`` ``[B, F + 1, d_model]`` (position j predicts frame j; position F_i predicts EOS),
+            ``z`` ``[B, F + 1, z_dim]`` (position j predicts frame j; position F_i predicts EOS),
             ``eos_logits`` ``[B, F + 1]``, ``valid`` ``[B, F + 1]`` (j <= F_i), ``target_mask`` ``[B, F]``
             and ``normalized_target`` ``[B, F, latent_dim]``.
         """
@@ -362,7 +397,7 @@ class FlowLM(StreamingModule):
 
     def step(self, previous: torch.Tensor, state: State) -> torch.Tensor:
         """One frame: the previous normalised latent ``[B, D]`` (``bos_emb`` for the first) ->
-        ``z`` ``[B, d_model]`` for the next frame."""
+        ``z`` ``[B, z_dim]`` for the next frame."""
         x = previous[:, None]
         hidden = self.transformer(self.input_linear(x), child_state(state, "transformer"))
         short = (

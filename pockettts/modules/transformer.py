@@ -5,9 +5,17 @@ layers, unbounded causal context). Parameter names follow the released Pocket TT
 (``layers.N.self_attn.in_proj.weight``, ``layers.N.linear1.weight``, ...). A full pass
 (``state=None``) and any split into chunks give the same output; a stream keeps the keys and
 values of the past (only the last ``context - 1`` when the window is bounded).
+
+The small Pocket TTS models (2026-10) narrow the attention two ways, both optional here:
+``attn_dim`` sets the width of the queries and of the attention output independently of
+``d_model`` (projected attention), and ``num_kv_heads < num_heads`` shares each key/value head
+between ``num_heads // num_kv_heads`` query heads (grouped-query attention). A stream then caches
+only the ``num_kv_heads`` key/value heads, which is what makes a step cheaper.
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +36,15 @@ def local_causal_mask(n_queries: int, n_keys: int, context: int | None, device: 
     return mask
 
 
+@functools.lru_cache(maxsize=256)
+def _step_mask(n_keys: int, context: int | None, device: torch.device) -> torch.Tensor:
+    """``local_causal_mask`` of one query, built once per key count: a windowed stream (the codec's
+    decoder at 200 Hz) asks for the same few at every step. Built outside inference mode, so that
+    training may use it too."""
+    with torch.inference_mode(False), torch.no_grad():
+        return local_causal_mask(1, n_keys, context, device)
+
+
 class LayerScale(nn.Module):
     """Per-channel learnt scale of a residual branch, initialised small (``init``)."""
 
@@ -40,7 +57,13 @@ class LayerScale(nn.Module):
 
 
 class StreamingMultiheadAttention(StreamingModule):
-    """Causal self-attention with RoPE; bias-free packed ``in_proj`` (q, k, v) and ``out_proj``.
+    """Causal self-attention with RoPE; bias-free packed ``in_proj`` and ``out_proj``.
+
+    ``in_proj`` maps ``d_model`` to ``attn_dim + 2 * kv_dim`` channels: the queries (``num_heads`` heads of
+    ``head_dim = attn_dim // num_heads``), then keys and values (``num_kv_heads`` heads each,
+    ``kv_dim = num_kv_heads * head_dim``) in Pocket TTS's packing; ``out_proj`` maps ``attn_dim`` back to
+    ``d_model``. With the defaults (``attn_dim = d_model``, ``num_kv_heads = num_heads``) this is plain
+    multi-head attention with a ``3 * d_model`` packed projection.
 
     A stream keeps its keys (already rotated) and values in buffers that grow by doubling, so a step
     writes in place instead of re-concatenating the whole past; with a bounded window the buffer is
@@ -50,22 +73,44 @@ class StreamingMultiheadAttention(StreamingModule):
     """
 
     def __init__(
-        self, d_model: int, num_heads: int, context: int | None = None, max_period: float = 10_000.0
+        self,
+        d_model: int,
+        num_heads: int,
+        context: int | None = None,
+        max_period: float = 10_000.0,
+        attn_dim: int | None = None,
+        num_kv_heads: int | None = None,
     ):
         super().__init__()
-        if d_model % num_heads:
-            raise ValueError(f"d_model {d_model} is not a multiple of num_heads {num_heads}")
+        attn_dim = d_model if attn_dim is None else attn_dim
+        num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
+        if min(d_model, num_heads, attn_dim, num_kv_heads) <= 0:
+            raise ValueError(
+                f"attention sizes must be positive: d_model {d_model}, num_heads {num_heads}, "
+                f"attn_dim {attn_dim}, num_kv_heads {num_kv_heads}"
+            )
+        if attn_dim % num_heads:
+            raise ValueError(f"attn_dim {attn_dim} is not a multiple of num_heads {num_heads}")
+        if num_heads % num_kv_heads:
+            raise ValueError(f"num_heads {num_heads} is not a multiple of num_kv_heads {num_kv_heads}")
         self.num_heads = num_heads
-        self.head_dim = d_model // num_heads
+        self.num_kv_heads = num_kv_heads
+        self.attn_dim = attn_dim
+        self.head_dim = attn_dim // num_heads
         self.context = context
         self.max_period = max_period
-        self.in_proj = nn.Linear(d_model, 3 * d_model, bias=False)
-        self.out_proj = nn.Linear(d_model, d_model, bias=False)
+        self.in_proj = nn.Linear(d_model, attn_dim + 2 * num_kv_heads * self.head_dim, bias=False)
+        self.out_proj = nn.Linear(attn_dim, d_model, bias=False)
+
+    @property
+    def grouped(self) -> bool:
+        """Whether key/value heads are shared between query heads (grouped-query attention)."""
+        return self.num_kv_heads != self.num_heads
 
     def init_own_state(self, batch_size: int, device: torch.device) -> State:
-        empty = torch.zeros(batch_size, self.num_heads, 0, self.head_dim, device=device)
+        empty = torch.zeros(batch_size, self.num_kv_heads, 0, self.head_dim, device=device)
         return {
-            "keys": empty,  # [B, H, capacity, Dh]; slots [0, length) are filled
+            "keys": empty,  # [B, H_kv, capacity, Dh]; slots [0, length) are filled
             "values": empty.clone(),
             "valid": torch.zeros(batch_size, 0, dtype=torch.bool, device=device),  # [B, capacity]
             "length": torch.zeros((), dtype=torch.long, device=device),
@@ -84,8 +129,8 @@ class StreamingMultiheadAttention(StreamingModule):
         if length + new > capacity or state["keys"].dtype != like.dtype:
             grown = max(length + new, 2 * capacity, 16)
             batch = like.shape[0]
-            keys = like.new_zeros(batch, self.num_heads, grown, self.head_dim)
-            values = like.new_zeros(batch, self.num_heads, grown, self.head_dim)
+            keys = like.new_zeros(batch, self.num_kv_heads, grown, self.head_dim)
+            values = like.new_zeros(batch, self.num_kv_heads, grown, self.head_dim)
             valid = torch.zeros(batch, grown, dtype=torch.bool, device=like.device)
             keys[:, :, :length] = state["keys"][:, :, :length]
             values[:, :, :length] = state["values"][:, :, :length]
@@ -104,10 +149,10 @@ class StreamingMultiheadAttention(StreamingModule):
         q, k, v = self._heads(x, 0 if state is None else int(state["offset"]))
         if state is None:
             if self.context is None:
-                out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+                out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.grouped)
             else:
                 mask = local_causal_mask(length, length, self.context, x.device)
-                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.grouped)
             return self.out_proj(out.transpose(1, 2).reshape(batch, length, -1))
         start = self._reserve(state, length, k)
         end = start + length
@@ -118,36 +163,52 @@ class StreamingMultiheadAttention(StreamingModule):
         state["offset"] = state["offset"] + length
         keys, values, seen = state["keys"][:, :, :end], state["values"][:, :, :end], state["valid"][:, :end]
         windowed = self.context is not None and end > self.context
-        if length == 1 and not windowed and bool(seen.all()):
-            out = F.scaled_dot_product_attention(q, keys, values)  # one query sees every key
+        padded = not bool(seen.all())
+        if length == 1 and not windowed and not padded:
+            # one query sees every key
+            out = F.scaled_dot_product_attention(q, keys, values, enable_gqa=self.grouped)
         else:
-            mask = local_causal_mask(length, end, self.context, x.device)
-            # A padded query still sees itself, so no softmax row is empty (NaNs would leak on).
-            own = torch.zeros(length, end, dtype=torch.bool, device=x.device)
-            own[:, start:] = torch.eye(length, dtype=torch.bool, device=x.device)
-            mask = mask & (seen[:, None, None, :] | own)
-            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+            mask = (
+                _step_mask(end, self.context, x.device)
+                if length == 1
+                else local_causal_mask(length, end, self.context, x.device)
+            )
+            if padded:
+                # A padded query still sees itself, so no softmax row is empty (NaNs would leak on).
+                own = torch.zeros(length, end, dtype=torch.bool, device=x.device)
+                own[:, start:] = torch.eye(length, dtype=torch.bool, device=x.device)
+                mask = mask & (seen[:, None, None, :] | own)
+            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=self.grouped)
         return self.out_proj(out.transpose(1, 2).reshape(batch, length, -1))
 
     def _heads(self, x: torch.Tensor, offset: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``[B, T, D]`` at stream position ``offset`` -> rotated q, k and v, each ``[B, H, T, Dh]``."""
+        """``[B, T, D]`` at stream position ``offset`` -> rotated q ``[B, H, T, Dh]``, rotated k and v
+        ``[B, H_kv, T, Dh]``."""
         batch, length, _ = x.shape
-        q, k, v = self.in_proj(x).view(batch, length, 3, self.num_heads, self.head_dim).unbind(dim=2)
-        q = apply_rope(q, offset, self.max_period).transpose(1, 2)
-        k = apply_rope(k, offset, self.max_period).transpose(1, 2)
-        return q, k, v.transpose(1, 2)
+        packed = self.in_proj(x)
+        q = packed[..., : self.attn_dim].view(batch, length, self.num_heads, self.head_dim)
+        # Pocket TTS packs keys and values as [2, H_kv, Dh] after the queries.
+        kv = packed[..., self.attn_dim :].view(batch, length, 2, self.num_kv_heads, self.head_dim)
+        k, v = kv.unbind(dim=2)
+        # one rotation for queries and keys (per head, so the same as two)
+        rotated = apply_rope(torch.cat([q, k], dim=2), offset, self.max_period)
+        q, k = rotated.split([self.num_heads, self.num_kv_heads], dim=2)
+        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
 
     def attention_weights(self, x: torch.Tensor) -> torch.Tensor:
         """The attention of a full pass over ``x`` ``[B, T, D]`` (what ``forward`` averages values with,
         which uses a fused kernel instead): ``[B, H, T, T]``, rows summing to 1. For diagnostics."""
         q, k, _ = self._heads(x, 0)
+        # grouped-query attention: query head i reads key head i // (num_heads // num_kv_heads)
+        k = k.repeat_interleave(self.num_heads // self.num_kv_heads, dim=1)
         scores = q @ k.transpose(-1, -2) / self.head_dim**0.5
         mask = local_causal_mask(x.shape[1], x.shape[1], self.context, x.device)
         return scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)
 
 
 class StreamingTransformerLayer(StreamingModule):
-    """Pre-LayerNorm block: ``x + ls1(attn(norm1(x)))``, then ``x + ls2(ffn(norm2(x)))`` (tanh GELU)."""
+    """Pre-LayerNorm block: ``x + ls1(attn(norm1(x)))``, then ``x + ls2(ffn(norm2(x)))`` (tanh GELU).
+    ``attn_dim`` and ``num_kv_heads``: see ``StreamingMultiheadAttention``."""
 
     def __init__(
         self,
@@ -157,9 +218,13 @@ class StreamingTransformerLayer(StreamingModule):
         context: int | None = None,
         max_period: float = 10_000.0,
         layer_scale: float | None = None,
+        attn_dim: int | None = None,
+        num_kv_heads: int | None = None,
     ):
         super().__init__()
-        self.self_attn = StreamingMultiheadAttention(d_model, num_heads, context, max_period)
+        self.self_attn = StreamingMultiheadAttention(
+            d_model, num_heads, context, max_period, attn_dim=attn_dim, num_kv_heads=num_kv_heads
+        )
         self.norm1 = nn.LayerNorm(d_model, eps=1e-5)
         self.norm2 = nn.LayerNorm(d_model, eps=1e-5)
         self.linear1 = nn.Linear(d_model, dim_feedforward, bias=False)
@@ -188,10 +253,14 @@ class StreamingTransformer(StreamingModule):
         context: int | None = None,
         max_period: float = 10_000.0,
         layer_scale: float | None = None,
+        attn_dim: int | None = None,
+        num_kv_heads: int | None = None,
     ):
         super().__init__()
         self.layers = nn.ModuleList(
-            StreamingTransformerLayer(d_model, num_heads, dim_feedforward, context, max_period, layer_scale)
+            StreamingTransformerLayer(
+                d_model, num_heads, dim_feedforward, context, max_period, layer_scale, attn_dim, num_kv_heads
+            )
             for _ in range(num_layers)
         )
 

@@ -32,7 +32,10 @@ from pocket_tts.models.tts_model import TTSModel  # noqa: E402
 
 VOCAB = 64
 TEXT = "The cat sat"  # short: EOS never fires here, so every chunk runs its whole frame budget
-HEAD_STEPS = {"lsd": 1, "consistency": 1, "flow_matching": 4}
+HEAD_STEPS = {"lsd": 1, "consistency": 1, "flow_matching": 4, "drifting": 1, "pointwise": 1}
+# The 2026-10 small models' backbone options: projected grouped-query attention, a bottleneck and a
+# low-rank text table.
+SMALL_MODEL = dict(attn_dim=48, num_kv_heads=1, z_dim=12, text_rank=8)
 
 
 @pytest.fixture(scope="module")
@@ -70,12 +73,17 @@ def _flow_lm(head: str, **options) -> FlowLM:
 
 def _export(parts, head: str, **options) -> Path:
     folder, tokenizer, vae, _ = parts
-    return write_export(_flow_lm(head, **options), folder / f"{head}.safetensors", tokenizer, vae)
+    name = f"{head}{'_small' if options else ''}"
+    return write_export(_flow_lm(head, **options), folder / f"{name}.safetensors", tokenizer, vae)
 
 
-@pytest.mark.parametrize("head", sorted(HEAD_STEPS))
-def test_pocket_tts_speaks_the_export_as_we_do(parts, head, tmp_path):
-    export, voice_file = _export(parts, head), parts[3]
+@pytest.mark.parametrize(
+    "head, options",
+    [(head, {}) for head in sorted(HEAD_STEPS)] + [("pointwise", SMALL_MODEL)],
+    ids=[*sorted(HEAD_STEPS), "pointwise_small_model"],
+)
+def test_pocket_tts_speaks_the_export_as_we_do(parts, head, options, tmp_path):
+    export, voice_file = _export(parts, head, **options), parts[3]
     config = export_kyutai_folder(export, tmp_path / "kyutai", voice=voice_file)
     written = yaml.safe_load(config.read_text())
     for local in (written["weights_path"], written["flow_lm"]["lookup_table"]["tokenizer_path"]):

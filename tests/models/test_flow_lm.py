@@ -1,5 +1,6 @@
 """The backbone: causality, CFG null branch, streaming equals teacher forcing, padding independence,
-context-noise statistics, latent statistics, generation stopping, export."""
+context-noise statistics, latent statistics, generation stopping, export; the 2026-10 small models'
+options (projected and grouped-query attention, the z bottleneck, a low-rank text table)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ TINY = dict(
     vocab_size=50,
     latent_dim=8,
 )
+# The small models' options: projected grouped-query attention, a 6-d bottleneck, a rank-5 text table.
+SMALL = dict(attn_dim=24, num_kv_heads=2, z_dim=6, text_rank=5)
 
 
 def _model(**overrides) -> FlowLM:
@@ -73,8 +76,9 @@ def test_cfg_dropout_removes_voice_and_text():
     torch.testing.assert_close(first[0], dropped[0])
 
 
-def test_streaming_generation_path_equals_teacher_forcing():
-    model = _model(short_context={"width": 16, "num_heads": 2, "num_layers": 1, "context": 3})
+@pytest.mark.parametrize("options", [{}, SMALL])
+def test_streaming_generation_path_equals_teacher_forcing(options):
+    model = _model(short_context={"width": 16, "num_heads": 2, "num_layers": 1, "context": 3}, **options)
     with torch.no_grad():
         model.short_context.output_linear.weight.normal_()  # make the short-context branch matter
     voice, tokens, target = _row()
@@ -148,8 +152,9 @@ def test_latent_statistics_follow_batches_then_freeze():
     torch.testing.assert_close(model.emb_mean, frozen)
 
 
-def test_generation_stops_after_eos_and_export_reloads(tmp_path):
-    model = _model()
+@pytest.mark.parametrize("options", [{}, SMALL])
+def test_generation_stops_after_eos_and_export_reloads(tmp_path, options):
+    model = _model(**options)
     voice, tokens, _ = _row()
     with torch.no_grad():
         model.out_eos.bias.fill_(100.0)  # EOS everywhere: stop as early as allowed
@@ -168,3 +173,27 @@ def test_generation_stops_after_eos_and_export_reloads(tmp_path):
     loaded = read_export(write_export(model, tmp_path / "teacher.safetensors")).flow_lm
     again = loaded.generate(voice, tokens, options)
     torch.testing.assert_close(again, model.generate(voice, tokens, options))
+
+
+def test_small_model_options_shape_the_model():
+    """``z`` is the bottleneck's output (z_dim wide) wherever the model returns it, and the head and
+    the EOS logit read it; the text table is low-rank; attention is projected and grouped."""
+    model = _model(**SMALL)
+    shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
+    assert shapes["z_proj.weight"] == (6, 32) and shapes["out_eos.weight"] == (1, 6)
+    assert shapes["conditioner.embed.weight"] == (51, 5) and shapes["conditioner.proj.weight"] == (32, 5)
+    assert shapes["transformer.layers.0.self_attn.in_proj.weight"] == (24 + 2 * 2 * 6, 32)
+    assert shapes["transformer.layers.0.self_attn.out_proj.weight"] == (32, 24)
+    assert model.head.flow_net.cond_channels == 6 and model.z_proj.bias is None
+    voice, tokens, target = _row()
+    out = _forward(model, voice, tokens, target)
+    assert out["z"].shape == (1, 10, 6)
+    torch.testing.assert_close(out["eos_logits"], model.out_eos(out["z"]).squeeze(-1))
+    z = model.step(model.bos_emb[None], model.prefill(voice, tokens))
+    assert z.shape == (1, 6)
+    loss, _ = model.head_loss(out)
+    assert torch.isfinite(loss)
+    with pytest.raises(ValueError, match="z_dim"):
+        FlowLM(**{**TINY, "z_dim": 0})
+    with pytest.raises(ValueError, match="rank"):
+        FlowLM(**{**TINY, "text_rank": 0})
