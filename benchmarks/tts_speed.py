@@ -1,17 +1,22 @@
-"""CPU speed of text-to-speech at the released student's shapes, ours next to Kyutai's ``pocket-tts``.
+"""CPU speed of text-to-speech, ours next to Kyutai's ``pocket-tts``, at the shapes of its packaged configs.
 
-    .venv/bin/python benchmarks/tts_speed.py [--frames 125] [--threads 1 2] [--runs 3] [--rounds 2]
-        [--precisions float32 int8] [--no-reference] [--json results.json]
+    .venv/bin/python benchmarks/tts_speed.py [--configs english_2026-10 english_18m_2026-10 ...]
+        [--frames 125] [--threads 1 2] [--runs 3] [--rounds 1] [--precisions float32 int8]
+        [--prompt-seconds 10] [--no-reference] [--json results.json]
 
-Both implementations get random weights (speed does not depend on their values), the same ~10 s
-voice prompt (espeak-ng when installed), the same text, EOS disabled and a fixed frame budget
-(125 frames = 10 s of audio), batch 1. Each configuration runs in its own process (so peak memory
-is its own), after one warm-up generation; configurations alternate over ``--rounds`` so a busy
-machine slows both sides alike. Printed per configuration: real-time factor (wall / audio seconds)
-and time to first audio through the public streaming API, the per-frame split (backbone, head,
-decoder: a sequential single-stream replay) and peak RSS; then ours / reference ratios.
-The reference is ``pocket-tts``'s own ``TTSModel``, built from its packaged ``english.yaml`` and
-measured through its public ``generate_audio_stream``, timed by this script.
+Each ``--configs`` entry names a ``pocket-tts`` config (``english_2026-10``, the 100M model, is the
+default; ``english_18m_2026-10``, ``english_7m_2026-10`` and ``english_2m_2026-10`` are the small
+ones). ``pocket-tts`` builds that model with random weights (speed does not depend on their values)
+and saves it once per config; its own ``TTSModel`` loads the file, and ours reads the same file
+through ``pockettts.compat.pocket.load_pocket_tts``. Both get the same voice prompt (espeak-ng when
+installed), the same text and tokenizer, EOS disabled and a fixed frame budget (125 frames = 10 s of
+audio), batch 1. Each configuration runs in its own process (so peak memory is its own), after one
+warm-up generation; configurations alternate (configs, threads, precisions, then the two sides) over
+``--rounds`` so a busy machine slows both sides alike. Printed per configuration: real-time factor
+(wall / audio seconds) and time to first audio through the public streaming API, the per-frame
+split (backbone, head, decoder: a sequential single-stream replay) and peak RSS; then ours /
+reference ratios. The reference is measured through its public ``generate_audio_stream``, timed by
+this script; ``int8`` there is its ``quantize=True``.
 """
 
 from __future__ import annotations
@@ -36,25 +41,33 @@ TEXT = (
     "pass safely through the narrow channel until dawn."
 )
 SAMPLE_RATE = 24_000
+DEFAULT_CONFIG = "english_2026-10"
 
 
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _voice_prompt(folder: Path, seconds: float = 10.0) -> torch.Tensor:
-    """``[1, T]`` at 24 kHz: espeak-ng reading a paragraph, or a voiced synthetic signal without it."""
-    from pockettts.audio import load_audio
+def _write_voice_prompt(path: Path, seconds: float) -> None:
+    """A ``seconds`` long 24 kHz prompt at ``path``: espeak-ng reading a paragraph, or a voiced
+    synthetic signal without it."""
+    from pockettts.audio import load_audio, save_audio
 
-    wav = folder / "prompt.wav"
     if shutil.which("espeak-ng"):
         words = "Speech synthesis turns written words into sound. " * 6
-        subprocess.run(["espeak-ng", "-w", str(wav), words], check=True, capture_output=True)
-        audio = load_audio(wav, sample_rate=SAMPLE_RATE)
+        subprocess.run(["espeak-ng", "-w", str(path), words], check=True, capture_output=True)
+        audio = load_audio(path, sample_rate=SAMPLE_RATE)
     else:
         t = torch.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
         audio = (0.3 * torch.sin(2 * math.pi * 140 * t) * (1 + torch.sin(2 * math.pi * 4 * t)))[None]
-    return audio[:, : int(seconds * SAMPLE_RATE)]
+    save_audio(path, audio[:, : int(seconds * SAMPLE_RATE)], SAMPLE_RATE)
+
+
+def _voice_prompt(folder: Path) -> torch.Tensor:
+    """``[1, T]`` at 24 kHz: the prompt ``prepare`` wrote."""
+    from pockettts.audio import load_audio
+
+    return load_audio(folder / "prompt.wav", sample_rate=SAMPLE_RATE)
 
 
 def _tokenizer(folder: Path) -> Path:
@@ -84,23 +97,46 @@ def _median_ms(values: list[float]) -> float:
     return statistics.median(values) * 1000
 
 
+# -- the shared model file ---------------------------------------------------------------------------
+def prepare(config_name: str, folder: Path, prompt_seconds: float) -> None:
+    """Write into ``folder`` what both sides read: ``config.yaml`` (the packaged config without
+    download paths, with this script's tokenizer), ``model.safetensors`` (``pocket-tts``'s model
+    with random weights, seed 0), the tokenizer and ``prompt.wav``."""
+    import yaml
+    from pocket_tts.models.tts_model import TTSModel
+    from pocket_tts.utils.config import CONFIGS_DIR, Config
+    from safetensors.torch import save_file
+
+    from pockettts.text import Tokenizer
+
+    tokenizer_path = _tokenizer(folder)
+    raw = yaml.safe_load((CONFIGS_DIR / f"{config_name}.yaml").read_text())
+    raw["weights_path"] = raw["weights_path_without_voice_cloning"] = None
+    vocab_size = Tokenizer(tokenizer_path).vocab_size
+    raw["flow_lm"]["lookup_table"].update(
+        n_bins=vocab_size, tokenizer="sentencepiece", tokenizer_path=str(tokenizer_path)
+    )
+    (folder / "config.yaml").write_text(yaml.safe_dump(raw))
+    torch.manual_seed(0)
+    model = TTSModel._from_pydantic_config_with_weights(Config(**raw), 0.3, 1, None, math.inf)
+    with torch.no_grad():
+        model.flow_lm.speaker_proj_weight.normal_(0.0, 0.05)  # zeros until real weights load
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
+    _write_voice_prompt(folder / "prompt.wav", prompt_seconds)
+
+
 # -- ours -----------------------------------------------------------------------------------------
 def run_ours(precision: str, frames: int, runs: int, folder: Path) -> dict:
-    from omegaconf import OmegaConf
-
-    from pockettts.models.flow_lm import FlowLM
+    from pockettts.compat.pocket import load_pocket_tts, read_pocket_config
     from pockettts.models.heads import sample_noise
     from pockettts.models.sampling import SamplingOptions
     from pockettts.models.tts import TextToSpeech
-    from pockettts.models.vae import AudioVAE
     from pockettts.text import Tokenizer
 
-    tokenizer = Tokenizer(_tokenizer(folder))
-    torch.manual_seed(0)
-    flow_lm = FlowLM(num_layers=6, vocab_size=tokenizer.vocab_size)  # the released student's shapes
-    vae_config = OmegaConf.to_container(OmegaConf.load(Path(__file__).parents[1] / "configs/model/vae.yaml"))
-    vae_config = {k: v for k, v in vae_config["vae"].items() if k != "_target_"} | {"weight_norm": False}
-    tts = TextToSpeech(flow_lm, AudioVAE(**vae_config), tokenizer, precision=precision)
+    config = read_pocket_config(folder / "config.yaml")
+    flow_lm, vae = load_pocket_tts(folder / "model.safetensors", config)
+    tokenizer = Tokenizer(config["flow_lm"]["lookup_table"]["tokenizer_path"])
+    tts = TextToSpeech(flow_lm, vae, tokenizer, precision=precision)
     voice = tts.voice(_voice_prompt(folder), SAMPLE_RATE)
     options = SamplingOptions(eos_threshold=math.inf, max_frames=frames, max_tokens=1000)
     _timed_stream(tts.stream(TEXT, voice, options))  # warm-up
@@ -132,26 +168,18 @@ def run_reference(precision: str, frames: int, runs: int, folder: Path) -> dict:
     import logging
 
     import pocket_tts  # noqa: F401  (its import sets torch's intra-op threads to 1)
-    from pocket_tts.models.flow_lm import lsd_decode
+    from pocket_tts.models import flow_lm as pocket_flow_lm
     from pocket_tts.models.tts_model import TTSModel
     from pocket_tts.modules.stateful_module import increment_steps, init_states
-    from pocket_tts.utils.config import CONFIGS_DIR, load_config
+    from pocket_tts.utils.config import load_config
+    from safetensors.torch import load_file
 
     torch.set_num_threads(THREADS)  # after the package's own setting
     logging.getLogger("pocket_tts").setLevel(logging.ERROR)
-    tokenizer_path = _tokenizer(folder)
-    from pockettts.text import Tokenizer
-
-    config = load_config(CONFIGS_DIR / "english.yaml")
-    config.weights_path = config.weights_path_without_voice_cloning = None
-    config.flow_lm.weights_path = config.mimi.weights_path = None
-    config.flow_lm.lookup_table.n_bins = Tokenizer(tokenizer_path).vocab_size
-    config.flow_lm.lookup_table.tokenizer = "sentencepiece"
-    config.flow_lm.lookup_table.tokenizer_path = str(tokenizer_path)
-    torch.manual_seed(0)
-    model = TTSModel._from_pydantic_config_with_weights(config, 0.3, 1, None, math.inf)
-    with torch.no_grad():
-        model.flow_lm.speaker_proj_weight.normal_(0.0, 0.05)  # zeros until real weights load
+    model = TTSModel._from_pydantic_config_with_weights(
+        load_config(folder / "config.yaml"), 0.3, 1, None, math.inf
+    )
+    model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=True)
     model.eval()
     if precision == "int8":
         from pocket_tts.quantization import RECOMMENDED_CONFIG, apply_dynamic_int8
@@ -165,6 +193,7 @@ def run_reference(precision: str, frames: int, runs: int, folder: Path) -> dict:
     ]
 
     flow_lm, mimi = model.flow_lm, model.mimi
+    decode = getattr(pocket_flow_lm, f"{flow_lm.flow_type}_decode")  # lsd_decode, drifting_decode, ...
     backbone, head, decoder = [], [], []
     with torch.inference_mode():
         state = init_states(flow_lm, batch_size=1, sequence_length=2000)
@@ -185,7 +214,7 @@ def run_reference(precision: str, frames: int, runs: int, folder: Path) -> dict:
             increment_steps(flow_lm, state, increment=1)
             after_backbone = time.perf_counter()
             noise = torch.empty(1, flow_lm.ldim).normal_(0.0, 0.3**0.5)
-            latent = lsd_decode(partial(flow_lm.flow_net, z), noise, 1)[:, None]
+            latent = decode(partial(flow_lm.flow_net, z), noise, 1)[:, None]
             after_head = time.perf_counter()
             mimi.decode_from_latent(latent * flow_lm.emb_std + flow_lm.emb_mean, mimi_state)
             increment_steps(mimi, mimi_state, increment=steps_per_latent)
@@ -215,74 +244,107 @@ THREADS = 1
 
 def worker(args: argparse.Namespace) -> None:
     global THREADS
-    THREADS = args.worker_threads
+    THREADS = args.worker_threads or 1
     torch.set_num_threads(THREADS)
-    with tempfile.TemporaryDirectory() as folder:
-        run = run_reference if args.worker == "reference" else run_ours
-        result = run(args.worker_precision, args.frames, args.runs, Path(folder))
-    print(json.dumps(result))
+    if args.worker == "prepare":
+        return prepare(args.worker_config, args.worker_folder, args.prompt_seconds)
+    run = run_reference if args.worker == "reference" else run_ours
+    print(json.dumps(run(args.worker_precision, args.frames, args.runs, args.worker_folder)))
 
 
-def main() -> None:
+def _run_worker(*options: str) -> str:
+    done = subprocess.run([sys.executable, __file__, *options], capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"benchmark worker {' '.join(options)} failed:\n{done.stderr[-4000:]}")
+    return done.stdout
+
+
+def main(argv: list[str] | None = None) -> dict[str, dict]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--configs", nargs="+", default=[DEFAULT_CONFIG], help="pocket-tts config names")
     parser.add_argument("--frames", type=int, default=125)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--precisions", nargs="+", default=["float32", "int8"])
     parser.add_argument("--runs", type=int, default=3, help="timed generations per process")
     parser.add_argument("--rounds", type=int, default=1, help="processes per configuration, alternated")
-    parser.add_argument("--no-reference", action="store_true")
+    parser.add_argument("--prompt-seconds", type=float, default=10.0)
+    parser.add_argument("--no-reference", action="store_true", help="measure ours alone")
     parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--worker", choices=["ours", "reference"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["prepare", "ours", "reference"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker-config", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-folder", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--worker-precision", help=argparse.SUPPRESS)
     parser.add_argument("--worker-threads", type=int, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.worker:
         return worker(args)
-    has_reference = not args.no_reference and _importable("pocket_tts")
-    sides = ["reference", "ours"] if has_reference else ["ours"]
+    if not _importable("pocket_tts"):
+        sys.exit("tts_speed.py builds its models with Kyutai's pocket-tts: install the `dev` extra")
+    sides = ["ours"] if args.no_reference else ["reference", "ours"]
     results: dict[tuple, list[dict]] = {}
-    for _ in range(args.rounds):
-        for threads in args.threads:
-            for precision in args.precisions:
-                for side in sides:
-                    command = [sys.executable, __file__, "--worker", side, "--worker-precision", precision,
-                               "--worker-threads", str(threads), "--frames", str(args.frames),
-                               "--runs", str(args.runs)]  # fmt: skip
-                    done = subprocess.run(command, check=True, capture_output=True, text=True)
-                    result = json.loads(done.stdout.strip().splitlines()[-1])
-                    results.setdefault((side, precision, threads), []).append(result)
-                    print(
-                        f"  {side:9s} {precision:7s} {threads} thr: RTF {result['rtf']:.3f}", file=sys.stderr
-                    )
+    with tempfile.TemporaryDirectory() as scratch:
+        folders = {name: Path(scratch) / name for name in args.configs}
+        for name, folder in folders.items():
+            folder.mkdir()
+            _run_worker("--worker", "prepare", "--worker-config", name, "--worker-folder", str(folder),
+                        "--prompt-seconds", str(args.prompt_seconds))  # fmt: skip
+        for _ in range(args.rounds):
+            for name in args.configs:
+                for threads in args.threads:
+                    for precision in args.precisions:
+                        for side in sides:
+                            output = _run_worker(
+                                "--worker", side, "--worker-folder", str(folders[name]),
+                                "--worker-precision", precision, "--worker-threads", str(threads),
+                                "--frames", str(args.frames), "--runs", str(args.runs),
+                            )  # fmt: skip
+                            result = json.loads(output.strip().splitlines()[-1])
+                            results.setdefault((name, side, precision, threads), []).append(result)
+                            print(f"  {name} {side:9s} {precision:7s} {threads} thr: RTF {result['rtf']:.3f}",
+                                  file=sys.stderr)  # fmt: skip
     merged = {key: _merge(runs) for key, runs in results.items()}
+    _print_tables(merged, args)
+    table = {"/".join(map(str, key)): value for key, value in merged.items()}
+    if args.json:
+        args.json.write_text(json.dumps(table, indent=2))
+    return table
+
+
+HEADER = ("impl", "precision", "thr", "RTF", "TTFA ms", "backbone ms", "head ms", "decoder ms", "peak MB")
+
+
+def _print_tables(merged: dict[tuple, dict], args: argparse.Namespace) -> None:
     print(
         f"{args.frames} frames ({args.frames / 12.5:.1f} s of audio), batch 1, medians;"
         f" torch {torch.__version__}"
     )
-    header = ("impl", "precision", "thr", "RTF", "TTFA ms", "backbone ms", "head ms", "decoder ms", "peak MB")
-    print("  ".join(f"{h:>11}" for h in header))
-    for (side, precision, threads), r in merged.items():
-        row = (side, precision, threads, f"{r['rtf']:.3f}", f"{r['ttfa_ms']:.0f}", f"{r['backbone_ms']:.1f}",
-               f"{r['head_ms']:.1f}", f"{r['decoder_ms']:.1f}", f"{r['peak_rss_mb']:.0f}")  # fmt: skip
-        print("  ".join(f"{c:>11}" for c in row))
-    if has_reference:
-        print("ours / reference (same precision and threads; < 1 is faster or smaller):")
-        for (side, precision, threads), r in merged.items():
-            ref = merged.get(("reference", precision, threads))
+    for name in args.configs:
+        print(f"\n{name}")
+        print("  ".join(f"{h:>11}" for h in HEADER))
+        rows = {key[1:]: r for key, r in merged.items() if key[0] == name}
+        for (side, precision, threads), r in rows.items():
+            row = (side, precision, threads, f"{r['rtf']:.3f}", f"{r['ttfa_ms']:.0f}",
+                   f"{r['backbone_ms']:.1f}", f"{r['head_ms']:.1f}", f"{r['decoder_ms']:.1f}",
+                   f"{r['peak_rss_mb']:.0f}")  # fmt: skip
+            print("  ".join(f"{c:>11}" for c in row))
+        if args.no_reference:
+            continue
+        print("ours / reference (< 1 is faster or smaller):")
+        for (side, precision, threads), r in rows.items():
+            ref = rows.get(("reference", precision, threads))
             if side == "ours" and ref:
-                memory = r["peak_rss_mb"] / ref["peak_rss_mb"]
-                print(f"  {precision:7s} {threads} thr: RTF {r['rtf'] / ref['rtf']:.2f}  "
-                      f"TTFA {r['ttfa_ms'] / ref['ttfa_ms']:.2f}  peak memory {memory:.2f}")  # fmt: skip
+                print(f"  {precision:7s} {threads} thr: {_ratios(r, ref)}")
         for threads in args.threads:
-            ours, ref = merged.get(("ours", "int8", threads)), merged.get(("reference", "float32", threads))
+            ours, ref = rows.get(("ours", "int8", threads)), rows.get(("reference", "float32", threads))
             if ours and ref:
-                rtf, ttfa = ours["rtf"] / ref["rtf"], ours["ttfa_ms"] / ref["ttfa_ms"]
-                print(f"  ours int8 / reference float32 (package default), {threads} thr: "
-                      f"RTF {rtf:.2f}  TTFA {ttfa:.2f}")  # fmt: skip
-    if args.json:
-        args.json.write_text(json.dumps({"/".join(map(str, k)): v for k, v in merged.items()}, indent=2))
+                print(f"  ours int8 / its default float32, {threads} thr: {_ratios(ours, ref)}")
+
+
+def _ratios(ours: dict, ref: dict) -> str:
+    return (f"RTF {ours['rtf'] / ref['rtf']:.2f}  TTFA {ours['ttfa_ms'] / ref['ttfa_ms']:.2f}  "
+            f"peak memory {ours['peak_rss_mb'] / ref['peak_rss_mb']:.2f}")  # fmt: skip
 
 
 def _merge(runs: list[dict]) -> dict:

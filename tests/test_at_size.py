@@ -5,6 +5,8 @@ a few bf16 steps on a CPU."""
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -24,7 +26,15 @@ STAGES = {
     ("teacher_300m", "head_consistency"): (TTS_ROWS, False),
     ("teacher_calm_300m", None): (TTS_ROWS, False),
     ("student_100m", None): (TTS_ROWS, True),
+    ("vae_light_decoder_18m", None): (VAE_ROWS, False),
+    ("teacher_18m", None): (TTS_ROWS, False),
+    ("teacher_7m", None): (TTS_ROWS, False),
+    ("teacher_2m", None): (TTS_ROWS, False),
+    ("student_18m", None): (TTS_ROWS, False),
+    ("student_2m", None): (TTS_ROWS, False),
 }
+# The model fields the recipe sets: where WavLM's weights are, the codec a light decoder starts from.
+RECIPE_FIELDS = {"vae_speech": ("ssl_teacher", "checkpoint"), "vae_light_decoder_18m": ("init_from",)}
 
 
 def _compose(entry: str, overrides: list[str]) -> DictConfig:
@@ -70,8 +80,10 @@ def test_at_size_keeps_the_model_and_shrinks_steps_and_rows(commands, experiment
             entry, [f"experiment={experiment}"] + ([f"ablation={ablation}"] if ablation else [])
         )
         model, reference = (OmegaConf.to_container(c.model) for c in (at_size, preset))
-        if experiment == "vae_speech":  # the one model field the recipe sets: where WavLM's weights are
-            del model["ssl_teacher"]["checkpoint"], reference["ssl_teacher"]["checkpoint"]
+        if experiment in RECIPE_FIELDS:
+            *parents, field = RECIPE_FIELDS[experiment]
+            for node in (model, reference):
+                del functools.reduce(dict.__getitem__, parents, node)[field]
         assert model == reference
         assert at_size.trainer.max_steps < preset.trainer.max_steps
         assert at_size.trainer.precision == "bf16-mixed" and at_size.trainer.accelerator == "cpu"

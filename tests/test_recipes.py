@@ -39,6 +39,7 @@ DRY_RUNS = [
     ("ablations/run.sh", [], {"SIZE": "tiny"}),
     ("ablations/run.sh", [], {"SIZE": "demo"}),
     ("tiny/demo_checkpoints.sh", [], {}),
+    ("tiny/small_student.sh", [], {}),
     ("at_size/run.sh", [], {}),
     ("slurm/train.sbatch", ["train.py", "experiment=teacher_300m", "data.data_dir=d", "data.vae=v"], {}),
     ("slurm/train.sbatch", ["distill.py", "experiment=student_100m", "teacher=t.safetensors"], {}),

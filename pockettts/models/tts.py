@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,10 +125,11 @@ class TextToSpeech:
         precision: ``"float32"`` (exact), ``"int8"`` (CPU only: dynamic int8 linears in the backbone,
             head and decoder transformer, applied in place) or ``"bfloat16"`` / ``"float16"`` (for
             GPUs: the FlowLM runs under autocast); see ``pockettts.models.quantize``.
-        overlap_decoding: ``stream``/``generate`` run generation in a background thread while the
-            caller's thread decodes every frame queued so far in one call, each with half the
-            intra-op threads (a frame's decoding then hides behind the next frame's generation).
-            ``False`` decodes frame by frame in one thread.
+        overlap_decoding: ``stream``/``generate`` run generation in a background thread (after the
+            first frame) while the caller's thread decodes the frames queued so far in one call,
+            waiting for a few more while the audio already handed out lasts, each side with half the
+            intra-op threads (decoding then hides behind generation). ``False`` decodes frame by
+            frame in one thread.
         device: where both models are moved (``pockettts.devices.resolve_device``); ``None``: the
             FlowLM's device.
     """
@@ -248,7 +250,8 @@ class TextToSpeech:
         latents: list[torch.Tensor] | None,
     ) -> Iterator[torch.Tensor]:  # fmt: skip
         frames = self._latents(text, voice, options, eos)
-        batches = _overlapped(frames) if self.overlap_decoding else ([item] for item in frames)
+        frame_seconds = self.vae.frame_size / self.vae.sample_rate
+        batches = _overlapped(frames, frame_seconds) if self.overlap_decoding else ([item] for item in frames)
         decoder: State = {}
         for batch in batches:
             stacked = torch.cat([latent for latent, _ in batch])  # [F, latent_dim], one text chunk
@@ -356,10 +359,69 @@ def _each_in(
         yield item
 
 
-def _overlapped(frames: Iterator[tuple[torch.Tensor, bool]]) -> Iterator[list[tuple[torch.Tensor, bool]]]:
-    """Run ``frames`` in a background thread; yield what it has queued since the last call (at least
-    one frame, never across a text chunk's start), each side on half the intra-op threads until
-    generation ends."""
+# The most frames the decoder waits for: a call's fixed cost (a few hundred small operations) is then
+# spread thin, and a longer wait would only delay the audio.
+MAX_AWAITED_FRAMES = 8
+
+
+class _Playback:
+    """The audio handed out so far, as a listener who starts playing at the first chunk hears it:
+    how long the decoder may still wait for more frames before the listener runs out."""
+
+    def __init__(self, frame_seconds: float):
+        self.frame_seconds = frame_seconds
+        self.started: float | None = None  # when the first audio was handed out
+        self.handed_out = 0.0  # seconds of audio
+        self.seconds_per_frame = 0.0  # the last batch's decoding and hand-out, per frame
+
+    def handed(self, frames: int, since: float) -> None:
+        """``frames`` frames of audio were handed out, decoded from ``since`` (``perf_counter``) on."""
+        now = time.perf_counter()
+        self.started = now if self.started is None else self.started
+        self.handed_out += frames * self.frame_seconds
+        self.seconds_per_frame = (now - since) / frames
+
+    def spare(self, frames: int) -> float:
+        """Seconds left to wait for one more frame, then decode all ``frames + 1`` (with twice the last
+        per-frame cost as margin) before the audio handed out runs out; 0 before the first chunk."""
+        if self.started is None:
+            return 0.0
+        runs_out = self.started + self.handed_out
+        return runs_out - time.perf_counter() - 2 * (frames + 1) * self.seconds_per_frame
+
+
+def _overlapped(
+    frames: Iterator[tuple[torch.Tensor, bool]], frame_seconds: float
+) -> Iterator[list[tuple[torch.Tensor, bool]]]:
+    """Yield ``frames`` in batches to decode, generation and decoding each on half the intra-op
+    threads. The first frame is generated and yielded alone in the caller's thread, so nothing
+    competes with its decoding (time to first audio); the rest are generated in a background
+    thread, each batch what it has queued since the last call (at least one frame, never across a
+    text chunk's start).
+
+    Later batches wait for more frames (up to ``MAX_AWAITED_FRAMES``) while the audio already handed
+    out lasts: decoding several frames in one call costs much less per frame, which leaves the CPU
+    to generation. Neither side ever gets every thread: on a busy machine, a team of OpenMP threads
+    that spin-wait for each other loses far more than it gains on these small operations.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads // 2))
+    try:
+        yield from _batches(frames, _Playback(frame_seconds))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _batches(
+    frames: Iterator[tuple[torch.Tensor, bool]], playback: _Playback
+) -> Iterator[list[tuple[torch.Tensor, bool]]]:
+    """``_overlapped``'s batches, the intra-op threads already set."""
+    first = next(frames, None)
+    if first is None:
+        return
+    since = time.perf_counter()
+    yield [first]
+    playback.handed(1, since)
     queue: Queue = Queue()
     stop, finished = threading.Event(), threading.Event()
     done = object()
@@ -376,16 +438,12 @@ def _overlapped(frames: Iterator[tuple[torch.Tensor, bool]]) -> Iterator[list[tu
         finally:
             finished.set()
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, threads // 2))
     worker = threading.Thread(target=produce, daemon=True)
     worker.start()
     pending = None
     try:
         while True:
             item = pending if pending is not None else queue.get()
-            if finished.is_set():  # generation is over: the decoder may use every thread
-                torch.set_num_threads(threads)
             pending = None
             batch = []
             while True:
@@ -399,15 +457,18 @@ def _overlapped(frames: Iterator[tuple[torch.Tensor, bool]]) -> Iterator[list[tu
                     pending = item
                     break
                 batch.append(item)
+                awaiting = len(batch) < MAX_AWAITED_FRAMES and not finished.is_set()
+                wait = playback.spare(len(batch)) if awaiting else 0.0
                 try:
-                    item = queue.get_nowait()
+                    item = queue.get(timeout=wait) if wait > 0 else queue.get_nowait()
                 except Empty:
                     break
+            since = time.perf_counter()
             yield batch
+            playback.handed(len(batch), since)
     finally:
         stop.set()
         worker.join()
-        torch.set_num_threads(threads)
 
 
 @dataclass

@@ -36,13 +36,17 @@ def local_causal_mask(n_queries: int, n_keys: int, context: int | None, device: 
     return mask
 
 
+# The longest chunk whose mask is cached: a stream's steps (one query in the backbone, 16 per frame in
+# the codec's decoder at 200 Hz, a few frames' worth when it decodes several at once).
+CACHED_MASK_QUERIES = 128
+
+
 @functools.lru_cache(maxsize=256)
-def _step_mask(n_keys: int, context: int | None, device: torch.device) -> torch.Tensor:
-    """``local_causal_mask`` of one query, built once per key count: a windowed stream (the codec's
-    decoder at 200 Hz) asks for the same few at every step. Built outside inference mode, so that
-    training may use it too."""
+def _stream_mask(n_queries: int, n_keys: int, context: int | None, device: torch.device) -> torch.Tensor:
+    """``local_causal_mask``, built once per shape: a windowed stream asks for the same few at every
+    step. Built outside inference mode, so that training may use it too."""
     with torch.inference_mode(False), torch.no_grad():
-        return local_causal_mask(1, n_keys, context, device)
+        return local_causal_mask(n_queries, n_keys, context, device)
 
 
 class LayerScale(nn.Module):
@@ -169,8 +173,8 @@ class StreamingMultiheadAttention(StreamingModule):
             out = F.scaled_dot_product_attention(q, keys, values, enable_gqa=self.grouped)
         else:
             mask = (
-                _step_mask(end, self.context, x.device)
-                if length == 1
+                _stream_mask(length, end, self.context, x.device)
+                if length <= CACHED_MASK_QUERIES
                 else local_causal_mask(length, end, self.context, x.device)
             )
             if padded:

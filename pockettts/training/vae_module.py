@@ -5,6 +5,9 @@ generator step on the weighted sum of adversarial, feature-matching, KL and the 
 reconstruction and self-supervised distillation terms (paper speech setting: no reconstruction,
 KL 0.01, distillation 25). ``global_step`` counts generator updates only (the discriminator's
 optimizer is stepped outside Lightning's step counter), so ``max_steps`` means what users expect.
+
+A new (e.g. light) decoder on a frozen encoder's latents can also learn from a teacher codec's
+decoder: ``teacher_mel`` is the mel loss to what the teacher decodes from the same latents.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from pockettts.losses.adversarial import discriminator_loss, feature_matching_lo
 from pockettts.losses.kl import gaussian_kl
 from pockettts.losses.spectral import mel_distance
 from pockettts.losses.ssl_distillation import LatentFeatureDistillation, SSLFeatureTeacher, load_ssl_teacher
-from pockettts.models.vae import AudioVAE, load_vae
+from pockettts.models.vae import AudioVAE, latent_space_hash, load_vae, vae_latent_hash
 from pockettts.modules.conv import fold_weight_norm
 from pockettts.training.ema import EMA, EMAWeightsMixin
 from pockettts.training.guard import NonFiniteGuard
@@ -32,7 +35,7 @@ from pockettts.training.schedules import WarmupCosine
 
 log = logging.getLogger(__name__)
 
-LOSS_TERMS = ("adversarial", "feature_matching", "kl", "mel", "stft", "asr", "distillation")
+LOSS_TERMS = ("adversarial", "feature_matching", "kl", "mel", "stft", "asr", "distillation", "teacher_mel")
 
 
 @contextmanager
@@ -77,6 +80,11 @@ class VAETrainingModule(EMAWeightsMixin, L.LightningModule):
         init_decoder: ``False`` takes only the encoder side from ``init_from`` and keeps this
             model's new decoder, which may be wider or deeper (with ``train_encoder=False``: a new
             decoder for an existing codec's latents).
+        teacher_codec: an exported codec with this model's encoder side (the same latent space, e.g.
+            the full codec a light decoder replaces), or ``None``. With weight ``teacher_mel`` the
+            decoder also learns to sound like the teacher: the term is ``mel_loss`` between this
+            model's decoding and the teacher's decoding of the same latents. Needs
+            ``train_encoder=False`` (the teacher's decoder only knows its own latents).
         export_path: where ``on_train_end`` writes the exported VAE.
     """
 
@@ -106,6 +114,7 @@ class VAETrainingModule(EMAWeightsMixin, L.LightningModule):
         init_decoder: bool = True,
         export_path: str | None = None,
         noise_seed: int = 0,
+        teacher_codec: str | None = None,
     ):
         super().__init__()
         self.automatic_optimization = False
@@ -125,6 +134,10 @@ class VAETrainingModule(EMAWeightsMixin, L.LightningModule):
             raise ValueError("distillation weight is set but no ssl_teacher checkpoint is given")
         if weights["distillation"] and not train_encoder:
             raise ValueError("distillation trains the encoder's latents; it needs train_encoder=True")
+        if weights["teacher_mel"] and (teacher_codec is None or mel_loss is None):
+            raise ValueError("a teacher_mel weight needs a teacher_codec and a mel_loss")
+        if teacher_codec is not None and train_encoder:
+            raise ValueError("a teacher_codec decodes its own latents only: set train_encoder=False")
         self.vae = vae
         if not init_decoder and not init_from:
             raise ValueError("init_decoder=False keeps init_from's encoder side: set init_from")
@@ -138,6 +151,8 @@ class VAETrainingModule(EMAWeightsMixin, L.LightningModule):
         if not train_encoder:  # before the EMA, which then averages the decoder side only
             for param in self.vae.encoder_parameters():
                 param.requires_grad_(False)
+        # Kept out of the module tree: its frozen weights do not belong in checkpoints.
+        object.__setattr__(self, "teacher_codec", self._load_teacher_codec(teacher_codec))
         self.discriminator = discriminator
         self.mel_loss, self.stft_loss, self.asr_loss = mel_loss, stft_loss, asr_loss
         self.ssl_teacher: SSLFeatureTeacher | None = None
@@ -164,6 +179,21 @@ class VAETrainingModule(EMAWeightsMixin, L.LightningModule):
         self._noise: torch.Generator | None = None
         self._noise_state: torch.Tensor | None = None
 
+    def _load_teacher_codec(self, path: str | None) -> AudioVAE | None:
+        """The frozen teacher codec at ``path``, checked to encode this model's latent space."""
+        if path is None:
+            return None
+        teacher = load_vae(path).requires_grad_(False)
+        own = latent_space_hash(self.vae.inference_state_dict(), self.vae.config)
+        theirs = vae_latent_hash(path)
+        if theirs != own:
+            raise ValueError(
+                f"the teacher codec {path} has another encoder side than this model (latent hash "
+                f"{theirs[:12]} vs {own[:12]}): set init_from to a codec with its encoder"
+            )
+        log.info("teacher codec %s: its decoding of the same latents is the teacher_mel target", path)
+        return teacher
+
     # -- optimisation -----------------------------------------------------------------------------
     def generator_parameters(self) -> list[nn.Parameter]:
         modules = [self.vae] + ([self.distillation] if self.distillation is not None else [])
@@ -183,6 +213,8 @@ class VAETrainingModule(EMAWeightsMixin, L.LightningModule):
     def setup(self, stage: str) -> None:
         if self.ssl_teacher is not None:
             self.ssl_teacher.to(self.device)
+        if self.teacher_codec is not None:
+            self.teacher_codec.to(self.device)
         if self.ema is not None:
             self.ema.to(self.device)
 
@@ -225,6 +257,8 @@ class VAETrainingModule(EMAWeightsMixin, L.LightningModule):
             losses["asr"] = self.asr_loss(reconstruction, audio)
         if w["distillation"]:
             losses["distillation"] = self.distillation(out["mean"], self.ssl_teacher(audio))
+        if w["teacher_mel"]:
+            losses["teacher_mel"] = self.mel_loss(reconstruction, self.teacher_decoding(out["latent"], audio))
         if self.adversarial_active():
             with frozen(self.discriminator):
                 fake_outputs = self.discriminator(reconstruction)
@@ -292,7 +326,16 @@ class VAETrainingModule(EMAWeightsMixin, L.LightningModule):
             metrics["val/mel"] = self.mel_loss(reconstruction, audio)
         if self.asr_loss is not None:
             metrics["val/asr"] = self.asr_loss(reconstruction, audio)
+        if self.teacher_codec is not None:
+            teacher = self.teacher_decoding(mean, audio)
+            metrics["val/teacher_mel_distance"] = mel_distance(reconstruction, teacher, self.vae.sample_rate)
         self.log_dict(metrics, batch_size=audio.shape[0], sync_dist=True)
+
+    @torch.no_grad()
+    def teacher_decoding(self, latent: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        """The teacher codec's audio ``[B, 1, T]`` for the conv-layout ``latent`` ``[B, latent_dim, F]``
+        of ``audio`` ``[B, 1, T]``."""
+        return self.teacher_codec.decode_features(latent)[..., : audio.shape[-1]]
 
     # -- checkpoints and export -------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

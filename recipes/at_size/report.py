@@ -19,7 +19,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-STAGES = ("vae", "teacher", "teacher_consistency", "teacher_calm", "student")
+STAGES = (
+    "vae", "teacher", "teacher_consistency", "teacher_calm", "student", "light_decoder_18m", "teacher_18m",
+    "teacher_7m", "teacher_2m", "student_18m", "student_2m",
+)  # fmt: skip
 CHECKPOINT_STEP = 2  # the crashed run is killed once this step's checkpoint is written
 GIB = 2**30
 

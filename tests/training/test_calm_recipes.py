@@ -6,27 +6,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig
 
-from pockettts.audio import SAMPLE_RATE, load_audio
-from pockettts.data.manifest import read_manifest
 from pockettts.models.bundle import read_export
 from pockettts.models.flow_lm import ShortContextTransformer
 from pockettts.models.heads import ConsistencyHead, build_head
-from pockettts.models.sampling import SamplingOptions
-from pockettts.models.tts import TextToSpeech
-from pockettts.schema import register_schemas
-from tests.support import CONFIG_DIR, TINY_VOCAB, logged_columns, run_stage
-
-
-def _compose(entry: str, experiment: str) -> DictConfig:
-    register_schemas()
-    GlobalHydra.instance().clear()
-    overrides = [f"experiment={experiment}"] + (["teacher=t.safetensors"] if entry == "distill" else [])
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(entry, overrides=overrides)
+from tests.support import TINY_VOCAB, compose_experiment, logged_columns, run_stage, speak_from_export
 
 
 @pytest.mark.parametrize("experiment, short_context_width, warmup, steps, short_context_millions", [
@@ -36,7 +20,7 @@ def _compose(entry: str, experiment: str) -> DictConfig:
 def test_calm_teachers_have_noise_on_every_position_short_context_and_the_consistency_head(
     experiment, short_context_width, warmup, steps, short_context_millions
 ):
-    cfg = _compose("train", experiment)
+    cfg = compose_experiment("train", experiment)
     model = cfg.model.model
     assert dict(model.context_noise) == {"max_level": 1.0, "distribution": "uniform"}  # k ~ U(0, 1)
     assert dict(model.short_context) == {
@@ -57,9 +41,12 @@ def test_calm_teachers_have_noise_on_every_position_short_context_and_the_consis
 
 
 def test_the_paper_values_differ_from_the_open_recipe_only_where_the_paper_says_so():
-    open_teacher, paper_teacher = _compose("train", "teacher_300m"), _compose("train", "teacher_300m_paper")
+    open_teacher, paper_teacher = (
+        compose_experiment("train", "teacher_300m"),
+        compose_experiment("train", "teacher_300m_paper"),
+    )
     # the CALM teacher is the paper-value teacher with CALM's three parts
-    calm = _compose("train", "teacher_calm_300m")
+    calm = compose_experiment("train", "teacher_calm_300m")
     calm.model.model.context_noise = calm.model.model.short_context = None
     calm.model.model.head = paper_teacher.model.model.head
     calm.tags = paper_teacher.tags
@@ -76,7 +63,7 @@ def test_the_paper_values_differ_from_the_open_recipe_only_where_the_paper_says_
         ("student_100m", 2.0), ("student_100m_paper", 1.5), ("student_calm_100m", 1.5),
         ("student_tiny", 2.0), ("student_calm_tiny", 1.5),
     ]:  # fmt: skip
-        cfg = _compose("distill", experiment)
+        cfg = compose_experiment("distill", experiment)
         assert cfg.model.cfg_scale == cfg_scale, experiment
         assert cfg.callbacks.speech_samples.sampling.cfg_scale == 1.0  # the guidance is baked in
 
@@ -111,9 +98,4 @@ def test_a_tiny_calm_teacher_and_its_student_train_export_and_speak(tiny_corpus,
         assert torch.equal(student.head.get_parameter(name), value), name
     assert (student_run / "samples" / "step_0000002" / "example0_generated.wav").is_file()
 
-    tts = TextToSpeech.load(student_export, overlap_decoding=False)
-    item = read_manifest(tiny_corpus / "test.jsonl")[0]
-    voice = tts.voice(load_audio(item.resolve_audio(tiny_corpus)), SAMPLE_RATE)
-    speech = tts.generate("A short sentence.", voice, SamplingOptions(max_frames=8, seed=3))
-    assert speech.latents.shape == (8, 8) and torch.isfinite(speech.latents).all()
-    assert speech.audio.numel() == 8 * tts.vae.frame_size
+    speak_from_export(student_export, tiny_corpus)

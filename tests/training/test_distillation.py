@@ -1,5 +1,6 @@
 """Stage 3: the student starts from the teacher's "ends" layers with the head and EOS head frozen,
-regresses onto the guided teacher output, and distill.py runs end to end."""
+regresses onto the guided teacher output, and distill.py runs end to end; a student of its own
+architecture learns the guided teacher's samples (sample level)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ import torch
 from pockettts.data.examples import TeacherBatch
 from pockettts.models.bundle import read_export, write_export
 from pockettts.models.flow_lm import FlowLM
+from pockettts.models.heads import PointwiseHead
+from pockettts.models.sampling import SamplingOptions
 from pockettts.training.distill_module import DistillationModule, ends_layers, student_from_teacher
 from pockettts.training.teacher_module import teacher_forced
-from tests.support import TINY_FLOW_LM, cpu_trainer, logged_columns, run_stage
+from tests.support import TINY_FLOW_LM, TINY_VOCAB, cpu_trainer, logged_columns, run_stage
 
 
 def test_ends_layers_match_kyutai():
@@ -150,3 +153,118 @@ def test_distill_py_student_tiny_runs_end_to_end(exported_teacher, tiny_corpus, 
     assert (run_dir / "export" / "tokenizer.model").is_file()
     assert {"val/loss", "val/text_progress"} <= logged_columns(run_dir)
     assert (run_dir / "samples" / "step_0000002" / "example0_generated.wav").is_file()
+
+
+# A small-family student of the 32-wide tiny teacher: its own width, projected grouped-query attention,
+# a low-rank text table and a pointwise head; z as wide as the teacher's, so the head can start as the
+# teacher's.
+SMALL_STUDENT = dict(
+    head={"kind": "pointwise", "dim": 32, "depth": 2, "batch_multiplier": 2}, latent_dim=8, d_model=24,
+    num_heads=4, num_layers=2, dim_feedforward=48, vocab_size=TINY_VOCAB, attn_dim=32, num_kv_heads=2,
+    z_dim=32, text_rank=8,
+)  # fmt: skip
+
+
+def _sample_level(teacher: str, **overrides) -> DistillationModule:
+    return _module(teacher, **{"num_layers": None, "student": SMALL_STUDENT, **overrides})
+
+
+def _first_batch(teacher_data) -> TeacherBatch:
+    data = teacher_data()
+    data.prepare_data()
+    data.setup("fit")
+    return next(iter(data.train_dataloader()))
+
+
+@pytest.fixture
+def sampling_teacher(tmp_path) -> str:
+    """An exported 4-layer tiny teacher whose head and latent normalisation are not at their (zero /
+    identity) initialisation, which would make every sample the noise itself."""
+    torch.manual_seed(3)
+    teacher = FlowLM(**{**TINY_FLOW_LM, "num_layers": 4})
+    with torch.no_grad():
+        teacher.emb_mean.normal_()
+        teacher.emb_std.uniform_(0.5, 2.0)
+        for param in teacher.head.parameters():
+            param.normal_(0.0, 0.1)
+    return str(write_export(teacher, tmp_path / "sampling_teacher" / "teacher.safetensors"))
+
+
+def test_a_student_of_its_own_architecture_reads_the_teachers_latents_and_starts_from_its_head(
+    sampling_teacher,
+):
+    path, teacher = sampling_teacher, read_export(sampling_teacher).flow_lm
+    student = _sample_level(path, head_from_teacher=True).model
+    assert isinstance(student.head, PointwiseHead) and student.z_dim == 32 and student.d_model == 24
+    assert all(p.requires_grad for p in student.parameters())  # the head trains too
+    torch.testing.assert_close(student.emb_mean, teacher.emb_mean)
+    torch.testing.assert_close(student.emb_std, teacher.emb_std)
+    assert int(student.stats_updates) == student.stats_ema_steps  # frozen: the teacher's normalisation
+    z, noise = torch.randn(5, 32), torch.randn(5, 8)
+    torch.testing.assert_close(
+        student.head.sample(z, noise), teacher.head.sample(z, noise), atol=1e-5, rtol=1e-5
+    )
+
+    with pytest.raises(ValueError, match="z_dim 32"):
+        _sample_level(path, head_from_teacher=True, student={**SMALL_STUDENT, "z_dim": 16})
+    drifting = {**SMALL_STUDENT, "head": {**SMALL_STUDENT["head"], "kind": "drifting"}}
+    with pytest.raises(ValueError, match="pointwise student head"):
+        _sample_level(path, head_from_teacher=True, student=drifting)
+    with pytest.raises(ValueError, match="vocab_size"):
+        _sample_level(path, student={**SMALL_STUDENT, "vocab_size": 64})
+    with pytest.raises(ValueError, match="unset num_layers"):
+        _sample_level(path, num_layers=2)
+    with pytest.raises(ValueError, match="eos_target"):
+        _sample_level(path, eos_target="bce")
+
+
+def test_teacher_and_student_heads_share_the_noise(sampling_teacher, teacher_data):
+    """A student that is its teacher (same shape, same weights) at α = 1 matches every sample exactly,
+    which it can only do if both heads read the same noise; at α = 2 the guided samples differ."""
+    batch = _first_batch(teacher_data)
+    twin = {**TINY_FLOW_LM, "num_layers": 4}
+    torch.manual_seed(0)
+    with torch.no_grad():
+        same = _sample_level(sampling_teacher, student=twin, init_from=sampling_teacher, cfg_scale=1.0)
+        assert same.losses(batch)["sample"].item() == pytest.approx(0.0, abs=1e-10)
+        guided = _sample_level(sampling_teacher, student=twin, init_from=sampling_teacher, cfg_scale=2.0)
+        assert guided.losses(batch)["sample"].item() > 1e-6
+
+
+def test_sample_level_distillation_lowers_the_loss_and_exports_a_student_that_speaks(
+    sampling_teacher, teacher_data, tmp_path
+):
+    batch = _first_batch(teacher_data)
+    module = _sample_level(sampling_teacher, export_path=str(tmp_path / "export" / "student.safetensors"))
+    teacher_before = {k: v.clone() for k, v in module.teacher.state_dict().items()}
+    torch.manual_seed(0)
+    with torch.no_grad():
+        before = module.losses(batch)
+    loader = torch.utils.data.DataLoader([batch] * 25, batch_size=None)
+    cpu_trainer(tmp_path, max_steps=25).fit(module, train_dataloaders=loader)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        after = module.losses(batch)
+    assert after["sample"] < 0.5 * before["sample"] and after["eos"] < before["eos"], (before, after)
+    for name, tensor in module.teacher.state_dict().items():
+        assert torch.equal(tensor, teacher_before[name]), name
+    student = read_export(tmp_path / "export" / "student.safetensors").flow_lm
+    assert isinstance(student.head, PointwiseHead) and student.config["attn_dim"] == 32
+    latents = student.generate(None, torch.tensor([1, 2, 3]), SamplingOptions(max_frames=5, seed=0))
+    assert latents.shape == (5, 8) and torch.isfinite(latents).all()
+
+
+def test_the_eos_head_learns_the_teachers_guided_probability_or_the_labels(sampling_teacher, teacher_data):
+    batch = _first_batch(teacher_data)
+    teacher_module = _sample_level(sampling_teacher)
+    labels_module = _sample_level(sampling_teacher, eos_target="labels")
+    labels_module.model.load_state_dict(teacher_module.model.state_dict())
+    with torch.no_grad():
+        guided, valid = teacher_module.guided_target(batch)
+        logits = teacher_forced(teacher_module.model, batch)["eos_logits"][valid]
+        probability = torch.sigmoid(teacher_module.teacher.out_eos(guided[valid]).squeeze(-1))
+        ends = (torch.arange(valid.shape[1])[None] == batch.target_lengths[:, None]).float()[valid]
+        soft = torch.nn.functional.binary_cross_entropy_with_logits(logits, probability)
+        hard = torch.nn.functional.binary_cross_entropy_with_logits(logits, ends)
+        torch.testing.assert_close(teacher_module.losses(batch)["eos"], soft)
+        torch.testing.assert_close(labels_module.losses(batch)["eos"], hard)

@@ -4,8 +4,6 @@ distillation from a (tiny, local) WavLM, and ``train.py experiment=vae_tiny`` en
 from __future__ import annotations
 
 import functools
-import subprocess
-import sys
 from pathlib import Path
 
 import lightning as L
@@ -23,7 +21,7 @@ from pockettts.modules.discriminators import (
     MultiScaleSTFTDiscriminator,
 )
 from pockettts.training.vae_module import VAETrainingModule
-from tests.support import ROOT, TINY_VAE, TINY_WAVLM, Crash, cpu_trainer
+from tests.support import TINY_VAE, TINY_WAVLM, Crash, amplify_codec, cpu_trainer, run_vae_stage
 from tests.support import crash_after as crash_after_step
 
 
@@ -232,6 +230,66 @@ def test_a_wider_decoder_trains_on_a_frozen_codecs_latents(tiny_corpus, tmp_path
         _module(init_decoder=False)
 
 
+LIGHT_DECODER = dict(
+    decoder_seanet=dict(dimension=8, n_filters=2, kernel_size=3),
+    decoder_transformer=dict(d_model=8, num_heads=2, dim_feedforward=16),
+)
+
+
+def _teacher_mel(module: VAETrainingModule, audio: torch.Tensor) -> float:
+    """The ``teacher_mel`` term on the posterior means of ``audio`` ``[B, 1, T]``, current weights."""
+    with torch.no_grad():
+        mean = module.vae.encode_mean(audio)
+        decoded = module.vae.decode_features(mean)[..., : audio.shape[-1]]
+        return module.mel_loss(decoded, module.teacher_decoding(mean, audio)).item()
+
+
+def test_a_light_decoder_learns_to_decode_as_its_teacher_codec(tiny_corpus, tmp_path):
+    """``teacher_codec``: a new, smaller decoder on a frozen codec's latents learns what that codec's
+    own decoder makes of the same latents (the ``teacher_mel`` term); the teacher stays out of the
+    checkpoints and the export keeps the codec's latent space."""
+    teacher = tmp_path / "teacher.safetensors"
+    _module(seed=1).export(teacher)
+    for _ in range(2):  # x1600: peaks near -27 dBFS, loud enough for the mel term to have a target
+        amplify_codec(teacher)
+    module = _module(
+        vae=AudioVAE(**TINY_VAE, **LIGHT_DECODER),
+        discriminator=None,
+        discriminator_optimizer=None,
+        loss_weights=dict(teacher_mel=1.0),
+        init_from=str(teacher),
+        init_decoder=False,
+        train_encoder=False,
+        teacher_codec=str(teacher),
+        sample_posterior=False,  # the random codec's latents are 25x smaller than its posterior noise
+        export_path=str(tmp_path / "light.safetensors"),
+    )
+    data = _crops(tiny_corpus)
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))
+    before = _teacher_mel(module, batch["audio"])
+    loader = DataLoader([batch] * 40, batch_size=None)
+    cpu_trainer(tmp_path, max_steps=40).fit(module, train_dataloaders=loader)
+    assert _teacher_mel(module, batch["audio"]) < 0.5 * before
+    assert not any(k.startswith("teacher") for k in module.state_dict())
+    light = load_vae(tmp_path / "light.safetensors")
+    assert vae_latent_hash(tmp_path / "light.safetensors") == vae_latent_hash(teacher)
+    assert light.config["decoder_seanet"]["kernel_size"] == 3 and light.config["seanet"]["kernel_size"] == 7
+
+
+def test_a_teacher_codec_must_share_the_latent_space(tmp_path):
+    teacher, stranger = tmp_path / "teacher.safetensors", tmp_path / "stranger.safetensors"
+    _module(seed=1).export(teacher)
+    _module(seed=2).export(stranger)
+    light = dict(init_from=str(teacher), init_decoder=False, discriminator=None, discriminator_optimizer=None)
+    with pytest.raises(ValueError, match="another encoder side"):
+        _module(train_encoder=False, teacher_codec=str(stranger), loss_weights=dict(teacher_mel=1.0), **light)
+    with pytest.raises(ValueError, match="train_encoder=False"):
+        _module(teacher_codec=str(teacher), loss_weights=dict(teacher_mel=1.0), **light)
+    with pytest.raises(ValueError, match="needs a teacher_codec"):
+        _module(train_encoder=False, loss_weights=dict(teacher_mel=1.0), **light)
+
+
 def test_misconfigured_losses_are_named():
     with pytest.raises(ValueError, match="unknown loss terms"):
         _module(loss_weights=dict(melspec=1.0))
@@ -243,40 +301,10 @@ def test_misconfigured_losses_are_named():
         _module(loss_weights=dict(distillation=1.0), ssl_teacher={}, train_encoder=False)
 
 
-def _train_py_vae_tiny(corpus: Path, run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
-    overrides = [
-        "experiment=vae_tiny",
-        "data=manifest_crops",
-        f"data.data_dir={corpus}",
-        "data.train_manifest=train.jsonl",
-        "data.valid_manifest=valid.jsonl",
-        "data.num_workers=0",
-        "data.batch_size=2",
-        "data.crop_seconds=0.32",
-        "data.valid_crop_seconds=0.64",
-        "trainer.max_steps=2",
-        "trainer.val_check_interval=2",
-        "trainer.limit_val_batches=1",
-        "trainer.precision=32-true",
-        "callbacks.audio_samples.every_n_steps=2",
-        "callbacks.audio_samples.num_clips=1",
-        "callbacks.model_checkpoint.every_n_train_steps=2",
-        f"hydra.run.dir={run_dir}",
-        f"paths.log_dir={run_dir.parent}",
-        *extra,
-    ]
-    return subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *overrides],
-        capture_output=True,
-        text=True,
-        cwd=run_dir.parent,
-    )
-
-
 def test_train_py_vae_tiny_runs_end_to_end(tiny_corpus, tmp_path):
     """The real entry point and preset: trains, validates, writes samples, checkpoints and the export."""
     run_dir = tmp_path / "run"
-    result = _train_py_vae_tiny(tiny_corpus, run_dir)
+    result = run_vae_stage("vae_tiny", tiny_corpus, run_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     assert load_vae(run_dir / "export" / "vae.safetensors").latent_dim == 32
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
@@ -291,7 +319,8 @@ def test_gan_training_runs_under_ddp_with_two_processes(tiny_corpus, tmp_path):
     """Two gloo processes: each network's step leaves the other's parameters gradient-free, which
     DDP only accepts with unused-parameter detection (the strategy vae_speech sets)."""
     run_dir = tmp_path / "ddp"
-    result = _train_py_vae_tiny(
+    result = run_vae_stage(
+        "vae_tiny",
         tiny_corpus,
         run_dir,
         "trainer=ddp_cpu",

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# The shipped small-family model (recipes/tiny/checkpoints/small_student.* and vae_light.*): a light
+# decoder for the shipped codec's frozen latents, distilled from its decoder's output, and a student with
+# grouped-query attention, a z bottleneck and a pointwise head, warm-started from the shipped student
+# (pockettts/training/warm_start.py) and distilled at the sample level from the shipped teacher at α = 2,
+# both on the WordNet demo corpus; then Whisper base on 48 held-out items with the light and the shipped
+# decoder, and the real-time factor on one thread. On CPU, one thread each (≈ 40 min light decoder,
+# ≈ 30 min student, ≈ 6 min per evaluation on a shared 2-core machine; training_record.md).
+#   bash recipes/tiny/small_student.sh
+#   STAGES="eval rtf" bash recipes/tiny/small_student.sh   # part of it again
+# Stages: light_decoder student ship eval rtf. Needs the corpus and latent cache of
+# recipes/tiny/demo_checkpoints.sh (data/demo_wn_all) and Whisper base (its whisper stage).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+source recipes/common.sh
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+
+SHIPPED=recipes/tiny/checkpoints
+DATA=${DATA:-data/demo_wn_all}
+RUNS=${RUNS:-logs/small}
+LIGHT_STEPS=${LIGHT_STEPS:-600}
+STUDENT_STEPS=${STUDENT_STEPS:-1200}
+WHISPER=${WHISPER:-checkpoints/whisper/base.pt}
+LIGHT=$RUNS/light_decoder/export/vae.safetensors
+STUDENT=$RUNS/student_warm/export/student.safetensors
+
+if want light_decoder && todo "$LIGHT"; then
+  echo "== light decoder: 0.46M parameters on the shipped codec's frozen latents, $LIGHT_STEPS steps =="
+  run $PY train.py experiment=vae_light_decoder_tiny model.vae.decoder_seanet.dimension=128 \
+    model.vae.decoder_seanet.n_filters=16 model.vae.decoder_transformer.d_model=128 \
+    model.vae.decoder_transformer.dim_feedforward=256 data.demo=null data.data_dir="$DATA" \
+    data.train_manifest=clean/train.jsonl data.valid_manifest="$PWD/data/demo/clean/valid.jsonl" \
+    data.batch_size=8 trainer.max_steps="$LIGHT_STEPS" trainer.val_check_interval=300 \
+    callbacks.model_checkpoint.every_n_train_steps=100 callbacks.audio_samples.every_n_steps="$LIGHT_STEPS" \
+    hydra.run.dir="$RUNS/light_decoder" $(resume "$RUNS/light_decoder")
+fi
+
+if want student && todo "$STUDENT"; then
+  echo "== small student: warm start from the shipped student, $STUDENT_STEPS steps at α = 2 =="
+  run $PY distill.py experiment=student_small_warm_tiny data.data_dir="$DATA" data.cache_dir="$DATA/latents" \
+    trainer.max_steps="$STUDENT_STEPS" trainer.val_check_interval=300 \
+    callbacks.model_checkpoint.every_n_train_steps=300 \
+    hydra.run.dir="$RUNS/student_warm" $(resume "$RUNS/student_warm")
+fi
+
+if want ship; then
+  echo "== ship: $SHIPPED/small_student.safetensors, decoding with $SHIPPED/vae_light.safetensors =="
+  run cp "$LIGHT" "$SHIPPED/vae_light.safetensors"
+  run cp "${LIGHT%.safetensors}.json" "$SHIPPED/vae_light.json"
+  # The same weights and metadata, recording the light codec (by its shipped path) as the one to decode with.
+  run $PY -c 'import sys
+from pockettts.models.bundle import read_export, write_export
+source, out, tokenizer, vae = sys.argv[1:]
+export = read_export(source)
+write_export(export.flow_lm, out, tokenizer=tokenizer, vae=vae, step=export.step, ema=export.ema)' \
+    "$STUDENT" "$SHIPPED/small_student.safetensors" "$SHIPPED/tokenizer.model" "$SHIPPED/vae_light.safetensors"
+fi
+
+# The ablation's evaluation (recipes/ablations/run.sh SIZE=demo): 48 held-out items, Whisper base.
+evaluate() {  # evaluate NAME [vae=CODEC]
+  want eval || return 0
+  todo "$RUNS/eval/$1/done" || return 0
+  run $PY eval.py checkpoint="$SHIPPED/small_student.safetensors" sampling.cfg_scale=1.0 testset=demo \
+    testset_options.data_dir="$DATA" max_items=48 loop_guard=true generation_batch_size=16 \
+    quality_scorer=null whisper="$WHISPER" device=cpu results_root="$RUNS/eval/$1" ${2:+"$2"}
+  [ -n "${DRY_RUN:-}" ] || touch "$RUNS/eval/$1/done"
+}
+evaluate light_decoder
+evaluate shipped_decoder vae="$SHIPPED/vae.safetensors"
+
+if want rtf; then
+  echo "== real-time factor, one thread (int8 and float32) =="
+  for precision in int8 float32; do
+    run $PY infer.py checkpoint="$SHIPPED/small_student.safetensors" \
+      voice="$DATA/audio/test/flite_awb/flite_awb_test_0000.flac" \
+      text="He gave liberally to several charities and nobody ever knew his name." \
+      precision="$precision" out="$RUNS/rtf_$precision.wav"
+  done
+fi
