@@ -24,6 +24,15 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
 
+@pytest.fixture
+def one_thread():
+    """Run a test on one thread (tiny matrices: fastest, and it leaves the other core alone)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_config() -> DemoCorpusConfig:
     return DemoCorpusConfig(

@@ -25,13 +25,7 @@ from tests.support import randomise
 SMALL = dict(latent_dim=2, cond_dim=16, dim=64, depth=2)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matrices: one thread is fastest and leaves the other core alone."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny matrices: one thread is fastest
 
 
 # ---------------------------------------------------------------------------------------------- network
