@@ -36,7 +36,7 @@ UNSEEN = (
 
 def test_shipped_exports_name_the_shipped_codec_and_tokenizer():
     codec_hash = vae_latent_hash(SHIPPED / "vae.safetensors")
-    for name in ("teacher", "student"):
+    for name in ("teacher", "student", "small_student"):
         export = read_export(SHIPPED / f"{name}.safetensors")
         assert export.metadata["latent_hash"] == codec_hash, name
         assert vae_latent_hash(export.codec()) == codec_hash
@@ -55,14 +55,32 @@ def test_the_shipped_student_carries_its_teachers_frozen_heads():
     assert heads and all(torch.equal(student_state[k], teacher_state[k]) for k in heads)
 
 
-def _student_and_voice(corpus: Path) -> tuple[TextToSpeech, torch.Tensor]:
-    tts = TextToSpeech.load(SHIPPED / "student.safetensors", precision="float32", overlap_decoding=False)
+def test_the_small_student_has_the_small_families_parts_and_a_light_decoder_for_its_latents():
+    """recipes/tiny/small_student.sh: grouped-query attention, a z bottleneck, a pointwise head; the light
+    decoder has the shipped codec's encoder (so it decodes the student's latents) and a third of its
+    decoder. The student records the shipped codec (the light decoder is not yet intelligible)."""
+    export = read_export(SHIPPED / "small_student.safetensors")
+    config = export.flow_lm.config
+    assert config["num_kv_heads"] < config["num_heads"] and config["z_dim"] < config["d_model"]
+    assert config["head"]["kind"] == "pointwise"
+    assert export.codec().resolve() == SHIPPED / "vae.safetensors"
+    assert export.codec(SHIPPED / "vae_light.safetensors")  # same latent hash, else an error
+    light, full = load_vae(SHIPPED / "vae_light.safetensors"), load_vae(SHIPPED / "vae.safetensors")
+    decoder_size = [
+        sum(p.numel() for n, p in vae.named_parameters() if "decoder" in n) for vae in (light, full)
+    ]
+    assert 0 < decoder_size[0] < decoder_size[1] / 3, decoder_size
+
+
+def _student_and_voice(corpus: Path, name: str = "student") -> tuple[TextToSpeech, torch.Tensor]:
+    tts = TextToSpeech.load(SHIPPED / f"{name}.safetensors", precision="float32", overlap_decoding=False)
     prompt = next(i for i in read_manifest(corpus / "test.jsonl") if i.speaker == "flite_awb")
     return tts, tts.voice(load_audio(prompt.resolve_audio(corpus), tts.vae.sample_rate), tts.vae.sample_rate)
 
 
-def test_the_shipped_student_speaks_and_stops(tiny_corpus):
-    tts, voice = _student_and_voice(tiny_corpus)
+@pytest.mark.parametrize("name", ["student", "small_student"])
+def test_the_shipped_student_speaks_and_stops(tiny_corpus, name):
+    tts, voice = _student_and_voice(tiny_corpus, name)
     generation = tts.generate(HELD_OUT, voice, SamplingOptions(seed=0))
     seconds = generation.audio.shape[-1] / tts.vae.sample_rate
     assert generation.eos_reached and 1.0 < seconds < 10.0, seconds
