@@ -361,7 +361,7 @@ def _each_in(
 
 # The most frames the decoder waits for: a call's fixed cost (a few hundred small operations) is then
 # spread thin, and a longer wait would only delay the audio.
-MAX_AWAITED_FRAMES = 8
+MAX_AWAITED_FRAMES = 16
 
 
 class _Playback:

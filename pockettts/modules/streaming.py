@@ -29,8 +29,8 @@ class StreamingModule(nn.Module):
     def init_state(self, batch_size: int) -> State:
         """The state of a new stream for this module and all its streaming descendants."""
         # a module without weights follows torch's default device, as its inputs' factories do
-        tensors = itertools.chain(self.parameters(), self.buffers())
-        device = next((t.device for t in tensors), torch.get_default_device())
+        first = next(itertools.chain(self.parameters(), self.buffers()), None)
+        device = first.device if first is not None else torch.get_default_device()
         state = self.init_own_state(batch_size, device)
         for name, child in streaming_children(self):
             state[name] = child.init_state(batch_size)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 
 import pytest
 import torch
@@ -14,7 +15,14 @@ from pockettts.audio import AudioError
 from pockettts.models.bundle import read_export, write_export
 from pockettts.models.flow_lm import FlowLM
 from pockettts.models.sampling import SamplingOptions
-from pockettts.models.tts import TextToSpeech, VoiceState, prepare_text, split_text
+from pockettts.models.tts import (
+    MAX_AWAITED_FRAMES,
+    TextToSpeech,
+    VoiceState,
+    _overlapped,
+    prepare_text,
+    split_text,
+)
 from pockettts.models.vae import AudioVAE
 from pockettts.text import TextError
 from tests.support import ROOT, TINY_VAE, TINY_VOCAB
@@ -294,3 +302,26 @@ def test_a_given_codec_must_encode_the_exports_latent_space(tiny_vae, tmp_path):
     with pytest.raises(ValueError, match="another latent space") as info:
         export.codec(other)
     assert str(other) in str(info.value) and str(export.path) in str(info.value)
+
+
+def test_decoding_batches_wait_for_frames_while_the_audio_lasts():
+    """The first frame is decoded alone; later batches wait for up to ``MAX_AWAITED_FRAMES`` frames
+    while the audio handed out lasts (here 10 s per frame: always), never across a text chunk's start."""
+    threads = torch.get_num_threads()
+    seen_threads = []
+
+    def slow_frames():
+        for index in range(30):
+            time.sleep(0.005)
+            seen_threads.append(torch.get_num_threads())
+            yield torch.full((1, 2), float(index)), index in (0, 20)  # text chunks start at 0 and 20
+
+    def full_batches(start: int, stop: int) -> list[int]:
+        return [min(MAX_AWAITED_FRAMES, stop - first) for first in range(start, stop, MAX_AWAITED_FRAMES)]
+
+    batches = list(_overlapped(slow_frames(), frame_seconds=10.0))
+    assert [len(batch) for batch in batches] == [1, *full_batches(1, 20), *full_batches(20, 30)]
+    assert MAX_AWAITED_FRAMES in [len(batch) for batch in batches]
+    assert [int(latent[0, 0]) for batch in batches for latent, _ in batch] == list(range(30))
+    assert not any(opens for batch in batches for _, opens in batch[1:])
+    assert set(seen_threads) == {max(1, threads // 2)} and torch.get_num_threads() == threads
