@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/tts_speed.py [--configs english_2026-10 english_18m_2026-10 ...]
         [--frames 125] [--threads 1 2] [--runs 3] [--rounds 1] [--precisions float32 int8]
         [--prompt-seconds 10] [--no-reference] [--json results.json]
+    .venv/bin/python benchmarks/tts_speed.py --checkpoints EXPORT.safetensors ... [--vae VAE.safetensors]
 
 Each ``--configs`` entry names a ``pocket-tts`` config (``english_2026-10``, the 100M model, is the
 default; ``english_18m_2026-10``, ``english_7m_2026-10`` and ``english_2m_2026-10`` are the small
@@ -12,7 +13,8 @@ through ``pockettts.compat.pocket.load_pocket_tts``. Both get the same voice pro
 installed), the same text and tokenizer, EOS disabled and a fixed frame budget (125 frames = 10 s of
 audio), batch 1. Each configuration runs in its own process (so peak memory is its own), after one
 warm-up generation; configurations alternate (configs, threads, precisions, then the two sides) over
-``--rounds`` so a busy machine slows both sides alike. Printed per configuration: real-time factor
+``--rounds`` so a busy machine slows both sides alike. ``--checkpoints`` measures exported models
+of ours (a trained student, say) the same way, alone: with the codec each records, or ``--vae``. Printed per configuration: real-time factor
 (wall / audio seconds) and time to first audio through the public streaming API, the per-frame
 split (backbone, head, decoder: a sequential single-stream replay, in a worker thread) and peak RSS;
 then ours / reference ratios. The reference is measured through its public ``generate_audio_stream``,
@@ -102,6 +104,15 @@ def _median_ms(values: list[float]) -> float:
 
 
 # -- the shared model file ---------------------------------------------------------------------------
+def prepare_checkpoint(checkpoint: Path, vae: Path | None, folder: Path, prompt_seconds: float) -> None:
+    """Write into ``folder`` what ``run_ours`` reads for an exported model: ``checkpoint.json``
+    (its path and the codec to decode with) and ``prompt.wav``."""
+    (folder / "checkpoint.json").write_text(
+        json.dumps({"checkpoint": str(checkpoint.resolve()), "vae": str(vae.resolve()) if vae else None})
+    )
+    _write_voice_prompt(folder / "prompt.wav", prompt_seconds)
+
+
 def prepare(config_name: str, folder: Path, prompt_seconds: float) -> None:
     """Write into ``folder`` what both sides read: ``config.yaml`` (the packaged config without
     download paths, with this script's tokenizer), ``model.safetensors`` (``pocket-tts``'s model
@@ -137,10 +148,15 @@ def run_ours(precision: str, frames: int, runs: int, folder: Path) -> dict:
     from pockettts.models.tts import TextToSpeech
     from pockettts.text import Tokenizer
 
-    config = read_pocket_config(folder / "config.yaml")
-    flow_lm, vae = load_pocket_tts(folder / "model.safetensors", config)
-    tokenizer = Tokenizer(config["flow_lm"]["lookup_table"]["tokenizer_path"])
-    tts = TextToSpeech(flow_lm, vae, tokenizer, precision=precision)
+    if (folder / "checkpoint.json").exists():
+        paths = json.loads((folder / "checkpoint.json").read_text())
+        tts = TextToSpeech.load(paths["checkpoint"], vae=paths["vae"], precision=precision)
+    else:
+        config = read_pocket_config(folder / "config.yaml")
+        flow_lm, vae = load_pocket_tts(folder / "model.safetensors", config)
+        tokenizer = Tokenizer(config["flow_lm"]["lookup_table"]["tokenizer_path"])
+        tts = TextToSpeech(flow_lm, vae, tokenizer, precision=precision)
+    flow_lm, tokenizer = tts.flow_lm, tts.tokenizer
     voice = tts.voice(_voice_prompt(folder), SAMPLE_RATE)
     options = SamplingOptions(eos_threshold=math.inf, max_frames=frames, max_tokens=1000)
     _timed_stream(tts.stream(TEXT, voice, options))  # warm-up
@@ -265,6 +281,8 @@ def worker(args: argparse.Namespace) -> None:
     global THREADS
     THREADS = args.worker_threads or 1
     torch.set_num_threads(THREADS)
+    if args.worker == "prepare" and args.worker_checkpoint:
+        return prepare_checkpoint(args.worker_checkpoint, args.vae, args.worker_folder, args.prompt_seconds)
     if args.worker == "prepare":
         return prepare(args.worker_config, args.worker_folder, args.prompt_seconds)
     run = run_reference if args.worker == "reference" else run_ours
@@ -282,7 +300,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--configs", nargs="+", default=[DEFAULT_CONFIG], help="pocket-tts config names")
+    parser.add_argument("--configs", nargs="+", default=None, help=f"pocket-tts config names ({DEFAULT_CONFIG})")
+    parser.add_argument("--checkpoints", nargs="+", type=Path, default=[], help="exported models of ours")
+    parser.add_argument("--vae", type=Path, default=None, help="the codec for --checkpoints (default: recorded)")
     parser.add_argument("--frames", type=int, default=125)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--precisions", nargs="+", default=["float32", "int8"])
@@ -293,27 +313,37 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--worker", choices=["prepare", "ours", "reference"], help=argparse.SUPPRESS)
     parser.add_argument("--worker-config", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-checkpoint", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--worker-folder", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--worker-precision", help=argparse.SUPPRESS)
     parser.add_argument("--worker-threads", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         return worker(args)
-    if not _importable("pocket_tts"):
+    if args.configs is None:
+        args.configs = [] if args.checkpoints else [DEFAULT_CONFIG]
+    if args.configs and not _importable("pocket_tts"):
         sys.exit("tts_speed.py builds its models with Kyutai's pocket-tts: install the `dev` extra")
-    sides = ["ours"] if args.no_reference else ["reference", "ours"]
+    for checkpoint in [*args.checkpoints, *([args.vae] if args.vae else [])]:
+        if not checkpoint.is_file():
+            sys.exit(f"tts_speed.py: no such file: {checkpoint}")
+    sources = {name: ("--worker-config", name) for name in args.configs}
+    sources |= {str(path): ("--worker-checkpoint", str(path)) for path in args.checkpoints}
+    args.configs = list(sources)  # the names of the printed tables
     results: dict[tuple, list[dict]] = {}
     with tempfile.TemporaryDirectory() as scratch:
-        folders = {name: Path(scratch) / name for name in args.configs}
+        folders = {name: Path(scratch) / f"model{index}" for index, name in enumerate(sources)}
         for name, folder in folders.items():
             folder.mkdir()
-            _run_worker("--worker", "prepare", "--worker-config", name, "--worker-folder", str(folder),
-                        "--prompt-seconds", str(args.prompt_seconds))  # fmt: skip
+            _run_worker("--worker", "prepare", *sources[name], "--worker-folder", str(folder),
+                        "--prompt-seconds", str(args.prompt_seconds),
+                        *(["--vae", str(args.vae)] if args.vae else []))  # fmt: skip
         for _ in range(args.rounds):
             for name in args.configs:
+                ours_alone = args.no_reference or sources[name][0] == "--worker-checkpoint"
                 for threads in args.threads:
                     for precision in args.precisions:
-                        for side in sides:
+                        for side in ["ours"] if ours_alone else ["reference", "ours"]:
                             output = _run_worker(
                                 "--worker", side, "--worker-folder", str(folders[name]),
                                 "--worker-precision", precision, "--worker-threads", str(threads),
@@ -348,7 +378,7 @@ def _print_tables(merged: dict[tuple, dict], args: argparse.Namespace) -> None:
                    f"{r['backbone_ms']:.1f}", f"{r['head_ms']:.1f}", f"{r['decoder_ms']:.1f}",
                    f"{r['peak_rss_mb']:.0f}")  # fmt: skip
             print("  ".join(f"{c:>11}" for c in row))
-        if args.no_reference:
+        if not any(side == "reference" for side, _, _ in rows):
             continue
         print("ours / reference (< 1 is faster or smaller):")
         for (side, precision, threads), r in rows.items():
