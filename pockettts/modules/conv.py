@@ -101,13 +101,36 @@ class StreamingConv1d(StreamingModule):
     def _empty_output(self, x: torch.Tensor) -> torch.Tensor:
         return x.new_zeros(x.shape[0], self.conv.out_channels, 0)
 
+    def _conv(self, x: torch.Tensor) -> torch.Tensor:
+        """``self.conv(x)``; at inference on a CPU, a conv with few output channels and a short kernel
+        (a decoder's last layers, at the audio rate) is a sum of shifted matrix products: oneDNN's
+        kernel is 1.5-2.6x slower there (measured on a 2-core Xeon, 16 -> 8 and 64 -> 1 channels,
+        kernel 3, 30720 samples)."""
+        conv = self.conv
+        fast = (
+            conv.out_channels <= 8 and conv.kernel_size[0] <= 3 and conv.stride[0] == 1 and conv.groups == 1
+        )
+        if not fast or torch.is_grad_enabled() or x.device.type != "cpu" or x.shape[0] != 1:
+            return conv(x)
+        weight, dilation = conv.weight, conv.dilation[0]  # [C_out, C_in, K]
+        length = x.shape[-1] - self.effective_kernel + 1
+        taps = [x[0, :, k * dilation : k * dilation + length] for k in range(weight.shape[-1])]
+        y = (
+            weight[:, :, 0] @ taps[0]
+            if conv.bias is None
+            else torch.addmm(conv.bias[:, None], weight[:, :, 0], taps[0])
+        )
+        for k in range(1, len(taps)):
+            y.addmm_(weight[:, :, k], taps[k])
+        return y[None]
+
     def forward(self, x: torch.Tensor, state: State | None = None) -> torch.Tensor:
         """``x``: ``[B, C_in, T]`` -> ``[B, C_out, T_out]``."""
         if state is None:
             x = torch.cat([self._left_pad(x), x], dim=-1)
             if x.shape[-1] < self.effective_kernel:
                 return self._empty_output(x)
-            return self.conv(x)
+            return self._conv(x)
         if x.shape[-1] == 0:
             return self._empty_output(x)
         pending = state["pending"].to(x.dtype)
@@ -124,7 +147,7 @@ class StreamingConv1d(StreamingModule):
         state["pending"] = x[..., n_out * self.stride :].detach()
         if n_out == 0:
             return self._empty_output(x)
-        return self.conv(x[..., : (n_out - 1) * self.stride + self.effective_kernel])
+        return self._conv(x[..., : (n_out - 1) * self.stride + self.effective_kernel])
 
 
 class StreamingConvTranspose1d(StreamingModule):
@@ -152,6 +175,10 @@ class StreamingConvTranspose1d(StreamingModule):
         convtr = nn.ConvTranspose1d(in_channels, out_channels, kernel_size, stride, groups=groups, bias=bias)
         self.convtr = _maybe_weight_norm(convtr, weight_norm)
 
+    # From this input length on, the product is taken weight-first (measured on a 2-core Xeon: 5x faster
+    # for the last upsampling of 16 frames; 1.6x slower for the first upsampling of 8).
+    COLUMNS_FIRST_FROM = 64
+
     def init_own_state(self, batch_size: int, device: torch.device) -> State:
         return {"overlap": torch.zeros(batch_size, self.convtr.out_channels, self.overlap, device=device)}
 
@@ -165,9 +192,14 @@ class StreamingConvTranspose1d(StreamingModule):
         batch, channels, length = x.shape
         weight = convtr.weight  # [C_in, C_out, K]
         out_channels, kernel = weight.shape[1], weight.shape[2]
-        columns = x.transpose(1, 2) @ weight.reshape(channels, out_channels * kernel)  # [B, T, C_out*K]
-        columns = columns.view(batch, length, out_channels, kernel).permute(0, 2, 3, 1)
-        columns = columns.reshape(batch, out_channels * kernel, length)  # fold's layout
+        if length >= self.COLUMNS_FIRST_FROM:
+            # [C_out*K, C_in] @ [B, C_in, T] lands in fold's layout: no copy of the (large) product
+            # (bmm, unlike matmul, keeps it so whatever the layout of x)
+            columns = torch.bmm(weight.reshape(channels, out_channels * kernel).t().expand(batch, -1, -1), x)
+        else:  # a short input: [B, T, C_in] @ [C_in, C_out*K] is the faster product, its copy cheap
+            columns = x.transpose(1, 2) @ weight.reshape(channels, out_channels * kernel)
+            columns = columns.view(batch, length, out_channels, kernel).permute(0, 2, 3, 1)
+            columns = columns.reshape(batch, out_channels * kernel, length)  # fold's layout
         size = (length - 1) * self.stride + kernel
         y = F.fold(columns, (1, size), (1, kernel), stride=(1, self.stride)).view(batch, out_channels, size)
         return y if convtr.bias is None else y + convtr.bias[:, None]

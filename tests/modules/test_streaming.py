@@ -183,16 +183,38 @@ def test_state_survives_flatten_and_restore():
 
 
 @pytest.mark.parametrize("bias", [True, False])
-def test_inference_transposed_conv_equals_torch(bias):
-    """The no-grad CPU path (one matrix product + overlap-add) computes what nn.ConvTranspose1d does."""
+@pytest.mark.parametrize("length", [9, StreamingConvTranspose1d.COLUMNS_FIRST_FROM + 3])
+@pytest.mark.parametrize("batch", [1, 2])
+def test_inference_transposed_conv_equals_torch(bias, length, batch):
+    """The no-grad CPU path (one matrix product + overlap-add, in either product order, on a strided
+    input too) computes what nn.ConvTranspose1d does."""
     torch.manual_seed(0)
     layer = StreamingConvTranspose1d(6, 5, kernel_size=12, stride=6, bias=bias)
-    x = torch.randn(2, 6, 9)
+    x = torch.randn(batch, length, 6).transpose(1, 2)  # [B, C, T], not contiguous
     with torch.no_grad():
         fast = layer._transposed_conv(x)
     torch.testing.assert_close(fast, layer.convtr(x))
     with torch.no_grad():
         torch.testing.assert_close(run_streamed(layer, x, max_chunk=2), layer(x))
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("dilation", [1, 2])
+def test_inference_narrow_conv_equals_torch(bias, dilation):
+    """The no-grad CPU path of a conv with few output channels (a sum of shifted products) computes
+    what nn.Conv1d does, in a full pass and streamed; a batch of two takes nn.Conv1d's path."""
+    torch.manual_seed(0)
+    layer = StreamingConv1d(16, 3, kernel_size=3, dilation=dilation, bias=bias)
+    x = torch.randn(1, 16, 40)
+    with torch.no_grad():
+        fast = layer._conv(x)
+        torch.testing.assert_close(fast, layer.conv(x))
+        full = layer(x)
+        torch.testing.assert_close(run_streamed(layer, x, max_chunk=5), full)
+    torch.testing.assert_close(full, layer(x))  # with grad: nn.Conv1d
+    pair = torch.randn(2, 16, 40)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(pair)[:1], layer(pair[:1]))
 
 
 def test_rope_table_first_built_in_inference_mode_serves_training():
