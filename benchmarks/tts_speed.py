@@ -14,7 +14,8 @@ installed), the same text and tokenizer, EOS disabled and a fixed frame budget (
 audio), batch 1. Each configuration runs in its own process (so peak memory is its own), after one
 warm-up generation; configurations alternate (configs, threads, precisions, then the two sides) over
 ``--rounds`` so a busy machine slows both sides alike. ``--checkpoints`` measures exported models
-of ours (a trained student, say) the same way, alone: with the codec each records, or ``--vae``. Printed per configuration: real-time factor
+of ours (a trained student, say) the same way, alone: with the codec each records, or
+``--vae``. Printed per configuration: real-time factor
 (wall / audio seconds) and time to first audio through the public streaming API, the per-frame
 split (backbone, head, decoder: a sequential single-stream replay, in a worker thread) and peak RSS;
 then ours / reference ratios. The reference is measured through its public ``generate_audio_stream``,
@@ -300,9 +301,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--configs", nargs="+", default=None, help=f"pocket-tts config names ({DEFAULT_CONFIG})")
+    parser.add_argument("--configs", nargs="+", help=f"pocket-tts config names (default {DEFAULT_CONFIG})")
     parser.add_argument("--checkpoints", nargs="+", type=Path, default=[], help="exported models of ours")
-    parser.add_argument("--vae", type=Path, default=None, help="the codec for --checkpoints (default: recorded)")
+    parser.add_argument("--vae", type=Path, help="the codec for --checkpoints (default: the recorded one)")
     parser.add_argument("--frames", type=int, default=125)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--precisions", nargs="+", default=["float32", "int8"])
