@@ -4,6 +4,7 @@
 # head instead of LSD), trained with the same data order, steps and seed; every teacher evaluated at
 # CFG 1, 1.5, 2 and 3; students distilled from the best one at three guidance scales α; one report
 # (tables with 95% intervals, paired tests against the baseline, plots, the HTML listening page).
+# SIZE=demo also gives the two fresh heads (consistency, LSD) a longer budget (stage heads).
 # README.md has costs, expectations and the result of the demo run.
 #   DATA=data/hifitts2 bash recipes/ablations/run.sh   # GPUs, on a corpus prepared by recipes/hifitts2
 #   SIZE=demo bash recipes/ablations/run.sh            # CPU: branches of the shipped demo teacher (≈ 2 h)
@@ -208,4 +209,35 @@ if want report; then
   run $PY -m pockettts.tools report "$RUNS/eval/teachers" --out "$RUNS/report/teachers" \
     --baseline context_noise=0  # noise_none, the only teacher without context noise
   run $PY -m pockettts.tools report "$RUNS/eval/students" --out "$RUNS/report/students"
+fi
+
+# SIZE=demo: the two fresh heads (consistency, and its LSD control) at a longer budget: HEAD_STEPS more
+# steps from their branch exports (every weight continues; a fresh schedule, the same data order and
+# seed), scored at the scales where the LSD teachers read best, consistency against LSD on the same items.
+if [ -n "$TRUNK" ] && { want heads || want report; }; then
+  HEAD_STEPS=${HEAD_STEPS:-2000}
+  suffix=_$(((STEPS + HEAD_STEPS) / 1000))k  # head-training steps in all (1000 + 2000: _3k)
+  longer=()
+  for name in noise_calm_consistency noise_calm_lsd_fresh_head; do
+    knobs=$(printf '%s\n' "${VARIANTS[@]}" | sed -n "s/^$name:\(.*\):.*$/\1/p")
+    overrides "$knobs ${TEACHER_OVERRIDES:-}"
+    longer+=("$RUNS/$name$suffix/export/teacher.safetensors")
+    if want heads && todo "$RUNS/$name$suffix/export/teacher.safetensors"; then
+      echo "== $name: $HEAD_STEPS more steps =="
+      launch $PY train.py experiment="$TEACHER_EXP" "${TTS_DATA[@]}" model.model.vocab_size="$VOCAB" \
+        trainer.max_steps="$HEAD_STEPS" trainer="$TRAINER" ${TEACHER_BASE[@]+"${TEACHER_BASE[@]}"} \
+        model.init_from="$RUNS/$name/export/teacher.safetensors" "model.init_fresh=[]" \
+        ${OVERRIDES[@]+"${OVERRIDES[@]}"} hydra.run.dir="$RUNS/$name$suffix" $(resume "$RUNS/$name$suffix")
+    fi
+  done
+  if want heads; then
+    all=$(IFS=,; echo "${longer[*]}")
+    run $PY eval.py -m +sweep=noise_level checkpoint="$all" sampling.cfg_scale=1.5,2.0 "${TESTSET[@]}" \
+      ${limit[@]+"${limit[@]}"} ${EVAL_ARGS[@]+"${EVAL_ARGS[@]}"} whisper="$EVAL_WHISPER" \
+      results_root="$RUNS/eval/heads" device="$DEVICE"
+  fi
+  if want report; then
+    run $PY -m pockettts.tools report "$RUNS/eval/heads" --out "$RUNS/report/heads" \
+      --baseline checkpoint="noise_calm_lsd_fresh_head$suffix-teacher-step$HEAD_STEPS-ema"
+  fi
 fi
