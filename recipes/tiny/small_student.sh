@@ -4,8 +4,8 @@
 # grouped-query attention, a z bottleneck and a pointwise head, warm-started from the shipped student
 # (pockettts/training/warm_start.py) and distilled at the sample level from the shipped teacher at α = 2,
 # both on the WordNet demo corpus; then Whisper base on 48 held-out items with the light and the shipped
-# decoder, and the real-time factor on one thread. On CPU, one thread each (≈ 40 min light decoder,
-# ≈ 30 min student, ≈ 6 min per evaluation on a shared 2-core machine; training_record.md).
+# decoder, and the real-time factor (benchmarks/tts_speed.py). On CPU, one thread each (≈ 55 min for the
+# light decoder's three runs, ≈ 17 min for the student, ≈ 6 min per evaluation; training_record.md).
 #   bash recipes/tiny/small_student.sh
 #   STAGES="eval rtf" bash recipes/tiny/small_student.sh   # part of it again
 # Stages: light_decoder student ship eval rtf. Needs the corpus and latent cache of
@@ -18,33 +18,41 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 SHIPPED=recipes/tiny/checkpoints
 DATA=${DATA:-data/demo_wn_all}
 RUNS=${RUNS:-logs/small}
-LIGHT_STEPS=${LIGHT_STEPS:-600}
+LIGHT_STEPS=${LIGHT_STEPS:-600 300 1200}  # consecutive runs, each from the last one's export
 STUDENT_STEPS=${STUDENT_STEPS:-1200}
 WHISPER=${WHISPER:-checkpoints/whisper/base.pt}
-LIGHT=$RUNS/light_decoder/export/vae.safetensors
-STUDENT=$RUNS/student_warm/export/student.safetensors
+STUDENT=$RUNS/student/export/student.safetensors
 
-if want light_decoder && todo "$LIGHT"; then
-  echo "== light decoder: 0.46M parameters on the shipped codec's frozen latents, $LIGHT_STEPS steps =="
-  run $PY train.py experiment=vae_light_decoder_tiny model.vae.decoder_seanet.dimension=128 \
-    model.vae.decoder_seanet.n_filters=16 model.vae.decoder_transformer.d_model=128 \
-    model.vae.decoder_transformer.dim_feedforward=256 data.demo=null data.data_dir="$DATA" \
-    data.train_manifest=clean/train.jsonl data.valid_manifest="$PWD/data/demo/clean/valid.jsonl" \
-    data.batch_size=8 trainer.max_steps="$LIGHT_STEPS" trainer.val_check_interval=300 \
-    callbacks.model_checkpoint.every_n_train_steps=100 callbacks.audio_samples.every_n_steps="$LIGHT_STEPS" \
-    hydra.run.dir="$RUNS/light_decoder" $(resume "$RUNS/light_decoder")
-fi
+# The light decoder in consecutive runs, each a fresh schedule from the previous run's weights.
+previous=()
+run_index=0
+for steps in $LIGHT_STEPS; do
+  run_index=$((run_index + 1))
+  light_dir=$RUNS/light_decoder_$run_index
+  if want light_decoder && todo "$light_dir/export/vae.safetensors"; then
+    echo "== light decoder, run $run_index: 0.46M parameters on the shipped codec's frozen latents, $steps steps =="
+    run $PY train.py experiment=vae_light_decoder_tiny model.vae.decoder_seanet.dimension=128 \
+      model.vae.decoder_seanet.n_filters=16 model.vae.decoder_transformer.d_model=128 \
+      model.vae.decoder_transformer.dim_feedforward=256 data.demo=null data.data_dir="$DATA" \
+      data.train_manifest=clean/train.jsonl data.valid_manifest="$PWD/data/demo/clean/valid.jsonl" \
+      data.batch_size=8 trainer.max_steps="$steps" trainer.val_check_interval=400 \
+      callbacks.model_checkpoint.every_n_train_steps=100 callbacks.audio_samples.every_n_steps="$steps" \
+      ${previous[@]+"${previous[@]}"} hydra.run.dir="$light_dir" $(resume "$light_dir")
+  fi
+  previous=(model.init_from="$light_dir/export/vae.safetensors" model.init_decoder=true)
+done
+LIGHT=$light_dir/export/vae.safetensors
 
 if want student && todo "$STUDENT"; then
   echo "== small student: warm start from the shipped student, $STUDENT_STEPS steps at α = 2 =="
   run $PY distill.py experiment=student_small_warm_tiny data.data_dir="$DATA" data.cache_dir="$DATA/latents" \
     trainer.max_steps="$STUDENT_STEPS" trainer.val_check_interval=300 \
     callbacks.model_checkpoint.every_n_train_steps=300 \
-    hydra.run.dir="$RUNS/student_warm" $(resume "$RUNS/student_warm")
+    hydra.run.dir="$RUNS/student" $(resume "$RUNS/student")
 fi
 
-# The student records the shipped codec as the one to decode with: at 600 steps the light decoder is not
-# yet intelligible (docs/results.md#a-small-family-model); it decodes the same latents with vae=.
+# The student records the shipped codec as the one to decode with: the light decoder does not yet make
+# speech Whisper understands (docs/results.md#a-small-family-model); it decodes the same latents with vae=.
 if want ship; then
   echo "== ship: $SHIPPED/small_student.safetensors and $SHIPPED/vae_light.safetensors =="
   run cp "$LIGHT" "$SHIPPED/vae_light.safetensors"
@@ -71,11 +79,7 @@ evaluate light_decoder vae="$SHIPPED/vae_light.safetensors"
 evaluate shipped_decoder
 
 if want rtf; then
-  echo "== real-time factor, one thread (int8 and float32; the light decoder) =="
-  for precision in int8 float32; do
-    run $PY infer.py checkpoint="$SHIPPED/small_student.safetensors" vae="$SHIPPED/vae_light.safetensors" \
-      voice="$DATA/audio/test/flite_awb/flite_awb_test_0000.flac" \
-      text="He gave liberally to several charities and nobody ever knew his name." \
-      precision="$precision" out="$RUNS/rtf_$precision.wav"
-  done
+  echo "== real-time factor: the benchmark's protocol (10 s of audio, warm), light decoder =="
+  run $PY benchmarks/tts_speed.py --checkpoints "$SHIPPED/small_student.safetensors" \
+    "$SHIPPED/student.safetensors" --vae "$SHIPPED/vae_light.safetensors" --rounds 3
 fi
