@@ -57,19 +57,19 @@ def test_the_shipped_student_carries_its_teachers_frozen_heads():
 
 def test_the_small_student_has_the_small_families_parts_and_a_light_decoder_for_its_latents():
     """recipes/tiny/small_student.sh: grouped-query attention, a z bottleneck, a pointwise head; the light
-    decoder has the shipped codec's encoder (so it decodes the student's latents) and a third of its
-    decoder. The student records the shipped codec (the light decoder is not yet intelligible)."""
+    decoder it records has the shipped codec's encoder (so it decodes the student's latents) and about
+    half of its decoder; the full codec decodes the same latents."""
     export = read_export(SHIPPED / "small_student.safetensors")
     config = export.flow_lm.config
     assert config["num_kv_heads"] < config["num_heads"] and config["z_dim"] < config["d_model"]
     assert config["head"]["kind"] == "pointwise"
-    assert export.codec().resolve() == SHIPPED / "vae.safetensors"
-    assert export.codec(SHIPPED / "vae_light.safetensors")  # same latent hash, else an error
+    assert export.codec().resolve() == SHIPPED / "vae_light.safetensors"
+    assert export.codec(SHIPPED / "vae.safetensors")  # same latent hash, else an error
     light, full = load_vae(SHIPPED / "vae_light.safetensors"), load_vae(SHIPPED / "vae.safetensors")
     decoder_size = [
         sum(p.numel() for n, p in vae.named_parameters() if "decoder" in n) for vae in (light, full)
     ]
-    assert 0 < decoder_size[0] < decoder_size[1] / 3, decoder_size
+    assert 0 < decoder_size[0] < 0.55 * decoder_size[1], decoder_size
 
 
 def _student_and_voice(corpus: Path, name: str = "student") -> tuple[TextToSpeech, torch.Tensor]:

@@ -31,6 +31,7 @@ SUBCOMMANDS = {
     "wordnet-sentences": "wordnet_sentences",
     "import-kyutai": "import_kyutai",
     "export-kyutai": "export_kyutai",
+    "prune-decoder": "prune_decoder",
 }
 
 
