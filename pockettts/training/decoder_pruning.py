@@ -25,7 +25,6 @@ Only the attention's query/key/value projections and the layer norms are copied 
 from __future__ import annotations
 
 import copy
-import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -35,9 +34,6 @@ from torch import nn
 from pockettts.models.vae import AudioVAE
 from pockettts.modules.conv import StreamingConv1d, StreamingConvTranspose1d
 from pockettts.modules.seanet import SEANetResnetBlock
-from pockettts.modules.transformer import StreamingTransformerLayer
-
-log = logging.getLogger(__name__)
 
 # The SEANet settings a narrow decoder must share with its source (its widths and kernels may differ).
 SHARED_SEANET = ("channels", "ratios", "n_residual_layers", "dilation_base", "compress")
@@ -48,10 +44,14 @@ def _check_shapes(source: dict[str, Any], seanet: dict[str, Any], transformer: d
     source_seanet, source_transformer = source["decoder_seanet"], source["decoder_transformer"]
     for key in SHARED_SEANET:
         if seanet[key] != source_seanet[key]:
-            raise ValueError(f"decoder_seanet.{key} {seanet[key]} differs from the source's {source_seanet[key]}")
-    for key, wider in (("n_filters", "n_filters"), ("dimension", "dimension")):
-        if seanet[key] > source_seanet[wider]:
-            raise ValueError(f"decoder_seanet.{key} {seanet[key]} is wider than the source's {source_seanet[wider]}")
+            raise ValueError(
+                f"decoder_seanet.{key} {seanet[key]} differs from the source's {source_seanet[key]}"
+            )
+    for key in ("n_filters", "dimension"):
+        if seanet[key] > source_seanet[key]:
+            raise ValueError(
+                f"decoder_seanet.{key} {seanet[key]} is wider than the source's {source_seanet[key]}"
+            )
     if transformer["d_model"] != seanet["dimension"]:
         raise ValueError(
             f"decoder_transformer.d_model {transformer['d_model']} must equal decoder_seanet.dimension "
@@ -96,17 +96,23 @@ class _Recorder:
 
 
 def _watched(vae: AudioVAE) -> dict[str, nn.Module]:
-    """The decoder's refit-able layers and the blocks around them, by name."""
+    """The decoder's refit-able layers (and its residual blocks, whose skips are targets), by name."""
     names = {}
     for name, module in vae.named_modules():
-        refit = isinstance(module, (StreamingConv1d, StreamingConvTranspose1d, SEANetResnetBlock))
-        in_layer = isinstance(module, (StreamingTransformerLayer, nn.Linear, nn.LayerNorm))
-        if name.startswith("decoder.") and refit or name.startswith("decoder_transformer.") and in_layer:
+        in_seanet = isinstance(module, (StreamingConv1d, StreamingConvTranspose1d, SEANetResnetBlock))
+        in_transformer = isinstance(module, nn.Linear)
+        if (
+            name.startswith("decoder.")
+            and in_seanet
+            or name.startswith("decoder_transformer.")
+            and in_transformer
+        ):
             names[name] = module
     return names
 
 
 def _record(vae: AudioVAE, latents: torch.Tensor) -> _Recorder:
+    """Every watched layer's input and output when ``vae`` decodes ``latents`` ``[B, F, latent_dim]``."""
     recorder = _Recorder(_watched(vae))
     try:
         vae.decode(latents)
@@ -261,7 +267,8 @@ def _prune_transformer(pruner: _Pruner, settings: dict[str, Any]) -> torch.Tenso
             getattr(thin, scale).scale.copy_(getattr(wide, scale).scale[stream])
         # The branch outputs are fit to the source's own (no skip compensation: dividing the stream's
         # error by a small layer scale would ask the branch for what its input cannot explain).
-        pruner.refit_linear(f"{name}.self_attn.out_proj", teacher.outputs[f"{name}.self_attn.out_proj"][..., stream])
+        out_proj = f"{name}.self_attn.out_proj"
+        pruner.refit_linear(out_proj, teacher.outputs[out_proj][..., stream])
         units = _energy(nn.functional.gelu(teacher.outputs[f"{name}.linear1"], approximate="tanh"), -1)
         units = _top(units * _reading_norm(wide.linear2.weight, 1), thin.linear1.out_features)
         pruner.refit_linear(f"{name}.linear1", teacher.outputs[f"{name}.linear1"][..., units])
@@ -277,10 +284,8 @@ def _stage_readers(model: nn.ModuleList, index: int) -> tuple[int, list[torch.Te
     while end + 1 < len(model) and isinstance(model[end + 1], SEANetResnetBlock):
         end += 1
         readers.append((model[end].block[1].conv.weight, 1))
-    following = next(
-        (layer for layer in model[end + 1 :] if isinstance(layer, (StreamingConv1d, StreamingConvTranspose1d))),
-        None,
-    )
+    convs = (StreamingConv1d, StreamingConvTranspose1d)
+    following = next((layer for layer in model[end + 1 :] if isinstance(layer, convs)), None)
     if isinstance(following, StreamingConv1d):
         readers.append((following.conv.weight, 1))
     elif following is not None:
@@ -308,7 +313,8 @@ def _prune_seanet(pruner: _Pruner, stream: torch.Tensor) -> None:
         elif isinstance(wide, SEANetResnetBlock):
             first, last = f"{name}.block.1", f"{name}.block.3"
             hidden = _energy(nn.functional.elu(teacher.outputs[first]), 1)
-            hidden = _top(hidden * _reading_norm(wide.block[3].conv.weight, 1), thin.block[1].conv.out_channels)
+            hidden *= _reading_norm(wide.block[3].conv.weight, 1)
+            hidden = _top(hidden, thin.block[1].conv.out_channels)
             pruner.refit_conv(first, teacher.outputs[first][:, hidden])
             skip = pruner.student().inputs[name]
             pruner.refit_conv(last, teacher.outputs[name][:, stream] - skip)

@@ -112,5 +112,5 @@ def test_the_command_writes_a_codec_that_loads(source, tmp_path, capsys):
         tools_main(["prune-decoder", "--vae", str(codec), "--manifest", str(manifest), "--seconds", "5",
                     "--out", str(tmp_path / "never.safetensors")])  # fmt: skip
     with pytest.raises(SystemExit, match="expected KEY=VALUE"):
-        tools_main(["prune-decoder", "--vae", str(codec), "--manifest", str(manifest), "--seanet", "n_filters",
-                    "--out", str(tmp_path / "never.safetensors")])  # fmt: skip
+        tools_main(["prune-decoder", "--vae", str(codec), "--manifest", str(manifest),
+                    "--seanet", "n_filters", "--out", str(tmp_path / "never.safetensors")])  # fmt: skip
