@@ -83,6 +83,8 @@ class StreamingConv1d(StreamingModule):
             in_channels, out_channels, kernel_size, stride, dilation=dilation, groups=groups, bias=bias
         )
         self.conv = _maybe_weight_norm(conv, weight_norm)
+        # Few output channels and a short kernel (a decoder's last layers, at the audio rate): see _conv.
+        self.shifted_products = out_channels <= 8 and kernel_size <= 3 and stride == 1 and groups == 1
 
     def init_own_state(self, batch_size: int, device: torch.device) -> State:
         # "pending" = input not yet consumed, left context included; replicate padding is only known
@@ -107,10 +109,7 @@ class StreamingConv1d(StreamingModule):
         kernel is 1.5-2.6x slower there (measured on a 2-core Xeon, 16 -> 8 and 64 -> 1 channels,
         kernel 3, 30720 samples)."""
         conv = self.conv
-        fast = (
-            conv.out_channels <= 8 and conv.kernel_size[0] <= 3 and conv.stride[0] == 1 and conv.groups == 1
-        )
-        if not fast or torch.is_grad_enabled() or x.device.type != "cpu" or x.shape[0] != 1:
+        if not self.shifted_products or torch.is_grad_enabled() or x.device.type != "cpu" or x.shape[0] != 1:
             return conv(x)
         weight, dilation = conv.weight, conv.dilation[0]  # [C_out, C_in, K]
         length = x.shape[-1] - self.effective_kernel + 1

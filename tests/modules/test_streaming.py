@@ -205,6 +205,7 @@ def test_inference_narrow_conv_equals_torch(bias, dilation):
     what nn.Conv1d does, in a full pass and streamed; a batch of two takes nn.Conv1d's path."""
     torch.manual_seed(0)
     layer = StreamingConv1d(16, 3, kernel_size=3, dilation=dilation, bias=bias)
+    assert layer.shifted_products and not StreamingConv1d(16, 9, kernel_size=3).shifted_products
     x = torch.randn(1, 16, 40)
     with torch.no_grad():
         fast = layer._conv(x)
