@@ -64,6 +64,17 @@ def test_a_narrow_decoder_keeps_the_source_latents_and_approximates_its_audio(so
     assert _relative_error(pruned, reference) < 0.85 and _relative_error(untrained, reference) > 0.95
 
 
+def test_keeping_the_stream_and_heads_keeps_the_attention_and_the_kept_units_exact(source, latents):
+    """The shipped light decoder's kind of cut (SEANet and feed-forward narrower, the transformer's
+    stream and heads kept): what reads the unchanged stream refits exactly, the rest approximately."""
+    narrow, fits = prune_decoder(source, latents, dict(n_filters=2), dict(dim_feedforward=16), ridge=1e-12)
+    layer = "decoder_transformer.transformer.layers.0"
+    assert fits[f"{layer}.self_attn.out_proj"] < 1e-4 and fits[f"{layer}.linear1"] < 1e-4
+    assert 1e-3 < fits[f"{layer}.linear2"] < 1  # half of the units cannot say all the source's do
+    assert narrow.decoder_transformer.transformer.layers[0].linear1.out_features == 16
+    assert fits["decoder.model.11"] < 0.85
+
+
 def test_kernel_sizes_may_differ_from_the_source(source, latents):
     narrow, fits = prune_decoder(source, latents, dict(NARROW_SEANET, kernel_size=3), NARROW_TRANSFORMER)
     assert narrow.decoder.model[0].conv.weight.shape[-1] == 3
