@@ -136,27 +136,27 @@ def _relative_residual(output: torch.Tensor, target: torch.Tensor) -> float:
     return float((output - target).double().norm() / target.double().norm().clamp_min(1e-12))
 
 
-def _conv_design(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """What a (transposed) conv like ``layer`` computes from ``x`` ``[B, C_in, T]``, as a design matrix
-    ``[B * T_out, C_in * K + 1]``: column ``c * K + k`` is the layer's output for a kernel that is 1 at
-    input channel ``c``, tap ``k`` (its own padding and trimming included), the last column 1 (bias)."""
+def _one_hot_probe(layer: nn.Module) -> nn.Module:
+    """A copy of the (transposed) conv ``layer`` with ``C_in * K`` bias-free outputs, output ``c * K + k``
+    the response to a kernel that is 1 at input channel ``c``, tap ``k``: run on ``x``, it gives the
+    columns of the layer's design matrix, its own padding and trimming included."""
     probe = copy.deepcopy(layer)
-    if isinstance(layer, StreamingConv1d):
-        conv = probe.conv
-        channels, kernel = conv.in_channels, conv.kernel_size[0]
-        weight = torch.zeros(channels * kernel, channels, kernel)
-        for c in range(channels):
-            weight[c * kernel : (c + 1) * kernel, c] = torch.eye(kernel)
-        conv.out_channels = channels * kernel
-    else:
-        conv = probe.convtr
-        channels, kernel = conv.in_channels, conv.kernel_size[0]
-        weight = torch.zeros(channels, channels * kernel, kernel)
-        for c in range(channels):
-            weight[c, c * kernel : (c + 1) * kernel] = torch.eye(kernel)
-        conv.out_channels = channels * kernel
-    conv.weight = nn.Parameter(weight)
+    conv = probe.conv if isinstance(layer, StreamingConv1d) else probe.convtr
+    channels, kernel = conv.in_channels, conv.kernel_size[0]
+    one_hot = torch.eye(channels * kernel)
+    if isinstance(layer, StreamingConv1d):  # weight [C_out, C_in, K]
+        weight = one_hot.reshape(channels * kernel, channels, kernel)
+    else:  # weight [C_in, C_out, K]
+        weight = one_hot.reshape(channels, kernel, channels * kernel).transpose(1, 2)
+    conv.out_channels = channels * kernel
+    conv.weight = nn.Parameter(weight.contiguous())
     conv.bias = None
+    return probe
+
+
+def _conv_design(probe: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``x`` ``[B, C_in, T]`` -> the design matrix ``[B * T_out, C_in * K + 1]`` of the layer ``probe``
+    was made from (``_one_hot_probe``), the last column 1 (the bias)."""
     columns = probe(x)  # [B, C_in * K, T_out]
     columns = columns.transpose(1, 2).reshape(-1, columns.shape[1])
     return torch.cat([columns, columns.new_ones(len(columns), 1)], dim=1)
@@ -169,9 +169,10 @@ def _refit_conv(
     equations summed over ``chunk`` items at a time, so the design never exists whole); returns the
     relative residual of the fit."""
     conv = layer.conv if isinstance(layer, StreamingConv1d) else layer.convtr
+    probe = _one_hot_probe(layer)
     gram = cross = None
     for start in range(0, len(x), chunk):
-        design = _conv_design(layer, x[start : start + chunk]).double()
+        design = _conv_design(probe, x[start : start + chunk]).double()
         part = target[start : start + chunk]
         flat = part.transpose(1, 2).reshape(-1, part.shape[1]).double()
         gram = design.T @ design if gram is None else gram + design.T @ design
